@@ -1,0 +1,40 @@
+# netlab: the two commands a new user runs are `make demo` and `make test`.
+# Both bootstrap what they need (Debian packages, .venv) by themselves.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay clean
+
+bootstrap:
+	@$(SUDO) scripts/bootstrap.sh
+
+demo: bootstrap
+	@$(SUDO) scripts/link-command.sh
+	$(SUDO) $(VENV)/bin/netlab demo
+
+test: bootstrap
+	$(SUDO) env NETLAB_REQUIRE_ROOT_TESTS=$${NETLAB_REQUIRE_ROOT_TESTS:-0} $(PY) -m pytest $(PYTEST_ARGS)
+
+unit: bootstrap
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(VENV)/bin/ruff check netlab tests bench topologies
+	$(VENV)/bin/ruff format --check netlab tests bench topologies
+
+fmt: bootstrap
+	$(VENV)/bin/ruff format netlab tests bench topologies
+	$(VENV)/bin/ruff check --fix netlab tests bench topologies
+
+bench: bench-bringup bench-overlay
+
+bench-bringup: bootstrap
+	$(SUDO) $(PY) bench/bringup.py
+
+bench-overlay: bootstrap
+	$(SUDO) $(PY) bench/overlay.py
+
+clean:
+	@if [ -x $(VENV)/bin/netlab ]; then $(SUDO) $(VENV)/bin/netlab clean --all; fi

@@ -1,0 +1,502 @@
+"""The lab API: Kubernetes-shaped HTTP over a unix socket (aiohttp), routes made from the table.
+
+Lifecycle follows aiohttp's runner: `runner = await serve(make_app(store, actions), path)`,
+later `await runner.cleanup()`; cleanup ends every open watch and log stream first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from netlab import __version__
+from netlab.errors import ApiError
+from netlab.resources import Resource
+from netlab.store import Store, parse_revision
+
+log = logging.getLogger(__name__)
+
+STORE = web.AppKey("store", Store)
+ACTIONS = web.AppKey("actions", object)
+STREAMS = web.AppKey("streams", set)  # open watches and log streams, closed on shutdown
+CLOSING = web.AppKey("closing", asyncio.Event)
+TASKS = web.AppKey("tasks", set)
+
+BOOKMARK_INTERVAL = 10.0  # seconds of quiet before a watch sends a BOOKMARK (if allowed)
+LOG_POLL = 0.2  # seconds between checks of a followed log file
+DISCONNECT_POLL = 2.0  # seconds between checks that a quiet watch's client is still there
+_REASONS = {
+    400: "BadRequest",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "AlreadyExists",
+    410: "Expired",
+    422: "Invalid",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
+
+
+class Actions(Protocol):
+    """What the lab does for API calls that are more than a store write."""
+
+    async def delete_pod(self, namespace: str, name: str) -> dict:
+        """Delete a pod (stop its processes, remove it from the store); return the object."""
+        ...
+
+    async def delete_deployment(self, namespace: str, name: str) -> dict:
+        """Delete a deployment and its pods; return the object."""
+        ...
+
+    async def shutdown(self) -> None:
+        """Tear the lab down (runs as a task after the API has answered 202)."""
+        ...
+
+    def log_path(self, namespace: str, pod: str, container: str | None) -> Path:
+        """The log file of a container; ApiError 404 (no such container) or 400 (ambiguous)."""
+        ...
+
+
+def status(code: int, message: str, reason: str | None = None) -> dict:
+    """A Kubernetes `Status` object."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success" if code < 400 else "Failure",
+        "message": message,
+        "reason": reason or _REASONS.get(code, "Unknown"),
+        "code": code,
+    }
+
+
+def _status_response(code: int, message: str, reason: str | None = None) -> web.Response:
+    return web.json_response(status(code, message, reason), status=code)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable]):
+    """Every failure becomes a `Status`; nothing a client sends takes the server down."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _status_response(exc.status, str(exc), getattr(exc, "reason", None))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = f"the server could not find the requested resource ({request.path})"
+        if exc.status != 404:
+            message = f"{exc.reason}: {request.method} {request.path}"
+        return _status_response(exc.status, message)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:  # a bug in a handler or an action: report it, keep serving
+        log.exception("lab API: %s %s failed", request.method, request.path_qs)
+        return _status_response(500, f"internal error handling {request.method} {request.path}")
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "")
+    if value in ("", "0", "f", "F", "false", "False", "FALSE"):
+        return False
+    if value in ("1", "t", "T", "true", "True", "TRUE"):
+        return True
+    raise ApiError(400, f"invalid {name}={value!r}: must be true or false")
+
+
+def _int(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ApiError(400, f"invalid {name}={value!r}: must be a non-negative integer")
+    return number
+
+
+def _gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+# -- discovery -------------------------------------------------------------------
+
+
+def _resource_list(group_version: str, resources: list[Resource]) -> dict:
+    entries = []
+    for res in resources:
+        entries.append(
+            {
+                "name": res.plural,
+                "singularName": res.singular,
+                "namespaced": res.namespaced,
+                "kind": res.kind,
+                "verbs": list(res.verbs),
+                "shortNames": list(res.short_names),
+            }
+        )
+        for sub in res.subresources:
+            entries.append(
+                {
+                    "name": f"{res.plural}/{sub}",
+                    "singularName": "",
+                    "namespaced": res.namespaced,
+                    "kind": res.kind,
+                    "verbs": ["get"],
+                }
+            )
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": entries,
+    }
+
+
+def _static(doc: dict | str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(_request: web.Request) -> web.Response:
+        if isinstance(doc, str):
+            return web.Response(text=doc)
+        return web.json_response(doc)
+
+    return handler
+
+
+def _add_discovery(app: web.Application, store: Store) -> None:
+    groups: dict[str, dict] = {}
+    for group_version, resources in store.resources.group_versions().items():
+        doc = _resource_list(group_version, resources)
+        app.router.add_get(resources[0].base_path, _static(doc))
+        if resources[0].group:
+            entry = {"groupVersion": group_version, "version": resources[0].version}
+            group = groups.setdefault(
+                resources[0].group,
+                {"name": resources[0].group, "versions": [], "preferredVersion": entry},
+            )
+            group["versions"].append(entry)
+    for name, group in groups.items():
+        doc = dict(group, kind="APIGroup", apiVersion="v1")
+        app.router.add_get(f"/apis/{name}", _static(doc))
+    group_list = {"kind": "APIGroupList", "apiVersion": "v1", "groups": list(groups.values())}
+    versions = {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "localhost"}],
+    }
+    version = {
+        "major": "1",
+        "minor": "30",
+        "gitVersion": "v1.30.0-netlab",
+        "gitCommit": __version__,
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "python3",
+        "compiler": "cpython",
+        "platform": "linux/amd64",
+    }
+    app.router.add_get("/apis", _static(group_list))
+    app.router.add_get("/api", _static(versions))
+    app.router.add_get("/version", _static(version))
+    for path in ("/healthz", "/livez", "/readyz"):
+        app.router.add_get(path, _static("ok"))
+
+
+# -- resources -------------------------------------------------------------------
+
+
+def _add_resource(app: web.Application, res: Resource) -> None:
+    """Collection, item (and subresource) routes for one table row."""
+    prefix = f"{res.base_path}/namespaces/{{namespace}}" if res.namespaced else res.base_path
+    collection = f"{prefix}/{res.plural}"
+    app.router.add_get(collection, functools.partial(_get_collection, res=res))
+    if res.namespaced:  # all namespaces
+        all_ns = f"{res.base_path}/{res.plural}"
+        app.router.add_get(all_ns, functools.partial(_get_collection, res=res))
+    app.router.add_get(f"{collection}/{{name}}", functools.partial(_get_item, res=res))
+    app.router.add_delete(f"{collection}/{{name}}", functools.partial(_delete_item, res=res))
+    if "log" in res.subresources:
+        app.router.add_get(f"{collection}/{{name}}/log", _get_log)
+
+
+async def _get_collection(request: web.Request, res: Resource) -> web.StreamResponse:
+    store = request.app[STORE]
+    namespace = request.match_info.get("namespace")
+    labels, fields = request.query.get("labelSelector"), request.query.get("fieldSelector")
+    if _flag(request, "watch"):
+        return await _watch(request, res, namespace, labels, fields)
+    parse_revision(request.query.get("resourceVersion"))  # validated; lists are always current
+    items, revision = store.list(res, namespace, labels, fields)
+    body = {
+        "apiVersion": res.api_version,
+        "kind": res.list_kind,
+        "metadata": {"resourceVersion": str(revision)},
+        "items": items,
+    }
+    return web.json_response(body)
+
+
+async def _get_item(request: web.Request, res: Resource) -> web.StreamResponse:
+    name = request.match_info["name"]
+    namespace = request.match_info.get("namespace")
+    if _flag(request, "watch"):  # the old single-object watch form
+        return await _watch(request, res, namespace, None, f"metadata.name={name}")
+    return web.json_response(request.app[STORE].get(res, namespace, name))
+
+
+async def _delete_item(request: web.Request, res: Resource) -> web.StreamResponse:
+    action = getattr(request.app[ACTIONS], f"delete_{res.singular}", None)
+    if "delete" not in res.verbs or action is None:
+        raise ApiError(405, f"{res.full_name} cannot be deleted through the lab API")
+    if request.can_read_body:  # DeleteOptions (kubectl sends one): must be a JSON object
+        try:
+            options = json.loads(await request.read() or b"{}")
+        except ValueError as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(options, dict):
+            raise ApiError(400, "request body must be a DeleteOptions object")
+    name = request.match_info["name"]
+    namespace = request.match_info.get("namespace")
+    request.app[STORE].get(res, namespace, name)  # 404 before asking the lab
+    return web.json_response(await action(namespace, name))
+
+
+# -- watch -----------------------------------------------------------------------
+
+
+def _line(type_: str, object_json: str) -> bytes:
+    return f'{{"type":"{type_}","object":{object_json}}}\n'.encode()
+
+
+def _bookmark(res: Resource, revision: int, initial_end: bool = False) -> bytes:
+    meta: dict = {"resourceVersion": str(revision)}
+    if initial_end:
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    obj = {"kind": res.kind, "apiVersion": res.api_version, "metadata": meta}
+    return _line("BOOKMARK", json.dumps(obj))
+
+
+async def _watch(request, res, namespace, labels, fields) -> web.StreamResponse:
+    """Stream events as JSON lines until timeoutSeconds, client disconnect or server shutdown."""
+    timeout = _int(request, "timeoutSeconds")
+    bookmarks = _flag(request, "allowWatchBookmarks")
+    initial_end = _flag(request, "sendInitialEvents")
+    rv = request.query.get("resourceVersion")
+    if initial_end:  # WatchList: current state as ADDED, then a bookmark marking its end
+        rv = None
+    watch = request.app[STORE].watch(res, namespace, rv, labels, fields, copy_objects=False)
+    request.app[STREAMS].add(watch)
+    if request.app[CLOSING].is_set():
+        watch.close()
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout if timeout else None
+    try:
+        await response.prepare(request)
+        await response.write(b"")  # send the headers now: the watch is established
+        data = b"".join(_line(e.type, e.object_json()) for e in watch.take_initial())
+        if initial_end:
+            data += _bookmark(res, watch.cursor, initial_end=True)
+        if data:
+            await response.write(data)
+        sent = watch.cursor
+        while True:
+            wait = min(BOOKMARK_INTERVAL, DISCONNECT_POLL)
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+                if wait <= 0:
+                    break
+            try:
+                batch = await watch.next(wait)
+            except ApiError as exc:  # history expired under a slow watcher
+                body = json.dumps(status(exc.status, str(exc), getattr(exc, "reason", None)))
+                await response.write(_line("ERROR", body))
+                break
+            if batch is None or _gone(request):
+                break
+            if batch:
+                await response.write(b"".join(_line(e.type, e.object_json()) for e in batch))
+                sent = watch.cursor
+            elif bookmarks and watch.cursor > sent:
+                await response.write(_bookmark(res, watch.cursor))
+                sent = watch.cursor
+        await response.write_eof()
+    except (ConnectionResetError, ConnectionError):
+        pass  # the client went away
+    finally:
+        watch.close()
+        request.app[STREAMS].discard(watch)
+    return response
+
+
+# -- logs ------------------------------------------------------------------------
+
+
+def _tail_offset(path: Path, lines: int) -> int:
+    """Byte offset where the last `lines` lines of the file start."""
+    try:
+        with path.open("rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            if lines == 0:
+                return end
+            pos, found, block = end, 0, 8192
+            while pos > 0:
+                start = max(0, pos - block)
+                f.seek(start)
+                chunk = f.read(pos - start)
+                if start + len(chunk) == end and chunk.endswith(b"\n"):
+                    chunk = chunk[:-1]  # the final newline does not start a line
+                for i in range(len(chunk) - 1, -1, -1):
+                    if chunk[i] == 0x0A:
+                        found += 1
+                        if found == lines:
+                            return start + i + 1
+                pos = start
+            return 0
+    except FileNotFoundError:
+        return 0
+
+
+class _LogStream:
+    """A followed log; `close()` (on shutdown) ends it."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+async def _get_log(request: web.Request) -> web.StreamResponse:
+    store = request.app[STORE]
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    follow = _flag(request, "follow")
+    tail = _int(request, "tailLines")
+    uid = store.get("pods", namespace, name)["metadata"]["uid"]
+    path = Path(request.app[ACTIONS].log_path(namespace, name, request.query.get("container")))
+    position = _tail_offset(path, tail) if tail is not None else 0
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    response.enable_chunked_encoding()
+    stream = _LogStream()
+    request.app[STREAMS].add(stream)
+    if request.app[CLOSING].is_set():
+        stream.close()
+    try:
+        await response.prepare(request)
+        await response.write(b"")
+        while True:
+            try:
+                with path.open("rb") as f:
+                    if f.seek(0, os.SEEK_END) < position:
+                        position = 0  # truncated: start over
+                    f.seek(position)
+                    while chunk := f.read(65536):
+                        position += len(chunk)
+                        await response.write(chunk)
+            except FileNotFoundError:
+                pass
+            if not follow or _gone(request) or not _same_pod(store, namespace, name, uid):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stream.closed.wait(), LOG_POLL)
+            if stream.closed.is_set():
+                break
+        await response.write_eof()
+    except (ConnectionResetError, ConnectionError):
+        pass
+    finally:
+        request.app[STREAMS].discard(stream)
+    return response
+
+
+def _same_pod(store: Store, namespace: str, name: str, uid: str) -> bool:
+    try:
+        return store.get("pods", namespace, name)["metadata"]["uid"] == uid
+    except ApiError:
+        return False
+
+
+# -- netlab's own endpoints --------------------------------------------------------
+
+
+async def _shutdown(request: web.Request) -> web.Response:
+    task = asyncio.create_task(request.app[ACTIONS].shutdown())
+    request.app[TASKS].add(task)
+    task.add_done_callback(request.app[TASKS].discard)
+    return web.json_response(status(202, "the lab is shutting down", "Accepted"), status=202)
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[CLOSING].set()
+    for stream in list(app[STREAMS]):
+        stream.close()
+
+
+def make_app(store: Store, actions: Actions) -> web.Application:
+    """The lab API application over `store`, calling `actions` for deletes, logs and shutdown."""
+    app = web.Application(middlewares=[_errors])
+    app[STORE], app[ACTIONS] = store, actions
+    app[STREAMS], app[TASKS], app[CLOSING] = set(), set(), asyncio.Event()
+    _add_discovery(app, store)
+    for res in store.resources:
+        _add_resource(app, res)
+    app.router.add_post("/netlab/v1/shutdown", _shutdown)
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+async def serve(app: web.Application, socket_path: str | os.PathLike) -> web.AppRunner:
+    """Serve `app` on a unix socket (mode 0600; parent made 0700; a stale socket replaced).
+
+    Returns the started runner; stop with `await runner.cleanup()`. ApiError 409 if another
+    server is live on the socket or the path is not a socket.
+    """
+    path = Path(socket_path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        if not path.is_socket():
+            raise ApiError(409, f"{path} exists and is not a socket; not replacing it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:  # nobody listening: a stale socket from an earlier run
+            path.unlink()
+        else:
+            raise ApiError(409, f"a lab API is already serving on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+    except OSError:
+        sock.close()
+        raise
+    app.on_cleanup.append(functools.partial(_remove_socket, path=path))
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+async def _remove_socket(_app: web.Application, path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_socket():
+            path.unlink()

@@ -1,0 +1,321 @@
+"""The `netlab` command: parse, call the API or the Lab, print. Only main() exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from netlab import __version__, tables
+from netlab.client import LabClient
+from netlab.errors import LabNotFound, NetlabError
+from netlab.lab import RUN_ROOT, Lab
+from netlab.realize import cleanup
+from netlab.spec.load import load_lab
+from netlab.supervisor import socket_path
+
+TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
+DEFAULT_LAB_FILE = TOPOLOGIES / "demo.yaml"
+
+
+def _lab_file(path: str | None) -> Path:
+    return Path(path) if path else DEFAULT_LAB_FILE
+
+
+def _running_labs() -> list[str]:
+    return [lab for lab in cleanup.known_labs(RUN_ROOT) if socket_path(RUN_ROOT / lab).exists()]
+
+
+def _pick_lab(name: str | None) -> str:
+    name = name or os.environ.get("NETLAB_LAB")
+    if name:
+        return name
+    labs = _running_labs()
+    if not labs:
+        raise LabNotFound("no lab is running; start one with `netlab up [FILE]`")
+    if len(labs) > 1:
+        raise LabNotFound(f"several labs are running ({', '.join(labs)}); pick one with --lab NAME")
+    return labs[0]
+
+
+def _client(args) -> LabClient:
+    return LabClient(str(socket_path(RUN_ROOT / _pick_lab(args.lab))))
+
+
+# -- up / down ------------------------------------------------------------
+
+
+def _print_ready(lab: Lab) -> None:
+    tables.print_lab(lab)
+    print(
+        f"\nlab {lab.spec.name} is up; API on {socket_path(lab.run_dir)}. "
+        f"Try `netlab get pods -o wide`, `netlab exec POD -- ping ...`; Ctrl-C or `netlab down` stops it."
+    )
+    sys.stdout.flush()
+
+
+def cmd_up(args) -> int:
+    spec = load_lab(_lab_file(args.file))  # validated completely before anything is built
+    lab = Lab(spec)
+    if args.detach:
+        return _up_detached(lab)
+    if args.cli:
+        return _up_cli(lab)
+    asyncio.run(_supervise(lab, _print_ready))
+    return 0
+
+
+async def _supervise(lab: Lab, on_ready) -> None:
+    from netlab.supervisor import run
+
+    await run(lab, on_ready)
+
+
+def _up_cli(lab: Lab) -> int:
+    from netlab.mncli import run_cli
+
+    with lab:
+        tables.print_lab(lab)
+        run_cli(lab)
+    return 0
+
+
+def _up_detached(lab: Lab) -> int:
+    """Fork a supervisor in its own session; report when it is ready or failed."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the supervisor
+        os.close(read_fd)
+        os.setsid()
+        RUN_ROOT.mkdir(parents=True, exist_ok=True)
+        log = os.open(RUN_ROOT / f"{lab.spec.name}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+
+        def ready(_lab: Lab) -> None:
+            os.write(write_fd, b"ok\n")
+
+        code = 0
+        try:
+            asyncio.run(_supervise(lab, ready))
+        except BaseException as exc:  # reported to the waiting parent
+            os.write(write_fd, f"error: {exc}\n".encode())
+            code = 1
+        os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        answer = pipe.readline().strip()
+    if answer != "ok":
+        raise NetlabError(answer.removeprefix("error: ") or "the supervisor died while starting; see /run/netlab/*.log")
+    client = LabClient(str(socket_path(RUN_ROOT / lab.spec.name)))
+    tables.print_lab_from_api(client, lab.spec.name)
+    print(f"\nlab {lab.spec.name} runs in the background (supervisor pid {pid}); `netlab down --lab {lab.spec.name}` stops it.")
+    return 0
+
+
+def cmd_down(args) -> int:
+    name = _pick_lab(args.lab)
+    run_dir = RUN_ROOT / name
+    pid = cleanup.supervisor_pid(run_dir)
+    LabClient(str(socket_path(run_dir))).shutdown()
+    deadline = time.monotonic() + args.timeout
+    while pid is not None and cleanup.supervisor_pid(run_dir) == pid and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid is not None and cleanup.supervisor_pid(run_dir) == pid:
+        raise NetlabError(f"lab {name} did not stop within {args.timeout:.0f} s; `netlab clean --force --lab {name}` removes it")
+    print(f"lab {name} is down")
+    return 0
+
+
+def cmd_clean(args) -> int:
+    labs = cleanup.known_labs(RUN_ROOT) if args.all or not args.lab else [args.lab]
+    if not labs:
+        print("nothing of netlab's to clean")
+        return 0
+    for name in labs:
+        pid = cleanup.supervisor_pid(RUN_ROOT / name)
+        if pid is not None:
+            if not args.force:
+                print(f"lab {name} is running (supervisor pid {pid}): left alone; `netlab down --lab {name}`, or clean --force")
+                continue
+            os.kill(pid, signal.SIGKILL)
+        report = cleanup.clean_lab(name, RUN_ROOT)
+        print(
+            f"lab {name}: ended {len(report.processes)} processes, removed "
+            f"{len(report.namespaces)} namespaces and {len(report.files)} files/directories"
+        )
+    return 0
+
+
+# -- reading --------------------------------------------------------------
+
+RESOURCE_ALIASES = {
+    "node": "nodes", "nodes": "nodes", "no": "nodes",
+    "pod": "pods", "pods": "pods", "po": "pods",
+    "deployment": "deployments", "deployments": "deployments", "deploy": "deployments",
+    "namespace": "namespaces", "namespaces": "namespaces", "ns": "namespaces",
+}
+
+
+def _resource(name: str) -> str:
+    try:
+        return RESOURCE_ALIASES[name]
+    except KeyError:
+        raise NetlabError(f"unknown resource {name!r}; use one of nodes, pods, deployments, namespaces") from None
+
+
+def cmd_get(args) -> int:
+    resource = _resource(args.resource)
+    client = _client(args)
+    if args.name:
+        objs = [client.get(resource, args.name, namespace=None if resource in ("nodes", "namespaces") else args.namespace)]
+    else:
+        namespace = None if args.all_namespaces or resource in ("nodes", "namespaces") else args.namespace
+        objs = client.list(resource, namespace=namespace, all_namespaces=args.all_namespaces)["items"]
+    if args.output == "json":
+        print(json.dumps(objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs}, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs}, sort_keys=False), end="")
+    else:
+        print(tables.render(resource, objs, wide=args.output == "wide", all_namespaces=args.all_namespaces))
+    return 0
+
+
+def cmd_logs(args) -> int:
+    client = _client(args)
+    for chunk in client.logs(args.namespace, args.pod, container=args.container, follow=args.follow, tail=args.tail):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+    return 0
+
+
+def cmd_exec(args) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise NetlabError("no command given: `netlab exec POD -- CMD [ARGS...]`")
+    pod = _client(args).get("pods", args.pod, namespace=args.namespace)
+    netns_name = pod["metadata"].get("annotations", {}).get("netlab.io/netns")
+    containers = pod["spec"]["containers"]
+    names = [c["name"] for c in containers]
+    chosen = args.container or names[0]
+    if chosen not in names:
+        raise NetlabError(f"container {chosen} is not in pod {args.pod}; it has: {', '.join(names)}")
+    env = [f"{e['name']}={e.get('value', '')}" for c in containers if c["name"] == chosen for e in c.get("env", [])]
+    argv = ["ip", "netns", "exec", netns_name, "env", f"HOSTNAME={args.pod}", *env, *command]
+    sys.stdout.flush()
+    os.execvp("ip", argv)
+    return 127  # not reached
+
+
+def cmd_delete(args) -> int:
+    resource = _resource(args.resource)
+    if resource not in ("pods", "deployments"):
+        raise NetlabError("netlab deletes pods and deployments: `netlab delete pod NAME`")
+    client = _client(args)
+    for name in args.names:
+        client.delete(resource, name, args.namespace)
+        print(f'{resource[:-1]} "{name}" deleted')
+    return 0
+
+
+def cmd_version(args) -> int:
+    print(f"netlab {__version__} (netlab-k8s: Kubernetes networking emulator)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from netlab.demo import run_demo
+
+    return run_demo(_lab_file(args.file))
+
+
+# -- parsing ----------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="netlab", description="Kubernetes networking on real kernel objects.")
+    p.add_argument("--lab", help="which running lab (default: the only one, or $NETLAB_LAB)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="bring a lab up and supervise it (default: the embedded demo lab)")
+    up.add_argument("file", nargs="?", help="lab file (YAML); default: topologies/demo.yaml")
+    up.add_argument("-d", "--detach", action="store_true", help="run the supervisor in the background")
+    up.add_argument("--cli", action="store_true", help="open Mininet's CLI (nodes and pods by name)")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop a running lab and remove everything it made")
+    down.add_argument("--timeout", type=float, default=60.0)
+    down.set_defaults(func=cmd_down)
+
+    clean = sub.add_parser("clean", help="remove leftovers of crashed labs (never Mininet's cleanup)")
+    clean.add_argument("--all", action="store_true", help="every lab of ours (the default without --lab)")
+    clean.add_argument("--force", action="store_true", help="also kill a live supervisor of that lab")
+    clean.add_argument("lab_name", nargs="?", help=argparse.SUPPRESS)
+    clean.set_defaults(func=cmd_clean)
+
+    get = sub.add_parser("get", help="list nodes, pods, deployments, namespaces")
+    get.add_argument("resource")
+    get.add_argument("name", nargs="?")
+    get.add_argument("-o", "--output", choices=["wide", "json", "yaml"])
+    get.add_argument("-n", "--namespace", default="default")
+    get.add_argument("-A", "--all-namespaces", action="store_true")
+    get.set_defaults(func=cmd_get)
+
+    logs = sub.add_parser("logs", help="a container's output")
+    logs.add_argument("pod")
+    logs.add_argument("-c", "--container")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("--tail", type=int)
+    logs.add_argument("-n", "--namespace", default="default")
+    logs.set_defaults(func=cmd_logs)
+
+    ex = sub.add_parser("exec", help="run a command in a pod: netlab exec POD -- CMD...")
+    ex.add_argument("pod")
+    ex.add_argument("-c", "--container")
+    ex.add_argument("-n", "--namespace", default="default")
+    ex.add_argument("-i", "--stdin", action="store_true", help="accepted for kubectl habits; stdin is always passed")
+    ex.add_argument("-t", "--tty", action="store_true", help="accepted for kubectl habits")
+    ex.add_argument("command", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=cmd_exec)
+
+    delete = sub.add_parser("delete", help="delete pods (their Deployment replaces them) or deployments")
+    delete.add_argument("resource")
+    delete.add_argument("names", nargs="+")
+    delete.add_argument("-n", "--namespace", default="default")
+    delete.set_defaults(func=cmd_delete)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=cmd_version)
+
+    demo = sub.add_parser("demo", help="the guided demo: up, ping and HTTP across racks, VXLAN on the wire, down")
+    demo.add_argument("file", nargs="?")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "lab_name", None):
+        args.lab = args.lab_name
+    try:
+        return args.func(args)
+    except NetlabError as exc:
+        print(f"netlab: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""A small synchronous client of the lab API over its unix socket (stdlib only), for the CLI."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from collections.abc import Iterator
+from urllib.parse import quote, urlencode
+
+from netlab.errors import ApiError, LabNotFound
+from netlab.resources import DEFAULT_TABLE, ResourceTable
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """`http.client.HTTPConnection` that connects to a unix socket."""
+
+    def __init__(self, socket_path: str, timeout: float | None = None):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class LabClient:
+    """Talks to a running lab's API; raises `LabNotFound` if no lab serves `socket_path`."""
+
+    def __init__(
+        self,
+        socket_path: str | os.PathLike,
+        timeout: float = 30.0,
+        resources: ResourceTable = DEFAULT_TABLE,
+    ):
+        self.socket_path = os.fspath(socket_path)
+        self.timeout = timeout
+        self.resources = resources
+
+    # -- resources -------------------------------------------------------------
+
+    def get(self, resource: str, name: str, namespace: str | None = None) -> dict:
+        """One object; namespaced resources default to namespace `default`."""
+        res = self.resources.resolve(resource)
+        return self._json("GET", res.path(namespace or "default", name))
+
+    def list(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        all_namespaces: bool = False,
+        field_selector: str | None = None,
+    ) -> dict:
+        """The `<Kind>List` (items and `metadata.resourceVersion`); namespace defaults to `default`."""
+        res = self.resources.resolve(resource)
+        ns = None if all_namespaces else (namespace or "default")
+        query = {"labelSelector": label_selector, "fieldSelector": field_selector}
+        return self._json("GET", res.path(ns), query)
+
+    def delete(self, resource: str, name: str, namespace: str | None) -> dict:
+        """Delete one object through the lab; returns what the lab deleted."""
+        res = self.resources.resolve(resource)
+        return self._json("DELETE", res.path(namespace or "default", name))
+
+    def watch(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        resource_version: str | None = None,
+        timeout: float | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Iterator[dict]:
+        """Watch events `{"type", "object"}` (all namespaces if `namespace` is None).
+
+        Without `resource_version` the current objects come first as ADDED. Ends after
+        `timeout` seconds (server side) or when the lab stops; an ERROR event (e.g. 410
+        Expired: relist, then watch again) raises ApiError.
+        """
+        res = self.resources.resolve(resource)
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": None if timeout is None else str(max(1, round(timeout))),
+            "labelSelector": label_selector,
+            "fieldSelector": field_selector,
+        }
+        read_timeout = None if timeout is None else timeout + self.timeout
+        conn, response = self._open("GET", res.path(namespace), query, read_timeout)
+        try:
+            while line := self._guard(response.readline):
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    obj = event.get("object") or {}
+                    raise ApiError(obj.get("code", 500), obj.get("message", "watch failed"))
+                yield event
+        finally:
+            conn.close()
+
+    def logs(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None = None,
+        follow: bool = False,
+        tail: int | None = None,
+    ) -> Iterator[bytes]:
+        """A container's log as chunks of bytes; with `follow`, until the pod is deleted."""
+        query = {
+            "container": container,
+            "follow": "true" if follow else None,
+            "tailLines": None if tail is None else str(tail),
+        }
+        path = self.resources.resolve("pods").path(namespace, pod) + "/log"
+        conn, response = self._open("GET", path, query, None if follow else self.timeout)
+        try:
+            while chunk := self._guard(lambda: response.read1(65536)):
+                yield chunk
+        finally:
+            conn.close()
+
+    # -- the lab ---------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Ask the lab to shut down (it answers at once and tears down afterwards)."""
+        self._json("POST", "/netlab/v1/shutdown")
+
+    def healthz(self) -> bool:
+        """True if a lab answers on the socket."""
+        try:
+            conn, response = self._open("GET", "/healthz", None, self.timeout)
+        except (LabNotFound, ApiError):
+            return False
+        try:
+            return response.read().strip() == b"ok"
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _json(self, method: str, path: str, query: dict | None = None) -> dict:
+        conn, response = self._open(method, path, query, self.timeout)
+        try:
+            body = self._guard(response.read)
+        finally:
+            conn.close()
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise ApiError(502, f"the lab API sent a malformed answer to {method} {path}") from None
+
+    def _open(
+        self, method: str, path: str, query: dict | None, timeout: float | None
+    ) -> tuple[UnixHTTPConnection, http.client.HTTPResponse]:
+        """Send a request; return the open connection and a successful response, or raise."""
+        url = quote(path)
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        if params:
+            url += "?" + urlencode(params)
+        conn = UnixHTTPConnection(self.socket_path, timeout)
+        try:
+            try:
+                conn.request(method, url, headers={"Accept": "application/json"})
+            except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:
+                raise LabNotFound(
+                    f"no lab is running (nothing answers on {self.socket_path}): "
+                    "start the lab with `netlab up`"
+                ) from exc
+            except PermissionError as exc:
+                raise ApiError(
+                    403,
+                    f"permission denied on {self.socket_path}: the lab API is only "
+                    "for the user who started the lab (try sudo)",
+                ) from exc
+            response = self._guard(conn.getresponse)
+            if response.status >= 400:
+                raise self._error(response)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, response
+
+    def _error(self, response: http.client.HTTPResponse) -> ApiError:
+        body = self._guard(response.read)
+        try:
+            obj = json.loads(body)
+            message = obj["message"]
+        except (ValueError, KeyError, TypeError):
+            message = body.decode("utf-8", "replace").strip() or response.reason
+        return ApiError(response.status, message)
+
+    def _guard(self, call):
+        """Run a socket read, turning a lost connection into `LabNotFound`."""
+        try:
+            return call()
+        except TimeoutError as exc:
+            raise ApiError(504, f"the lab API at {self.socket_path} did not answer") from exc
+        except (ConnectionError, http.client.HTTPException) as exc:
+            raise LabNotFound(
+                f"lost the connection to the lab API at {self.socket_path} ({exc}); "
+                "is the lab still running? (`netlab up`)"
+            ) from exc

@@ -1,0 +1,419 @@
+"""The running lab: realize a plan, keep it running, change it, tear it down.
+
+`with Lab.from_file("topologies/demo.yaml") as lab:` brings the whole lab up
+in-process (as a Mininet script would); `netlab up` wraps the same object in a
+supervisor that serves the lab API. Every change is published to the lab's
+Store as Kubernetes objects, so watchers see the lab as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netlab import objects
+from netlab.errors import NetlabError, RealizeError
+from netlab.plan import (
+    CNI_BRIDGE,
+    NodePlan,
+    PodPlacer,
+    PodPlan,
+    peer_entries,
+    peer_entry,
+    plan_lab,
+    plan_node,
+)
+from netlab.plan.build import deployment_hash
+from netlab.plan.scheduler import name_rng, pod_name
+from netlab.realize import cleanup, netlink, netns, overlay, pods, preflight, ready
+from netlab.realize.fabric import Fabric
+from netlab.realize.processes import ExitMonitor, PidRecord, start_container, stop_processes
+from netlab.spec.load import load_lab
+from netlab.spec.model import DeploymentSpec, LabSpec, NodeSpec, PodTemplate
+from netlab.store import Store
+
+log = logging.getLogger(__name__)
+
+RUN_ROOT = Path("/run/netlab")
+BACKOFF_START = 0.5  # seconds before the first restart; doubles up to BACKOFF_MAX
+BACKOFF_MAX = 30.0
+
+
+@dataclass
+class PodRuntime:
+    plan: PodPlan
+    status: objects.PodStatus
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    deleted: bool = False
+
+
+@dataclass
+class DeploymentRuntime:
+    spec: DeploymentSpec
+    pod_hash: str
+    rng: object
+
+
+class Lab:
+    def __init__(self, spec: LabSpec, run_root: Path = RUN_ROOT, store: Store | None = None):
+        self.spec = spec
+        self.plan = plan_lab(spec)
+        self.run_dir = run_root / spec.name
+        self.store = store if store is not None else Store()
+        self.lock = threading.RLock()
+        self.nodes: dict[str, NodePlan] = {}
+        self.pods: dict[tuple[str, str], PodRuntime] = {}
+        self.deployments: dict[tuple[str, str], DeploymentRuntime] = {}
+        self.fabric: Fabric | None = None
+        self.monitor: ExitMonitor | None = None
+        self.pid_record = PidRecord(self.run_dir / "pids")
+        self.started = False
+        self.stopping = False
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **kwargs) -> Lab:
+        return cls(load_lab(path), **kwargs)
+
+    # -- lifecycle --------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def lab_netns_path(self) -> str:
+        return str(netns.netns_path(self.plan.netns))
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Build everything, wait until every link is up and every pod answers."""
+        self.prepare()
+        self.build(timeout)
+
+    def prepare(self) -> cleanup.CleanReport:
+        """Check the machine, refuse a lab of this name that is running, remove
+        the leftovers of one that crashed, and make the run directory."""
+        preflight.check(self.spec)
+        cleanup.refuse_if_running(self.spec.name, self.run_dir.parent)
+        report = cleanup.clean_lab(self.spec.name, self.run_dir.parent)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "logs").mkdir(exist_ok=True)
+        return report
+
+    def build(self, timeout: float = 20.0) -> None:
+        """Realize the plan; on any failure, tear down what was built."""
+        try:
+            self._build(timeout)
+        except BaseException as exc:
+            self.stop()
+            if isinstance(exc, NetlabError):
+                raise
+            raise RealizeError(f"building lab {self.spec.name} failed: {exc}") from exc
+        self.started = True
+
+    def _build(self, timeout: float) -> None:
+        netns.create(self.plan.netns)
+        self.monitor = ExitMonitor()
+        self.fabric = Fabric(self.plan, self.pid_record.add)
+        self.fabric.build()
+        self.nodes = {node.name: node for node in self.plan.nodes}
+        for node in self.plan.nodes:
+            self._setup_overlay(node)
+        for deployment in self.spec.deployments:
+            pod_hash = deployment_hash(deployment)
+            rng = name_rng(self.spec.name, deployment.namespace, deployment.name, pod_hash)
+            self.deployments[(deployment.namespace, deployment.name)] = DeploymentRuntime(
+                deployment, pod_hash, rng
+            )
+            # replay the names the plan drew, so replacements continue the sequence
+            drawn: set[str] = set()
+            for pod in self.plan.pods:
+                if pod.owner == deployment.name and pod.namespace == deployment.namespace:
+                    drawn.add(pod_name(deployment.name, pod_hash, rng, drawn))
+        for namespace in sorted({p.namespace for p in self.plan.pods} | {"default"}):
+            self.store.apply(objects.namespace_object(namespace))
+        for node in self.nodes.values():
+            self._publish_node(node)
+        self._create_pods(self.plan.pods)
+        self._wait_ready(self.plan.pods, timeout)
+        for pod in self.plan.pods:
+            self._start_containers(self.pods[pod.key])
+        self._publish_deployments()
+
+    def stop(self) -> None:
+        """Tear everything down: processes first (by PID), then namespaces."""
+        self.stopping = True
+        with self.lock:
+            runtimes = list(self.pods.values())
+            procs = [p for rt in runtimes for p in rt.procs.values()]
+            for rt in runtimes:
+                rt.deleted = True
+        if self.monitor is not None:
+            self.monitor.close()
+            self.monitor = None
+        stop_processes(procs, grace=0.5)
+        for rt in runtimes:
+            pods.delete(rt.plan, None)
+        if self.fabric is not None:
+            self.fabric.stop()
+            self.fabric = None
+        cleanup.clean_lab(self.spec.name, self.run_dir.parent)
+        self.pods.clear()
+        self.started = False
+
+    # -- overlay ----------------------------------------------------------
+
+    def _setup_overlay(self, node: NodePlan) -> None:
+        peers = [n for n in self.nodes.values() if n.name != node.name]
+        with netlink.iproute(self.fabric.host_path(node.name)) as ipr:
+            overlay.setup_node(ipr, node, self.spec.overlay, self.plan.overlay_mtu)
+            vtep = netlink.index(ipr, "flannel.1")
+            for entry in peer_entries(node, [node, *peers], self.spec.overlay.direct_routing):
+                overlay.add_peer(ipr, entry, vtep)
+
+    def add_node(self, name: str, rack: str, labels: dict[str, str] | None = None) -> NodePlan:
+        """A node joins the running lab: it gets a lease, and every other
+        node learns its VTEP (neighbour, FDB, route)."""
+        with self.lock:
+            if name in self.nodes or self.fabric.exists(name):
+                raise NetlabError(f"node {name} already exists; pick another name")
+            if rack not in {r.name for r in self.plan.racks}:
+                raise NetlabError(f"node {name}: rack {rack!r} does not exist")
+            spec = NodeSpec(name, rack, objects_labels(labels))
+            node = plan_node(
+                self.spec,
+                spec,
+                taken_addresses=[n.address.ip for n in self.nodes.values()],
+                taken_leases=[n.pod_cidr for n in self.nodes.values()],
+            )
+            self.fabric.add_node(node)
+            self.nodes[name] = node
+            self._setup_overlay(node)
+            for other in self.nodes.values():
+                if other.name != name:
+                    with netlink.iproute(self.fabric.host_path(other.name)) as ipr:
+                        overlay.add_peer(ipr, peer_entry(other, node, self.spec.overlay.direct_routing))
+            self._publish_node(node)
+            return node
+
+    def remove_node(self, name: str) -> None:
+        """A node leaves: its pods go (Deployments replace them elsewhere) and
+        every other node forgets its VTEP."""
+        with self.lock:
+            node = self.nodes.get(name)
+            if node is None:
+                raise NetlabError(f"no node {name}")
+            for rt in [rt for rt in self.pods.values() if rt.plan.node == name]:
+                self._delete_pod(rt)
+            del self.nodes[name]
+            for other in self.nodes.values():
+                with netlink.iproute(self.fabric.host_path(other.name)) as ipr:
+                    overlay.remove_peer(ipr, peer_entry(other, node, self.spec.overlay.direct_routing))
+            self.fabric.remove_node(node)
+            self.store.delete("nodes", None, name)
+            self.reconcile()
+
+    # -- pods -------------------------------------------------------------
+
+    def _create_pods(self, plans: Sequence[PodPlan]) -> None:
+        by_node: dict[str, list[PodPlan]] = {}
+        for pod in plans:
+            by_node.setdefault(pod.node, []).append(pod)
+        for node_name, node_pods in by_node.items():
+            with netlink.iproute(self.fabric.host_path(node_name)) as ipr:
+                cni = netlink.index(ipr, CNI_BRIDGE)
+                for pod in node_pods:
+                    pods.create(pod, ipr, cni, self.plan.overlay_mtu)
+                    status = objects.PodStatus(
+                        containers=[objects.ContainerState(c.name) for c in pod.template.containers],
+                        start_time=objects.now(),
+                    )
+                    self.pods[pod.key] = PodRuntime(pod, status)
+
+    def _wait_ready(self, plans: Sequence[PodPlan], timeout: float) -> None:
+        """Every pod answers ICMP from the first node (across the overlay for
+        pods on other nodes): links are up and every path is programmed."""
+        if not plans:
+            return
+        prober = next(iter(self.nodes.values()))
+        missing = ready.unreachable(
+            self.fabric.host_path(prober.name), [p.address.ip for p in plans], timeout
+        )
+        if missing:
+            names = sorted(p.name for p in plans if p.address.ip in missing)
+            raise RealizeError(
+                f"pods not reachable from node {prober.name} after {timeout:.0f} s: {', '.join(names[:10])}"
+            )
+        for pod in plans:
+            self.pods[pod.key].status.network_ready = True
+
+    def _start_containers(self, rt: PodRuntime) -> None:
+        for index, container in enumerate(rt.plan.template.containers):
+            self._start_container(rt, index)
+        self._publish_pod(rt)
+
+    def _start_container(self, rt: PodRuntime, index: int) -> None:
+        container = rt.plan.template.containers[index]
+        proc = start_container(rt.plan, container, self.log_path(rt.plan, container.name))
+        self.pid_record.add(proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}")
+        state = rt.status.containers[index]
+        state.state, state.started_at, state.pid = "running", objects.now(), proc.pid
+        rt.procs[container.name] = proc
+        self.monitor.watch(proc, lambda p, rt=rt, i=index: self._container_exited(rt, i, p))
+
+    def _container_exited(self, rt: PodRuntime, index: int, proc: subprocess.Popen) -> None:
+        with self.lock:
+            if rt.deleted or self.stopping:
+                return
+            state = rt.status.containers[index]
+            state.state, state.exit_code = "terminated", proc.returncode
+            policy = rt.plan.template.restart_policy
+            restart = policy == "Always" or (policy == "OnFailure" and proc.returncode != 0)
+            if restart:
+                state.state, state.reason = "waiting", "CrashLoopBackOff"
+                delay = min(BACKOFF_MAX, BACKOFF_START * 2**state.restarts)
+                timer = threading.Timer(delay, self._restart_container, (rt, index))
+                timer.daemon = True
+                timer.start()
+            self._publish_pod(rt)
+            self._publish_deployments()
+
+    def _restart_container(self, rt: PodRuntime, index: int) -> None:
+        with self.lock:
+            if rt.deleted or self.stopping:
+                return
+            rt.status.containers[index].restarts += 1
+            self._start_container(rt, index)
+            self._publish_pod(rt)
+            self._publish_deployments()
+
+    def log_path(self, pod: PodPlan, container: str) -> Path:
+        return self.run_dir / "logs" / f"{pod.namespace}_{pod.name}" / f"{container}.log"
+
+    def pod(self, name: str, namespace: str = "default") -> PodPlan:
+        rt = self.pods.get((namespace, name))
+        if rt is None:
+            raise NetlabError(f"no pod {namespace}/{name}; `netlab get pods` lists them")
+        return rt.plan
+
+    def pod_list(self) -> list[PodPlan]:
+        with self.lock:
+            return [rt.plan for rt in self.pods.values()]
+
+    def node_list(self) -> list[NodePlan]:
+        with self.lock:
+            return list(self.nodes.values())
+
+    def delete_pod(self, name: str, namespace: str = "default") -> PodPlan:
+        """Delete a pod (all its processes, then its network); its Deployment replaces it."""
+        with self.lock:
+            rt = self.pods.get((namespace, name))
+            if rt is None:
+                raise NetlabError(f"no pod {namespace}/{name}")
+            self._delete_pod(rt)
+            self.reconcile()
+            return rt.plan
+
+    def delete_deployment(self, name: str, namespace: str = "default") -> DeploymentSpec:
+        """Delete a Deployment and all its pods."""
+        with self.lock:
+            dep = self.deployments.pop((namespace, name), None)
+            if dep is None:
+                raise NetlabError(f"no deployment {namespace}/{name}")
+            for rt in [rt for rt in self.pods.values() if rt.plan.owner == name and rt.plan.namespace == namespace]:
+                self._delete_pod(rt)
+            self.store.delete("deployments", namespace, name)
+            return dep.spec
+
+    def _delete_pod(self, rt: PodRuntime) -> None:
+        rt.deleted = True
+        for proc in rt.procs.values():
+            self.monitor.forget(proc)
+        stop_processes(rt.procs.values(), grace=1.0)
+        node = self.nodes.get(rt.plan.node)
+        if node is not None and self.fabric.exists(node.name):
+            with netlink.iproute(self.fabric.host_path(node.name)) as ipr:
+                pods.delete(rt.plan, ipr)
+        else:
+            pods.delete(rt.plan, None)
+        del self.pods[rt.plan.key]
+        self.store.delete("pods", rt.plan.namespace, rt.plan.name)
+
+    def reconcile(self) -> list[PodPlan]:
+        """Deployment controller: create the replicas that are missing."""
+        created: list[PodPlan] = []
+        with self.lock:
+            placer = PodPlacer(self.spec.name, list(self.nodes.values()), [rt.plan for rt in self.pods.values()])
+            for (namespace, name), dep in self.deployments.items():
+                have = sum(1 for rt in self.pods.values() if rt.plan.owner == name and rt.plan.namespace == namespace)
+                for _ in range(dep.spec.replicas - have):
+                    created.append(placer.add_replica(dep.spec, dep.pod_hash, dep.rng))
+            if created:
+                self._create_pods(created)
+                self._wait_ready(created, timeout=10.0)
+                for pod in created:
+                    self._start_containers(self.pods[pod.key])
+            self._publish_deployments()
+        return created
+
+    # -- exec -------------------------------------------------------------
+
+    def exec(self, pod: str, argv: Sequence[str], namespace: str = "default", **kwargs) -> subprocess.CompletedProcess:
+        """Run a command in a pod's namespace and wait for it (text output captured)."""
+        plan = self.pod(pod, namespace)
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("timeout", 60)
+        return subprocess.run(["ip", "netns", "exec", plan.netns, *argv], check=False, **kwargs)
+
+    def node_exec(self, node: str, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("timeout", 60)
+        return subprocess.run(["ip", "netns", "exec", self.nodes[node].netns, *argv], check=False, **kwargs)
+
+    # -- publishing -------------------------------------------------------
+
+    def _publish_node(self, node: NodePlan) -> None:
+        self.store.apply(objects.node_object(node, self.spec.overlay))
+
+    def _publish_pod(self, rt: PodRuntime) -> None:
+        node = self.nodes.get(rt.plan.node)
+        host_ip = str(node.address.ip) if node else ""
+        self.store.apply(objects.pod_object(rt.plan, rt.status, host_ip))
+
+    def _publish_deployments(self) -> None:
+        for (namespace, name), dep in self.deployments.items():
+            mine = [rt for rt in self.pods.values() if rt.plan.owner == name and rt.plan.namespace == namespace]
+            ready_count = sum(1 for rt in mine if rt.status.ready)
+            self.store.apply(objects.deployment_object(dep.spec, [rt.plan for rt in mine], ready_count))
+
+
+def objects_labels(labels: dict[str, str] | None):
+    from types import MappingProxyType
+
+    return MappingProxyType(dict(labels or {}))
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def remove_tree(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path)

@@ -1,0 +1,192 @@
+"""The lab's state as Kubernetes objects (Node, Pod, Deployment, Namespace),
+rendered from the plan and what is running. The store versions them; the API
+serves them; watchers (DNS, sidecars, controllers) consume them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from netlab.plan import NodePlan, PodPlan
+from netlab.spec.model import DeploymentSpec, OverlaySpec
+
+NETNS_ANNOTATION = "netlab.io/netns"
+RACK_ANNOTATION = "netlab.io/rack"
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ContainerState:
+    """What a container is doing, for the Pod's status."""
+
+    name: str
+    state: str = "waiting"  # waiting | running | terminated
+    reason: str = "ContainerCreating"
+    exit_code: int | None = None
+    restarts: int = 0
+    started_at: str | None = None
+    pid: int | None = None
+
+    def status(self) -> dict[str, Any]:
+        if self.state == "running":
+            state = {"running": {"startedAt": self.started_at}}
+        elif self.state == "terminated":
+            state = {
+                "terminated": {
+                    "exitCode": self.exit_code,
+                    "reason": "Completed" if self.exit_code == 0 else "Error",
+                }
+            }
+        else:
+            state = {"waiting": {"reason": self.reason}}
+        return {
+            "name": self.name,
+            "ready": self.state == "running",
+            "restartCount": self.restarts,
+            "started": self.state == "running",
+            "state": state,
+            "image": "host",
+        }
+
+
+@dataclass
+class PodStatus:
+    containers: list[ContainerState] = field(default_factory=list)
+    start_time: str | None = None
+    network_ready: bool = False
+
+    @property
+    def phase(self) -> str:
+        states = {c.state for c in self.containers}
+        if states == {"terminated"}:
+            failed = any(c.exit_code for c in self.containers)
+            return "Failed" if failed else "Succeeded"
+        if "running" in states and self.network_ready:
+            return "Running"
+        return "Pending"
+
+    @property
+    def ready(self) -> bool:
+        return self.network_ready and all(c.state == "running" for c in self.containers)
+
+
+def node_object(node: NodePlan, overlay: OverlaySpec) -> dict[str, Any]:
+    """A Node as Flannel leaves it: the lease in spec.podCIDR, the VTEP in annotations."""
+    backend = {"VNI": overlay.vni, "VtepMAC": node.vtep_mac}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node.name,
+            "labels": dict(node.labels),
+            "annotations": {
+                "flannel.alpha.coreos.com/backend-type": overlay.backend_type,
+                "flannel.alpha.coreos.com/backend-data": json.dumps(backend),
+                "flannel.alpha.coreos.com/public-ip": str(node.address.ip),
+                RACK_ANNOTATION: node.rack,
+                NETNS_ANNOTATION: node.netns,
+            },
+        },
+        "spec": {"podCIDR": str(node.pod_cidr), "podCIDRs": [str(node.pod_cidr)]},
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": str(node.address.ip)},
+                {"type": "Hostname", "address": node.name},
+            ],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+            "nodeInfo": {"kubeletVersion": "netlab", "operatingSystem": "linux"},
+        },
+    }
+
+
+def pod_object(pod: PodPlan, status: PodStatus, host_ip: str) -> dict[str, Any]:
+    template = pod.template
+    containers = []
+    for c in template.containers:
+        item: dict[str, Any] = {"name": c.name, "image": c.image or "host"}
+        if c.command:
+            item["command"] = list(c.command)
+        if c.args:
+            item["args"] = list(c.args)
+        if c.env:
+            item["env"] = [{"name": k, "value": v} for k, v in c.env]
+        if c.ports:
+            item["ports"] = [
+                {k: v for k, v in (("name", p.name), ("containerPort", p.container_port), ("protocol", p.protocol)) if v is not None}
+                for p in c.ports
+            ]
+        containers.append(item)
+    metadata: dict[str, Any] = {
+        "name": pod.name,
+        "namespace": pod.namespace,
+        "labels": dict(pod.labels),
+        "annotations": {NETNS_ANNOTATION: pod.netns},
+    }
+    if pod.owner:
+        metadata["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": pod.owner, "controller": True}
+        ]
+    spec: dict[str, Any] = {
+        "nodeName": pod.node,
+        "containers": containers,
+        "restartPolicy": template.restart_policy,
+    }
+    if template.node_selector:
+        spec["nodeSelector"] = dict(template.node_selector)
+    ready = "True" if status.ready else "False"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": spec,
+        "status": {
+            "phase": status.phase,
+            "podIP": str(pod.address.ip),
+            "podIPs": [{"ip": str(pod.address.ip)}],
+            "hostIP": host_ip,
+            "startTime": status.start_time,
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": ready},
+                {"type": "ContainersReady", "status": ready},
+            ],
+            "containerStatuses": [c.status() for c in status.containers],
+        },
+    }
+
+
+def deployment_object(deployment: DeploymentSpec, pods: list[PodPlan], ready: int) -> dict[str, Any]:
+    manifest = json.loads(json.dumps(deployment.manifest)) if deployment.manifest else {}
+    metadata = manifest.get("metadata", {})
+    metadata.setdefault("name", deployment.name)
+    metadata["namespace"] = deployment.namespace
+    spec = manifest.get("spec", {})
+    spec["replicas"] = deployment.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": spec,
+        "status": {
+            "replicas": len(pods),
+            "updatedReplicas": len(pods),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "observedGeneration": 1,
+        },
+    }
+
+
+def namespace_object(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name},
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"},
+    }

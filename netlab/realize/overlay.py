@@ -1,0 +1,93 @@
+"""Flannel's vxlan backend on one node, through netlink.
+
+Per node: `flannel.1` (VXLAN, no learning, MTU = underlay - 50, the lease's
+.0/32) and the `cni0` bridge (the lease's .1). Per peer, in Flannel's order:
+permanent neighbour, `self permanent` FDB entry, `onlink` route. With
+DirectRouting, a peer on the same rack gets a plain route instead.
+"""
+
+from __future__ import annotations
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import ndmsg
+
+from netlab.plan import CNI_BRIDGE, NODE_UPLINK, VTEP_DEVICE, NodePlan, PeerEntry
+from netlab.realize import netlink
+from netlab.spec.model import OverlaySpec
+
+NUD_PERMANENT = ndmsg.states["permanent"]
+
+
+def setup_node(ipr: IPRoute, node: NodePlan, overlay: OverlaySpec, mtu: int) -> None:
+    """flannel.1 and cni0 on a node (replacing stale ones)."""
+    for name in (VTEP_DEVICE, CNI_BRIDGE):
+        netlink.ignore_missing(ipr.link, "del", ifname=name)
+    uplink = netlink.index(ipr, NODE_UPLINK)
+    ipr.link(
+        "add",
+        ifname=VTEP_DEVICE,
+        kind="vxlan",
+        vxlan_id=overlay.vni,
+        vxlan_local=str(node.address.ip),
+        vxlan_port=overlay.port,
+        vxlan_link=uplink,
+        vxlan_learning=0,
+        address=node.vtep_mac,
+        mtu=mtu,
+    )
+    vtep = netlink.index(ipr, VTEP_DEVICE)
+    ipr.addr("replace", index=vtep, address=str(node.vtep_ip), prefixlen=32)
+    ipr.link("set", index=vtep, state="up")
+    ipr.link("add", ifname=CNI_BRIDGE, kind="bridge", mtu=mtu, br_stp_state=0, br_forward_delay=0)
+    bridge = netlink.index(ipr, CNI_BRIDGE)
+    ipr.addr(
+        "replace",
+        index=bridge,
+        address=str(node.cni_address.ip),
+        prefixlen=node.cni_address.network.prefixlen,
+    )
+    ipr.link("set", index=bridge, state="up")
+
+
+def add_peer(ipr: IPRoute, entry: PeerEntry, vtep: int | None = None) -> None:
+    """Program how to reach one peer's pods (idempotent: replace)."""
+    if entry.kind == "direct":
+        ipr.route("replace", dst=str(entry.pod_cidr), gateway=str(entry.underlay_ip))
+        return
+    vtep = vtep if vtep is not None else netlink.index(ipr, VTEP_DEVICE)
+    ipr.neigh(
+        "replace",
+        ifindex=vtep,
+        dst=str(entry.vtep_ip),
+        lladdr=entry.vtep_mac,
+        state=NUD_PERMANENT,
+    )
+    ipr.fdb(
+        "replace",
+        ifindex=vtep,
+        lladdr=entry.vtep_mac,
+        dst=str(entry.underlay_ip),
+        state=NUD_PERMANENT,
+        flags=ndmsg.NTF_SELF,
+    )
+    ipr.route(
+        "replace",
+        dst=str(entry.pod_cidr),
+        gateway=str(entry.vtep_ip),
+        oif=vtep,
+        flags=netlink.RTNH_F_ONLINK,
+    )
+
+
+def remove_peer(ipr: IPRoute, entry: PeerEntry) -> None:
+    """Undo add_peer, in reverse order."""
+    netlink.ignore_missing(ipr.route, "del", dst=str(entry.pod_cidr))
+    if entry.kind == "direct":
+        return
+    vtep = netlink.index(ipr, VTEP_DEVICE)
+    netlink.ignore_missing(
+        ipr.fdb, "del", ifindex=vtep, lladdr=entry.vtep_mac, dst=str(entry.underlay_ip)
+    )
+    netlink.ignore_missing(
+        ipr.neigh, "del", ifindex=vtep, dst=str(entry.vtep_ip), lladdr=entry.vtep_mac
+    )

@@ -1,0 +1,348 @@
+"""YAML stream -> documents -> LabSpec: the entry points of the spec layer.
+
+A lab file is a YAML stream: one document holds `lab:` (racks, routers,
+overlay, links), the others are Kubernetes manifests. Everything is checked
+before a LabSpec exists; all problems are reported together in one SpecError.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import replace
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from netlab.errors import Problem, SpecError
+from netlab.spec.manifests import check_scheduling, read_manifests
+from netlab.spec.model import (
+    DEFAULT_OVERLAY_NETWORK,
+    DEFAULT_SUBNET_LEN,
+    DEFAULT_VNI,
+    DEFAULT_VXLAN_PORT,
+    LabSpec,
+    LinkSpec,
+    OverlaySpec,
+    RackSpec,
+    RouterSpec,
+)
+from netlab.spec.validate import (
+    Checker,
+    DraftRack,
+    LabDraft,
+    describe,
+    join,
+    parse_network,
+    suggest,
+    validate_lab,
+)
+
+OVERLAY_FIELDS = ("Network", "SubnetLen", "Backend")
+BACKEND_FIELDS = ("Type", "VNI", "Port", "DirectRouting")
+LINK_FIELDS = ("bandwidth", "delay", "loss")
+MAX_SUBNET_LEN = 28
+VNI_MAX = 2**24 - 1
+DELAY_RE = re.compile(r"^\d+(\.\d+)?(us|ms|s)$")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def load_lab(path: str | os.PathLike[str]) -> LabSpec:
+    """Read and validate a lab file; raise SpecError naming every problem in it."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else f"not UTF-8 text ({err.reason})"
+        problem = Problem("file", f"cannot read it: {reason}", "check the path")
+        raise SpecError([problem], source) from err
+    return parse_lab(text, source)
+
+
+def parse_lab(text: str, source: str | None = None) -> LabSpec:
+    """Validate a lab given as YAML text; source names it in messages and in LabSpec.source."""
+    documents, problems = _parse_yaml(text)
+    if documents is None:
+        raise SpecError(problems, source)
+    spec, more = check_documents(documents, source)
+    if spec is None or problems:
+        raise SpecError(problems + more, source)
+    return spec
+
+
+def lab_from_documents(documents: Iterable[Any], source: str | None = None) -> LabSpec:
+    """Validate already-parsed documents (dicts; None entries are empty documents)."""
+    spec, problems = check_documents(documents, source)
+    if spec is None:
+        raise SpecError(problems, source)
+    return spec
+
+
+def check_documents(
+    documents: Iterable[Any], source: str | None = None
+) -> tuple[LabSpec | None, list[Problem]]:
+    """The single validator: (LabSpec, []) if the documents are valid, else (None, problems)."""
+    checker = Checker()
+    lab_docs: list[tuple[int, dict]] = []
+    manifests: list[tuple[int, dict]] = []
+    for index, doc in enumerate(documents):
+        where = f"documents[{index}]"
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            checker.add(where, f"expected a mapping, got {describe(doc)}", _DOC_FIX)
+        elif "lab" in doc:
+            lab_docs.append((index, doc))
+        elif "kind" in doc or "apiVersion" in doc:
+            manifests.append((index, doc))
+        else:
+            close = [suggest(key, ["lab", "kind", "apiVersion"]) for key in doc]
+            hint = next((f"did you mean {text!r}?" for text in close if text), _DOC_FIX)
+            checker.add(where, "neither a lab: section nor a Kubernetes manifest", hint)
+    before = len(checker.problems)
+    lab = _lab(lab_docs, checker)
+    lab_ok = lab is not None and len(checker.problems) == before
+    found = read_manifests(manifests, checker)
+    if lab is not None and lab_ok:
+        check_scheduling(lab, found, checker)
+    if checker.problems or lab is None:
+        return None, checker.problems
+    pods, deployments = tuple(found["Pod"]), tuple(found["Deployment"])
+    return replace(lab, pods=pods, deployments=deployments, source=source), []
+
+
+_DOC_FIX = "a document is either 'lab:' (one per file) or a manifest with apiVersion and kind"
+
+
+# ---------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """A SafeLoader that records duplicate keys instead of silently keeping the last."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[Problem] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                self.duplicates.append(
+                    Problem(
+                        f"line {key_node.start_mark.line + 1}",
+                        f"duplicate key {key!r} (YAML keeps only the last one)",
+                        "remove one of them",
+                    )
+                )
+            elif isinstance(key, str | int | float | bool):
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse_yaml(text: str) -> tuple[list[Any] | None, list[Problem]]:
+    """The documents of a YAML stream and the duplicate keys in it; None on a syntax error."""
+    loader = _Loader(text)
+    documents: list[Any] = []
+    try:
+        while loader.check_data():
+            documents.append(loader.get_data())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        what = getattr(err, "problem", None) or str(err)
+        context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context and context_mark is not None and context_mark is not mark:
+            what += f" ({context} on line {context_mark.line + 1})"
+        fix = "check the indentation and quoting there and on the line above"
+        return None, [Problem(where, f"YAML syntax error: {what}", fix)]
+    finally:
+        loader.dispose()
+    return documents, loader.duplicates
+
+
+# ---------------------------------------------------------------- the lab: section
+
+
+def _lab(lab_docs: list[tuple[int, dict]], checker: Checker) -> LabSpec | None:
+    """The lab section checked field by field and as a whole; None if it has problems."""
+    if not lab_docs:
+        checker.add("lab", "no document has a 'lab:' section", "add one with name and racks")
+        return None
+    first, doc = lab_docs[0]
+    for index, _ in lab_docs[1:]:
+        where = f"documents[{index}]"
+        checker.add(where, f"a second 'lab:' section (the first is documents[{first}])", "keep one")
+    for key in doc:
+        if key != "lab":
+            checker.add(
+                f"documents[{first}]: {key}",
+                f"unknown key {key!r} next to 'lab:'",
+                "the lab document holds only 'lab:'; put a manifest in its own document after ---",
+            )
+    before = len(checker.problems)
+    draft = validate_lab(doc["lab"], checker)
+    if draft is None:
+        return None
+    overlay, overlay_ok = _overlay(draft.lab.get("overlay"), checker)
+    links = _links(draft.lab.get("links"), checker)
+    _check_reachable(draft, checker)
+    _check_subnets(draft, overlay.network if overlay_ok else None, checker)
+    if overlay_ok:
+        _check_pod_cidr(overlay, sum(rack.node_count for rack in draft.racks), checker)
+    if len(checker.problems) > before:
+        return None
+    racks = tuple(RackSpec(r.name, r.subnet, tuple(r.nodes)) for r in draft.racks)
+    return LabSpec(draft.name, racks, tuple(draft.routers), overlay, links)
+
+
+def _overlay(value: Any, checker: Checker) -> tuple[OverlaySpec, bool]:
+    """The overlay (defaults where absent) and whether Network/SubnetLen are usable."""
+    if value is None:
+        return OverlaySpec(), True
+    conf = checker.mapping(value, "lab.overlay", OVERLAY_FIELDS) or {}
+    path, before, fields = "lab.overlay", len(checker.problems), {}
+    network = DEFAULT_OVERLAY_NETWORK
+    if conf.get("Network") is not None:
+        network = parse_network(checker, conf["Network"], join(path, "Network"))
+    length = checker.take(conf, "SubnetLen", path, "integer", default=DEFAULT_SUBNET_LEN)
+    if (
+        length is not None
+        and network is not None
+        and not network.prefixlen < length <= MAX_SUBNET_LEN
+    ):
+        checker.add(
+            join(path, "SubnetLen"),
+            f"SubnetLen {length} must be longer than the Network's /{network.prefixlen} "
+            f"and at most {MAX_SUBNET_LEN}",
+            f"use {network.prefixlen + 1}..{MAX_SUBNET_LEN}, e.g. 24",
+        )
+    usable = len(checker.problems) == before
+    backend = checker.take(conf, "Backend", path, "mapping", default={}) or {}
+    bpath = join(path, "Backend")
+    checker.mapping(backend, bpath, BACKEND_FIELDS)
+    kind = checker.take(backend, "Type", bpath, "string", default="vxlan")
+    if kind is not None and kind != "vxlan":
+        checker.add(
+            join(bpath, "Type"), f"backend {kind!r} is not emulated", "use vxlan (the only one)"
+        )
+    fields["vni"] = checker.int_in(backend, "VNI", bpath, 1, VNI_MAX, DEFAULT_VNI)
+    fields["port"] = checker.int_in(backend, "Port", bpath, 1, 65535, DEFAULT_VXLAN_PORT)
+    fields["direct_routing"] = checker.take(
+        backend, "DirectRouting", bpath, "boolean", default=False
+    )
+    fields = {key: val for key, val in fields.items() if val is not None}
+    if usable:
+        fields.update(network=network, subnet_len=length)
+    return OverlaySpec(**fields), usable
+
+
+def _links(value: Any, checker: Checker) -> LinkSpec:
+    if value is None:
+        return LinkSpec()
+    path = "lab.links"
+    links = checker.mapping(value, path, LINK_FIELDS) or {}
+    bandwidth = checker.take(links, "bandwidth", path, "number")
+    if bandwidth is not None and bandwidth <= 0:
+        checker.add(join(path, "bandwidth"), f"{bandwidth} Mbit/s is not > 0", "use e.g. 1000")
+    delay = checker.take(links, "delay", path, "string")
+    if delay is not None and not DELAY_RE.fullmatch(delay):
+        checker.add(join(path, "delay"), f"{delay!r} is not a delay", "write e.g. 100us, 5ms or 1s")
+    loss = checker.take(links, "loss", path, "number")
+    if loss is not None and not 0 <= loss <= 100:
+        checker.add(join(path, "loss"), f"{loss}% is out of range", "use a percent 0..100")
+    return LinkSpec(
+        float(bandwidth) if bandwidth is not None else None,
+        delay,
+        float(loss) if loss is not None else None,
+    )
+
+
+def _check_reachable(draft: LabDraft, checker: Checker) -> None:
+    """Every rack must reach every other through the rack/router graph."""
+    routers = draft.routers
+    names = [rack.name for rack in draft.racks if rack.name is not None]
+    if len(names) < 2:
+        return
+    parent = {name: name for name in names}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    for router in routers:
+        for rack in router.racks[1:]:
+            parent[root(rack)] = root(router.racks[0])
+    on_router = {rack for router in routers for rack in router.racks}
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        if name in on_router:
+            groups.setdefault(root(name), []).append(name)
+    main = max(groups.values(), key=len, default=[])
+    for name in names:
+        if name not in on_router:
+            checker.add(
+                "lab.routers",
+                f"rack {name!r} is on no router, so no other rack can reach it",
+                "add it to a router's racks",
+            )
+        elif name not in main:
+            checker.add(
+                "lab.routers",
+                f"rack {name!r} cannot reach rack {main[0]!r}: no chain of routers joins them",
+                f"add it to a router's racks (one that also joins {main[0]!r})",
+            )
+
+
+def _check_subnets(draft: LabDraft, overlay: IPv4Network | None, checker: Checker) -> None:
+    """No overlaps (rack/rack, rack/overlay); room for the nodes and the router gateways."""
+    racks: list[DraftRack] = draft.racks
+    routers: list[RouterSpec] = draft.routers
+    for i, rack in enumerate(racks):
+        if rack.subnet is None:
+            continue
+        path = join(rack.path, "subnet")
+        for other in racks[:i]:
+            if other.subnet is not None and rack.subnet.overlaps(other.subnet):
+                checker.add(
+                    path,
+                    f"{rack.subnet} overlaps rack {other.name!r} ({other.subnet})",
+                    "give each rack its own subnet",
+                )
+        if overlay is not None and rack.subnet.overlaps(overlay):
+            checker.add(
+                path,
+                f"{rack.subnet} overlaps the overlay Network ({overlay})",
+                "give racks subnets outside lab.overlay.Network",
+            )
+        gateways = sum(rack.name in router.racks for router in routers)
+        need, room = rack.node_count + gateways, rack.subnet.num_addresses - 2
+        if need > room:
+            prefix = 32 - (need + 1).bit_length()
+            checker.add(
+                path,
+                f"{rack.subnet} has {room} host addresses but rack {rack.name!r} needs {need} "
+                f"({rack.node_count} nodes + {gateways} router gateway{'s' * (gateways != 1)})",
+                f"use a /{prefix} or larger subnet",
+            )
+
+
+def _check_pod_cidr(overlay: OverlaySpec, nodes: int, checker: Checker) -> None:
+    subnets = 2 ** (overlay.subnet_len - overlay.network.prefixlen)
+    if subnets < nodes:
+        checker.add(
+            "lab.overlay",
+            f"pod CIDR too small for the nodes: /{overlay.network.prefixlen} with SubnetLen "
+            f"{overlay.subnet_len} gives {subnets} subnets for {nodes} nodes",
+            "use a larger Network or a longer SubnetLen",
+        )

@@ -1,0 +1,387 @@
+"""Kubernetes manifests -> PodSpec / DeploymentSpec, and whether the lab can schedule them.
+
+Each supported kind is a row of `KINDS` (apiVersion, name limit, where its pod
+spec sits, reader); a later `kind: Service` slots in as one more row. Readers
+record problems on a `Checker` and never raise.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from netlab.spec.model import (
+    DEFAULT_NAMESPACE,
+    HOSTNAME_LABEL,
+    RESTART_POLICIES,
+    ZONE_LABEL,
+    ContainerPort,
+    ContainerSpec,
+    DeploymentSpec,
+    LabSpec,
+    PodSpec,
+    PodTemplate,
+    frozen_map,
+)
+from netlab.spec.validate import (
+    DNS_LABEL_MAX,
+    DNS_LABEL_RE,
+    IANA_SVC_NAME_RE,
+    Checker,
+    did_you_mean,
+    item,
+    join,
+    suggest,
+)
+
+TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec")
+METADATA_FIELDS = ("name", "namespace", "labels", "annotations")
+POD_FIELDS = ("containers", "nodeSelector", "nodeName", "restartPolicy")
+CONTAINER_FIELDS = ("name", "image", "command", "args", "env", "ports")
+ENV_FIELDS = ("name", "value")
+PORT_FIELDS = ("containerPort", "name", "protocol")
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+DEPLOYMENT_FIELDS = ("replicas", "selector", "template")
+TEMPLATE_FIELDS = ("metadata", "spec")
+TEMPLATE_METADATA_FIELDS = ("labels", "annotations")
+DEPLOYMENT_NAME_MAX = 47  # so that generated pod names stay within 63
+POD_OVERHEAD = 3  # per pod subnet: .0 (VTEP), .1 (node's bridge), broadcast
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest whose kind and metadata have been read."""
+
+    kind: str
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    body: dict[str, Any]  # a copy of the document, metadata.namespace filled in
+    prefix: str  # "Deployment/web: ", the start of every path in it
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind is checked."""
+
+    api_version: str
+    max_name: int  # metadata.name length limit
+    pod_path: str | None  # where its pod spec sits, for scheduling messages
+    read: Callable[[Manifest, Any, Checker], Any]  # (manifest, its spec, checker) -> a spec
+
+
+def _env(container: dict, path: str, checker: Checker) -> list[tuple[str, str]]:
+    entries = checker.take(container, "env", path, "list", default=[]) or []
+    env = []
+    for i, entry in enumerate(entries):
+        here = item(join(path, "env"), i)
+        var = checker.mapping(entry, here, ENV_FIELDS, required=("name",))
+        if var is None:
+            continue
+        name = checker.take(var, "name", here, "string")
+        value = checker.take(var, "value", here, "string", default="")
+        if name is not None and "=" in name:
+            checker.add(join(here, "name"), f"{name!r} contains '='", "remove the '='")
+        elif name and value is not None:
+            env.append((name, value))
+    return env
+
+
+def _iana_name(value: str) -> bool:
+    """IANA_SVC_NAME: <= 15 lowercase alnum or '-', a letter, no '--' or '-' at an end."""
+    return (
+        len(value) <= 15
+        and bool(IANA_SVC_NAME_RE.fullmatch(value))
+        and "--" not in value
+        and any(c.isalpha() for c in value)
+    )
+
+
+def _ports(container: dict, path: str, checker: Checker, names: dict) -> list[ContainerPort]:
+    entries = checker.take(container, "ports", path, "list", default=[]) or []
+    ports = []
+    for i, entry in enumerate(entries):
+        here = item(join(path, "ports"), i)
+        port = checker.mapping(entry, here, PORT_FIELDS, required=("containerPort",))
+        if port is None:
+            continue
+        number = checker.int_in(port, "containerPort", here, 1, 65535)
+        name = checker.take(port, "name", here, "string")
+        protocol = checker.take(port, "protocol", here, "string", default="TCP")
+        if name is not None and not _iana_name(name):
+            checker.add(
+                join(here, "name"),
+                f"port name {name!r} is not a valid IANA service name",
+                "use at most 15 lowercase letters, digits and '-', with at least one letter",
+            )
+        elif name is not None and name in names:
+            checker.add(
+                join(here, "name"),
+                f"port name {name!r} is already used in this pod at {names[name]}",
+                "give each port its own name",
+            )
+        elif name is not None:
+            names[name] = here[here.rindex("containers[") :]
+        if protocol is not None and protocol not in PROTOCOLS:
+            checker.add(
+                join(here, "protocol"), f"{protocol!r} is not a protocol", "use TCP, UDP or SCTP"
+            )
+        if number is not None and protocol in PROTOCOLS:
+            ports.append(ContainerPort(number, name, protocol))
+    return ports
+
+
+def _containers(value: Any, path: str, checker: Checker) -> list[ContainerSpec]:
+    if value is None or not checker.check_type(value, path, "list"):
+        return []
+    if not value:
+        checker.add(path, "a pod needs at least one container", "add one with a name and a command")
+    containers: list[ContainerSpec] = []
+    seen: dict[str, int] = {}
+    port_names: dict[str, str] = {}
+    for i, entry in enumerate(value):
+        here = item(path, i)
+        spec = checker.mapping(entry, here, CONTAINER_FIELDS, required=("name",))
+        if spec is None:
+            continue
+        name = spec.get("name")
+        if name is not None and checker.name(
+            name, join(here, "name"), "container name", DNS_LABEL_MAX, DNS_LABEL_RE
+        ):
+            if name in seen:
+                checker.add(
+                    join(here, "name"),
+                    f"container name {name!r} is already used by containers[{seen[name]}]",
+                    "give each container its own name",
+                )
+            seen.setdefault(name, i)
+        image = checker.take(spec, "image", here, "string")
+        command = checker.str_list(spec, "command", here)
+        args = checker.str_list(spec, "args", here)
+        if command == [] and args == []:
+            checker.add(
+                join(here, "command"),
+                "no command: netlab runs host processes, so there is no image entrypoint",
+                "give the container a command, e.g. command: [sleep, infinity]",
+            )
+        env = _env(spec, here, checker)
+        ports = _ports(spec, here, checker, port_names)
+        if isinstance(name, str):
+            argv = (tuple(command or ()), tuple(args or ()))
+            containers.append(ContainerSpec(name, *argv, tuple(env), tuple(ports), image))
+    return containers
+
+
+def pod_template(
+    value: Any, path: str, labels: dict[str, str], checker: Checker, *, always: bool = False
+) -> PodTemplate | None:
+    """A pod spec at path (`spec` of a Pod, `spec.template.spec` of a Deployment)."""
+    spec = checker.mapping(value, path, POD_FIELDS, required=("containers",))
+    if spec is None:
+        return None
+    containers = _containers(spec.get("containers"), join(path, "containers"), checker)
+    selector = checker.labels(spec, "nodeSelector", path)
+    node_name = checker.take(spec, "nodeName", path, "string")
+    policy = checker.take(spec, "restartPolicy", path, "string", default="Always")
+    if policy is not None and policy not in RESTART_POLICIES:
+        fix = did_you_mean(policy, RESTART_POLICIES, "use one of")
+        checker.add(join(path, "restartPolicy"), f"{policy!r} is not a restart policy", fix)
+    elif always and policy != "Always":
+        checker.add(
+            join(path, "restartPolicy"),
+            f"a Deployment's pods must use restartPolicy Always, not {policy!r}",
+            "remove restartPolicy (Always is the default) or use a bare Pod",
+        )
+    return PodTemplate(
+        frozen_map(labels), tuple(containers), frozen_map(selector), node_name, policy or "Always"
+    )
+
+
+def _pod(manifest: Manifest, spec: Any, checker: Checker) -> PodSpec | None:
+    template = pod_template(spec, manifest.prefix + "spec", manifest.labels, checker)
+    if template is None:
+        return None
+    return PodSpec(manifest.name, manifest.namespace, template, manifest.body)
+
+
+def _deployment(manifest: Manifest, value: Any, checker: Checker) -> DeploymentSpec | None:
+    path = manifest.prefix + "spec"
+    spec = checker.mapping(value, path, DEPLOYMENT_FIELDS, required=("selector", "template"))
+    if spec is None:
+        return None
+    replicas = checker.take(spec, "replicas", path, "integer", default=1)
+    if replicas is not None and replicas < 0:
+        checker.add(join(path, "replicas"), f"{replicas} replicas", "use 0 or more")
+    match: dict[str, str] | None = None
+    selector = spec.get("selector")
+    if selector is not None and checker.mapping(
+        selector, join(path, "selector"), ("matchLabels",), required=("matchLabels",)
+    ):
+        match = checker.labels(selector, "matchLabels", join(path, "selector"))
+        if match == {}:
+            checker.add(
+                join(path, "selector.matchLabels"),
+                "an empty selector would select every pod",
+                "list the template's labels in matchLabels, e.g. app: web",
+            )
+    tpath = join(path, "template")
+    template = checker.mapping(spec.get("template"), tpath, TEMPLATE_FIELDS, required=("spec",))
+    if spec.get("template") is None or template is None:
+        return None
+    labels: dict[str, str] | None = {}
+    if template.get("metadata") is not None:
+        meta = checker.mapping(
+            template["metadata"], join(tpath, "metadata"), TEMPLATE_METADATA_FIELDS
+        )
+        labels = checker.labels(meta or {}, "labels", join(tpath, "metadata"))
+    if match and labels is not None:
+        missing = [f"{k}={v}" for k, v in match.items() if labels.get(k) != v]
+        if missing:
+            checker.add(
+                join(path, "selector.matchLabels"),
+                f"selector does not match template labels: {', '.join(missing)} not in "
+                "spec.template.metadata.labels",
+                "make spec.template.metadata.labels include every matchLabels entry",
+            )
+    pod = pod_template(
+        template.get("spec"), join(tpath, "spec"), labels or {}, checker, always=True
+    )
+    if pod is None or replicas is None or match is None:
+        return None
+    return DeploymentSpec(
+        manifest.name,
+        manifest.namespace,
+        replicas,
+        frozen_map(match),
+        pod,
+        frozen_map(manifest.labels),
+        manifest.body,
+    )
+
+
+KINDS: dict[str, Kind] = {
+    "Pod": Kind("v1", DNS_LABEL_MAX, "spec", _pod),
+    "Deployment": Kind("apps/v1", DEPLOYMENT_NAME_MAX, "spec.template.spec", _deployment),
+}
+
+
+def _supported() -> str:
+    return ", ".join(f"{kind} ({spec.api_version})" for kind, spec in KINDS.items())
+
+
+def _metadata(doc: dict, kind: str, where: str, checker: Checker) -> Manifest | None:
+    """Check apiVersion, metadata and the top-level keys; the manifest's identity.
+
+    None only if there is no usable name (problems elsewhere are recorded, not fatal).
+    """
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    prefix = f"{kind}/{name}: " if isinstance(name, str) and name else f"{where}: "
+    checker.mapping(doc, prefix, TOP_FIELDS, required=("apiVersion", "metadata", "spec"))
+    api, wanted = doc.get("apiVersion"), KINDS[kind].api_version
+    if api is not None and api != wanted:
+        checker.add(
+            prefix + "apiVersion", f"{kind} is {wanted}, not {api!r}", f"write apiVersion: {wanted}"
+        )
+    if (
+        meta is None
+        or checker.mapping(meta, prefix + "metadata", METADATA_FIELDS, ["name"]) is None
+    ):
+        return None
+    path = prefix + "metadata"
+    if name is not None:
+        checker.name(name, join(path, "name"), f"{kind} name", KINDS[kind].max_name, DNS_LABEL_RE)
+    if not isinstance(name, str):
+        return None
+    namespace = checker.take(meta, "namespace", path, "string", default=DEFAULT_NAMESPACE)
+    if namespace is not None:
+        checker.name(namespace, join(path, "namespace"), "namespace", DNS_LABEL_MAX, DNS_LABEL_RE)
+    labels = checker.labels(meta, "labels", path)
+    notes = checker.take(meta, "annotations", path, "mapping", default={}) or {}
+    for key, value in notes.items():
+        checker.check_type(value, join(join(path, "annotations"), key), "string")
+    body = copy.deepcopy(doc)
+    body["metadata"]["namespace"] = namespace
+    return Manifest(kind, name, namespace or DEFAULT_NAMESPACE, labels or {}, body, prefix)
+
+
+def read_manifests(documents: list[tuple[int, dict]], checker: Checker) -> dict[str, list[Any]]:
+    """Check each (stream index, manifest); the valid specs by kind, in document order."""
+    found: dict[str, list[Any]] = {kind: [] for kind in KINDS}
+    seen: dict[tuple[str, str, str], int] = {}
+    for index, doc in documents:
+        where, kind = f"documents[{index}]", doc.get("kind")
+        if kind is None:
+            checker.add(
+                f"{where}: kind", "required field is missing", f"add 'kind:', one of {_supported()}"
+            )
+            continue
+        if not checker.check_type(kind, f"{where}: kind", "string"):
+            continue
+        if kind not in KINDS:
+            hint = suggest(kind, list(KINDS))
+            fix = f"did you mean {hint!r}?" if hint else f"netlab supports {_supported()}"
+            checker.add(f"{where}: kind", f"kind {kind!r} is not supported", fix)
+            continue
+        before = len(checker.problems)
+        manifest = _metadata(doc, kind, where, checker)
+        if manifest is None:
+            continue
+        key = (kind, manifest.namespace, manifest.name)
+        if key in seen:
+            checker.add(
+                manifest.prefix + "metadata.name",
+                f"a second {kind} {manifest.name!r} in namespace {manifest.namespace!r} "
+                f"(the first is documents[{seen[key]}])",
+                "rename one of them",
+            )
+        seen.setdefault(key, index)
+        spec = KINDS[kind].read(manifest, doc.get("spec"), checker)
+        if spec is not None and len(checker.problems) == before:
+            found[kind].append(spec)
+    return found
+
+
+def check_scheduling(lab: LabSpec, found: dict[str, list[Any]], checker: Checker) -> None:
+    """Every nodeName/nodeSelector must match a node; the pod network must hold every pod."""
+    nodes = {
+        node.name: {**node.labels, HOSTNAME_LABEL: node.name, ZONE_LABEL: node.rack}
+        for node in lab.nodes
+    }
+    for kind, specs in found.items():
+        pod_path = KINDS[kind].pod_path
+        for spec in specs if pod_path else ():
+            path, template = f"{kind}/{spec.name}: {pod_path}", spec.template
+            candidates = nodes
+            if template.node_name is not None:
+                if template.node_name not in nodes:
+                    checker.add(
+                        join(path, "nodeName"),
+                        f"no node {template.node_name!r} in the lab",
+                        did_you_mean(template.node_name, list(nodes), "nodes"),
+                    )
+                    continue
+                candidates = {template.node_name: nodes[template.node_name]}
+            wanted = dict(template.node_selector)
+            if wanted and not any(
+                wanted.items() <= labels.items() for labels in candidates.values()
+            ):
+                text = ", ".join(f"{k}={v}" for k, v in wanted.items())
+                pinned = template.node_name
+                where = f" (it is pinned to node {pinned!r} by nodeName)" if pinned else ""
+                checker.add(
+                    join(path, "nodeSelector"),
+                    f"nodeSelector {text} matches no node{where}, so the pod cannot be scheduled",
+                    "label a node with it (lab.racks[].nodes[].labels) or change the selector",
+                )
+    pods = len(found.get("Pod", ())) + sum(d.replicas for d in found.get("Deployment", ()))
+    room = len(nodes) * (2 ** (32 - lab.overlay.subnet_len) - POD_OVERHEAD)
+    if pods > room:
+        checker.add(
+            "lab.overlay.SubnetLen",
+            f"{pods} pods do not fit: {len(nodes)} nodes with a /{lab.overlay.subnet_len} pod "
+            f"subnet each hold at most {room}",
+            "use a shorter SubnetLen, more nodes or fewer replicas",
+        )

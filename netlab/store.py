@@ -1,0 +1,447 @@
+"""The lab's versioned object store: Kubernetes-shaped dicts, one revision counter, watches.
+
+Writers may be any thread; watchers live on an asyncio loop. Stored dicts are never
+mutated in place (a write stores a new dict), so the event ring shares them; callers
+always get deep copies. Watches read the ring by revision (like etcd), so a watcher
+that falls further behind than the ring reaches gets `410 Expired` and relists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from netlab.errors import ApiError
+from netlab.resources import DEFAULT_TABLE, FieldSelector, LabelSelector, Resource, ResourceTable
+
+ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
+_MANAGED = ("uid", "creationTimestamp", "resourceVersion", "generation")
+
+
+class Event:
+    """One write: its revision, type, resource and the stored object (shared: never mutate)."""
+
+    __slots__ = ("revision", "type", "resource", "object", "old", "_json")
+
+    def __init__(self, revision: int, type: str, resource: Resource, obj: dict, old: dict | None):
+        self.revision, self.type, self.resource = revision, type, resource
+        self.object, self.old = obj, old
+        self._json: str | None = None
+
+    def __repr__(self) -> str:
+        meta = self.object["metadata"]
+        return f"Event({self.revision}, {self.type}, {self.resource.plural}/{meta['name']})"
+
+    def object_json(self) -> str:
+        """The object as JSON, computed once per event and shared by all watchers."""
+        if self._json is None:
+            self._json = json.dumps(self.object, separators=(",", ":"))
+        return self._json
+
+
+def _conflict(message: str, reason: str) -> ApiError:
+    err = ApiError(409, message)
+    err.reason = reason  # type: ignore[attr-defined]  # read by the API's Status
+    return err
+
+
+def expired(revision: int, oldest: int) -> ApiError:
+    """The Kubernetes `410 Expired` error for a watch or list from a compacted revision."""
+    err = ApiError(410, f"too old resource version: {revision} ({oldest})")
+    err.reason = "Expired"  # type: ignore[attr-defined]
+    return err
+
+
+def merge_patch(target: dict, patch: dict) -> dict:
+    """RFC 7386 JSON merge patch: nested dicts merge, `None` deletes, anything else replaces."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_patch(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_revision(value: str | int | None) -> int | None:
+    """A resourceVersion as an int; None for unset, "" or "0" ("any"); 400 if malformed."""
+    if value is None or value == "" or value == "0" or value == 0:
+        return None
+    try:
+        rev = int(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, f"invalid resourceVersion {value!r}: must be an integer") from None
+    if rev < 0:
+        raise ApiError(400, f"invalid resourceVersion {value!r}: must not be negative")
+    return rev
+
+
+class Store:
+    """Thread-safe versioned store of Kubernetes-shaped objects with a bounded event ring."""
+
+    def __init__(
+        self,
+        resources: ResourceTable = DEFAULT_TABLE,
+        history: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.resources = resources
+        self._clock = clock
+        self._lock = threading.Lock()  # guards the data below; held briefly
+        self._write_lock = threading.RLock()  # serializes writes and their notifications
+        self._revision = 1
+        self._objects: dict[str, dict[tuple[str, str], dict]] = {r.full_name: {} for r in resources}
+        self._events: deque[Event] = deque(maxlen=history)
+        self._watches: set[Watch] = set()
+        self._subscribers: list[Callable[[Event], None]] = []
+
+    # -- reads ---------------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        """The current global revision."""
+        with self._lock:
+            return self._revision
+
+    def get(self, resource: str | Resource, namespace: str | None, name: str) -> dict:
+        """A copy of one object; 404 if missing."""
+        res = self.resources.resolve(resource)
+        with self._lock:
+            obj = self._objects[res.full_name].get(self._key(res, namespace, name))
+            if obj is None:
+                raise ApiError(404, f'{res.full_name} "{name}" not found')
+            return copy.deepcopy(obj)
+
+    def list(
+        self,
+        resource: str | Resource,
+        namespace: str | None = None,
+        label_selector: str | LabelSelector | None = None,
+        field_selector: str | FieldSelector | None = None,
+    ) -> tuple[list[dict], int]:
+        """Copies of matching objects sorted by (namespace, name), and the revision they are at."""
+        res = self.resources.resolve(resource)
+        match = _Matcher(res, namespace, label_selector, field_selector)
+        with self._lock:
+            items = [o for _, o in sorted(self._objects[res.full_name].items()) if match(o)]
+            return copy.deepcopy(items), self._revision
+
+    # -- writes --------------------------------------------------------------
+
+    def create(self, obj: dict) -> dict:
+        """Store a new object (uid, creationTimestamp, resourceVersion filled in); 409 if it exists."""
+        res, new = self._normalize(obj)
+        with self._write_lock:
+            key = self._key(res, new["metadata"].get("namespace"), new["metadata"]["name"])
+            if key in self._objects[res.full_name]:
+                name = new["metadata"]["name"]
+                raise _conflict(f'{res.full_name} "{name}" already exists', "AlreadyExists")
+            return self._commit(res, key, self._stamp_new(new), None)
+
+    def update(self, obj: dict) -> dict:
+        """Create or replace; if `metadata.resourceVersion` is given it must be current (else 409)."""
+        return self._put(obj, check_version=True)
+
+    def apply(self, obj: dict) -> dict:
+        """Create or replace, ignoring any `metadata.resourceVersion` in `obj`."""
+        return self._put(obj, check_version=False)
+
+    def patch_status(
+        self, resource: str | Resource, namespace: str | None, name: str, status: dict
+    ) -> dict:
+        """Merge-patch (RFC 7386) the object's `status`; 404 if missing; no-op patches don't write."""
+        res = self.resources.resolve(resource)
+        with self._write_lock:
+            current = self._current(res, namespace, name)
+            new = dict(current, metadata=dict(current["metadata"]))
+            new["status"] = merge_patch(current.get("status") or {}, status)
+            key = self._key(res, namespace, name)
+            return self._replace(res, key, current, new)
+
+    def delete(self, resource: str | Resource, namespace: str | None, name: str) -> dict:
+        """Remove an object; returns it (stamped with the deletion's revision); 404 if missing."""
+        res = self.resources.resolve(resource)
+        with self._write_lock:
+            current = self._current(res, namespace, name)
+            return self._commit(res, self._key(res, namespace, name), None, current)
+
+    # -- watching ------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `callback(event)` synchronously after every write, in the writer's thread.
+
+        The event's object is a private copy. Callbacks must be quick and must not write to
+        the store (hand work to a queue). Returns a function that unsubscribes.
+        """
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def watch(
+        self,
+        resource: str | Resource,
+        namespace: str | None = None,
+        resource_version: str | int | None = None,
+        label_selector: str | LabelSelector | None = None,
+        field_selector: str | FieldSelector | None = None,
+        *,
+        copy_objects: bool = True,
+    ) -> Watch:
+        """Events after `resource_version`, then live; call from a coroutine (binds to its loop).
+
+        Without a resource version (None, "" or "0") the watch first sends every current
+        matching object as ADDED. 410 if the revision is older than the retained history.
+        """
+        res = self.resources.resolve(resource)
+        match = _Matcher(res, namespace, label_selector, field_selector)
+        rev = parse_revision(resource_version)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if rev is None:
+                objs = [o for _, o in sorted(self._objects[res.full_name].items()) if match(o)]
+                initial = [Event(self._revision, ADDED, res, o, None) for o in objs]
+                watch = Watch(self, match, self._revision, initial, loop, copy_objects)
+            else:
+                self._check_retained(rev)
+                watch = Watch(self, match, rev, [], loop, copy_objects)
+            self._watches.add(watch)
+        return watch
+
+    def _since(self, watch: Watch, limit: int = 1000) -> list[Event]:
+        """Up to `limit` ring events after the watch's cursor that it should see; advances it."""
+        with self._lock:
+            if not self._events or watch.cursor >= self._events[-1].revision:
+                return []
+            self._check_retained(watch.cursor)
+            start = watch.cursor + 1 - self._events[0].revision
+            batch = list(itertools.islice(self._events, start, start + limit))
+        watch.cursor = batch[-1].revision
+        return [out for ev in batch if (out := watch.match.translate(ev)) is not None]
+
+    def _check_retained(self, rev: int) -> None:
+        # Revisions are contiguous (one event per bump), so rev is servable iff rev+1 is held.
+        if self._events and rev < self._events[0].revision - 1:
+            raise expired(rev, self._events[0].revision - 1)
+
+    def _forget(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    # -- internals -----------------------------------------------------------
+
+    def _key(self, res: Resource, namespace: str | None, name: str) -> tuple[str, str]:
+        if res.namespaced and not namespace:
+            raise ApiError(400, f"{res.full_name} are namespaced: a namespace is required")
+        return (namespace or "", name) if res.namespaced else ("", name)
+
+    def _current(self, res: Resource, namespace: str | None, name: str) -> dict:
+        obj = self._objects[res.full_name].get(self._key(res, namespace, name))
+        if obj is None:
+            raise ApiError(404, f'{res.full_name} "{name}" not found')
+        return obj
+
+    def _normalize(self, obj: dict) -> tuple[Resource, dict]:
+        """A private, Kubernetes-shaped copy of `obj` and its resource."""
+        if not isinstance(obj, dict):
+            raise ApiError(400, "an object must be a JSON object")
+        res = self.resources.for_object(obj)
+        new = copy.deepcopy(obj)
+        meta = new.get("metadata")
+        if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+            raise ApiError(400, f"{res.kind}: metadata.name: Required value")
+        new["apiVersion"], new["kind"] = res.api_version, res.kind
+        if res.namespaced:
+            meta.setdefault("namespace", "default")
+        else:
+            meta.pop("namespace", None)
+        for field in ("labels", "annotations"):
+            if meta.get(field) is None:
+                meta[field] = {}
+        new.setdefault("spec", {})
+        new.setdefault("status", {})
+        return res, new
+
+    def _stamp_new(self, new: dict) -> dict:
+        meta = new["metadata"]
+        meta["uid"] = str(uuid.uuid4())
+        stamp = datetime.fromtimestamp(self._clock(), UTC)
+        meta["creationTimestamp"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+        meta["generation"] = 1
+        return new
+
+    def _put(self, obj: dict, check_version: bool) -> dict:
+        res, new = self._normalize(obj)
+        meta = new["metadata"]
+        with self._write_lock:
+            key = self._key(res, meta.get("namespace"), meta["name"])
+            current = self._objects[res.full_name].get(key)
+            if current is None:
+                return self._commit(res, key, self._stamp_new(new), None)
+            wanted = meta.get("resourceVersion")
+            have = current["metadata"]["resourceVersion"]
+            if check_version and wanted not in (None, "", have):
+                message = (
+                    f'Operation cannot be fulfilled on {res.full_name} "{meta["name"]}": '
+                    "the object has been modified; please apply your changes to the latest "
+                    "version and try again"
+                )
+                raise _conflict(message, "Conflict")
+            return self._replace(res, key, current, new)
+
+    def _replace(self, res: Resource, key: tuple[str, str], current: dict, new: dict) -> dict:
+        """Write `new` over `current` keeping managed metadata; no write if nothing changed."""
+        for field in _MANAGED:
+            new["metadata"][field] = current["metadata"][field]
+        if new == current:
+            return copy.deepcopy(current)
+        if new.get("spec") != current.get("spec"):
+            new["metadata"]["generation"] = current["metadata"]["generation"] + 1
+        return self._commit(res, key, new, current)
+
+    def _commit(self, res: Resource, key: tuple[str, str], new: dict | None, old: dict | None):
+        """Bump the revision, store (or remove), record the event, notify. Holds `_write_lock`."""
+        with self._lock:
+            self._revision += 1
+            rev = str(self._revision)
+            if new is None:  # delete: the object leaves stamped with the deletion's revision
+                assert old is not None
+                obj = dict(old, metadata=dict(old["metadata"], resourceVersion=rev))
+                del self._objects[res.full_name][key]
+                ev = Event(self._revision, DELETED, res, obj, old)
+            else:
+                new["metadata"]["resourceVersion"] = rev
+                obj = self._objects[res.full_name][key] = new
+                ev = Event(self._revision, ADDED if old is None else MODIFIED, res, obj, old)
+            self._events.append(ev)
+            watches, subscribers = list(self._watches), list(self._subscribers)
+            result = copy.deepcopy(obj)
+        for watch in watches:
+            watch.notify()
+        for callback in subscribers:
+            callback(Event(ev.revision, ev.type, res, copy.deepcopy(obj), copy.deepcopy(old)))
+        return result
+
+
+class _Matcher:
+    """Which events and objects a list or watch wants: resource, namespace, selectors."""
+
+    def __init__(self, res: Resource, namespace, label_selector, field_selector):
+        self.resource = res
+        self.namespace = namespace if res.namespaced else None
+        self.labels = LabelSelector.parse(label_selector)
+        self.fields = FieldSelector.parse(field_selector, res.field_selectors)
+
+    def __call__(self, obj: dict) -> bool:
+        meta = obj["metadata"]
+        if self.namespace and meta.get("namespace") != self.namespace:
+            return False
+        return self.labels.matches(meta.get("labels") or {}) and self.fields.matches(obj)
+
+    def translate(self, ev: Event) -> Event | None:
+        """The event this watcher sees: objects entering or leaving the selection are ADDED/DELETED."""
+        if ev.resource is not self.resource:
+            return None
+        now = self(ev.object)
+        if ev.type != MODIFIED:
+            return ev if now else None
+        before = ev.old is not None and self(ev.old)
+        if now and before:
+            return ev
+        if now or before:
+            return Event(ev.revision, ADDED if now else DELETED, ev.resource, ev.object, ev.old)
+        return None
+
+
+class Watch:
+    """A watch on a Store, bound to one asyncio loop: `async for event in watch`, or `next()`."""
+
+    def __init__(self, store, match, cursor, initial, loop, copy_objects):
+        self._store, self.match, self.cursor = store, match, cursor
+        self._initial: list[Event] = initial
+        self._loop: asyncio.AbstractEventLoop = loop
+        self._copy = copy_objects
+        self._wake = asyncio.Event()
+        self._ready: deque[Event] = deque()  # delivered by next(), not yet by __anext__
+        self.closed = False
+
+    @property
+    def resource(self) -> Resource:
+        """The watched resource."""
+        return self.match.resource
+
+    def notify(self) -> None:
+        """Wake the watcher; safe from any thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._wake.set)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self._store._forget(self)
+
+    def take_initial(self) -> list[Event]:
+        """The synthetic ADDED events of a watch started without a resource version (once)."""
+        batch, self._initial = self._initial, []
+        return self._deliver(batch)
+
+    async def next(self, timeout: float | None = None) -> list[Event] | None:
+        """The next batch of events; [] on timeout; None once closed. 410 if history expired."""
+        if self._initial:
+            return self.take_initial()
+        while not self.closed:
+            self._wake.clear()
+            batch = self._store._since(self)
+            if batch:
+                return self._deliver(batch)
+            if self.cursor < self._store.revision:
+                continue  # only events for others: look again (the ring is read in slices)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                return []
+        return None
+
+    def _deliver(self, batch: list[Event]) -> list[Event]:
+        if not self._copy:
+            return batch
+        return [Event(e.revision, e.type, e.resource, copy.deepcopy(e.object), None) for e in batch]
+
+    def close(self) -> None:
+        """Stop the watch; a pending or later `next()` returns None. Idempotent; any thread."""
+        if not self.closed:
+            self.closed = True
+            self._store._forget(self)
+            try:
+                self._loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:
+                pass
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._ready:
+            batch = await self.next()
+            if batch is None:
+                raise StopAsyncIteration
+            self._ready.extend(batch)
+        return self._ready.popleft()
+
+    async def __aenter__(self) -> Watch:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,153 @@
+"""What the CLI prints: the lab table of `netlab up`, and kubectl-style lists."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from netlab.client import LabClient
+
+
+def _lab_table(title: str, rows: list[tuple[str, str, str, str, str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("RACK", "NODE", "UNDERLAY IP", "POD SUBNET", "PODS"):
+        table.add_column(column, no_wrap=column != "PODS")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def print_lab(lab) -> None:
+    """The table `netlab up` prints, from an in-process Lab."""
+    rows = []
+    pods = lab.pod_list()
+    for node in lab.node_list():
+        mine = sorted((p for p in pods if p.node == node.name), key=lambda p: p.address.ip)
+        listing = "\n".join(f"{p.name} {p.address.ip}" for p in mine) or "-"
+        rows.append((node.rack, node.name, str(node.address.ip), str(node.pod_cidr), listing))
+    overlay = lab.spec.overlay
+    title = (
+        f"lab {lab.spec.name}: {len(lab.plan.racks)} racks, {len(rows)} nodes, {len(pods)} pods; "
+        f"overlay {overlay.network} vxlan VNI {overlay.vni} port {overlay.port}"
+    )
+    Console(width=120).print(_lab_table(title, rows))
+
+
+def print_lab_from_api(client: LabClient, name: str) -> None:
+    nodes = client.list("nodes")["items"]
+    pods = client.list("pods", all_namespaces=True)["items"]
+    rows = []
+    for node in nodes:
+        node_name = node["metadata"]["name"]
+        mine = [p for p in pods if p["spec"].get("nodeName") == node_name]
+        listing = "\n".join(f"{p['metadata']['name']} {p['status'].get('podIP', '')}" for p in mine) or "-"
+        rows.append(
+            (
+                node["metadata"]["annotations"].get("netlab.io/rack", ""),
+                node_name,
+                node["status"]["addresses"][0]["address"],
+                node["spec"].get("podCIDR", ""),
+                listing,
+            )
+        )
+    Console(width=120).print(_lab_table(f"lab {name}: {len(nodes)} nodes, {len(pods)} pods", rows))
+
+
+def age(timestamp: str | None) -> str:
+    if not timestamp:
+        return "<unknown>"
+    then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    seconds = int((datetime.now(UTC) - then).total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def _pod_row(pod: dict[str, Any], wide: bool) -> list[str]:
+    statuses = pod["status"].get("containerStatuses", [])
+    ready = sum(1 for c in statuses if c.get("ready"))
+    restarts = sum(c.get("restartCount", 0) for c in statuses)
+    status = pod["status"].get("phase", "")
+    for c in statuses:
+        waiting = c.get("state", {}).get("waiting")
+        if waiting and waiting.get("reason") == "CrashLoopBackOff":
+            status = "CrashLoopBackOff"
+    row = [
+        pod["metadata"]["name"],
+        f"{ready}/{len(statuses)}",
+        status,
+        str(restarts),
+        age(pod["metadata"].get("creationTimestamp")),
+    ]
+    if wide:
+        row += [
+            pod["status"].get("podIP", ""),
+            pod["spec"].get("nodeName", ""),
+            pod["metadata"].get("annotations", {}).get("netlab.io/netns", ""),
+        ]
+    return row
+
+
+def _node_row(node: dict[str, Any], wide: bool) -> list[str]:
+    annotations = node["metadata"].get("annotations", {})
+    row = [
+        node["metadata"]["name"],
+        "Ready",
+        annotations.get("netlab.io/rack", ""),
+        node["status"]["addresses"][0]["address"],
+        node["spec"].get("podCIDR", ""),
+        age(node["metadata"].get("creationTimestamp")),
+    ]
+    if wide:
+        import json
+
+        backend = json.loads(annotations.get("flannel.alpha.coreos.com/backend-data", "{}"))
+        row += [backend.get("VtepMAC", ""), annotations.get("netlab.io/netns", "")]
+    return row
+
+
+def _deployment_row(dep: dict[str, Any], wide: bool) -> list[str]:
+    status = dep.get("status", {})
+    row = [
+        dep["metadata"]["name"],
+        f"{status.get('readyReplicas', 0)}/{dep['spec'].get('replicas', 0)}",
+        str(status.get("updatedReplicas", 0)),
+        str(status.get("availableReplicas", 0)),
+        age(dep["metadata"].get("creationTimestamp")),
+    ]
+    if wide:
+        selector = dep["spec"].get("selector", {}).get("matchLabels", {})
+        row.append(",".join(f"{k}={v}" for k, v in selector.items()))
+    return row
+
+
+def _namespace_row(ns: dict[str, Any], wide: bool) -> list[str]:
+    return [ns["metadata"]["name"], ns.get("status", {}).get("phase", "Active"), age(ns["metadata"].get("creationTimestamp"))]
+
+
+COLUMNS = {
+    "pods": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE", "NETNS"], _pod_row),
+    "nodes": (["NAME", "STATUS", "RACK", "INTERNAL-IP", "POD-CIDR", "AGE"], ["VTEP-MAC", "NETNS"], _node_row),
+    "deployments": (["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], ["SELECTOR"], _deployment_row),
+    "namespaces": (["NAME", "STATUS", "AGE"], [], _namespace_row),
+}
+
+
+def render(resource: str, objs: list[dict[str, Any]], wide: bool = False, all_namespaces: bool = False) -> str:
+    """kubectl's plain column layout."""
+    if not objs:
+        return "No resources found."
+    header, extra, row_of = COLUMNS[resource]
+    header = header + (extra if wide else [])
+    rows = [row_of(obj, wide) for obj in objs]
+    if all_namespaces and resource in ("pods", "deployments"):
+        header = ["NAMESPACE", *header]
+        rows = [[obj["metadata"].get("namespace", ""), *row] for obj, row in zip(objs, rows, strict=True)]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["   ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what netlab needs on a Debian machine, idempotently:
+# the Debian packages (only the missing ones) and a .venv with the Python side.
+# Fast when everything is already there (a stamp per step).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEB_PACKAGES=(
+  mininet          # mnexec (the PyPI wheel does not ship it)
+  bridge-utils     # brctl, used by Mininet's LinuxBridge
+  net-tools        # ifconfig, used by Mininet
+  ethtool iproute2 iputils-ping tcpdump
+  iperf3           # bench/overlay
+  curl             # demo and tests: HTTP between pods
+  python3-venv python3-pip
+)
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "netlab: this step installs Debian packages and needs root; run it with sudo" >&2
+    exit 1
+  fi
+}
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  need_root
+  echo "netlab: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+stamp=.venv/.netlab-installed
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "netlab: installing the Python dependencies into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
