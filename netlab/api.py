@@ -21,20 +21,19 @@ from aiohttp import web
 
 from netlab import __version__
 from netlab.errors import ApiError
-from netlab.resources import Resource
+from netlab.resources import Resource, discovery_documents
 from netlab.store import Store, parse_revision
 
 log = logging.getLogger(__name__)
 
 STORE = web.AppKey("store", Store)
 ACTIONS = web.AppKey("actions", object)
-STREAMS = web.AppKey("streams", set)  # open watches and log streams, closed on shutdown
+STREAMS = web.AppKey("streams", set)  # close() of each open watch and log stream
 CLOSING = web.AppKey("closing", asyncio.Event)
 TASKS = web.AppKey("tasks", set)
 
-BOOKMARK_INTERVAL = 10.0  # seconds of quiet before a watch sends a BOOKMARK (if allowed)
+QUIET_POLL = 2.0  # a quiet watch checks its client is there (and may send a BOOKMARK) this often
 LOG_POLL = 0.2  # seconds between checks of a followed log file
-DISCONNECT_POLL = 2.0  # seconds between checks that a quiet watch's client is still there
 _REASONS = {
     400: "BadRequest",
     403: "Forbidden",
@@ -135,37 +134,6 @@ def _gone(request: web.Request) -> bool:
 # -- discovery -------------------------------------------------------------------
 
 
-def _resource_list(group_version: str, resources: list[Resource]) -> dict:
-    entries = []
-    for res in resources:
-        entries.append(
-            {
-                "name": res.plural,
-                "singularName": res.singular,
-                "namespaced": res.namespaced,
-                "kind": res.kind,
-                "verbs": list(res.verbs),
-                "shortNames": list(res.short_names),
-            }
-        )
-        for sub in res.subresources:
-            entries.append(
-                {
-                    "name": f"{res.plural}/{sub}",
-                    "singularName": "",
-                    "namespaced": res.namespaced,
-                    "kind": res.kind,
-                    "verbs": ["get"],
-                }
-            )
-    return {
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": group_version,
-        "resources": entries,
-    }
-
-
 def _static(doc: dict | str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(_request: web.Request) -> web.Response:
         if isinstance(doc, str):
@@ -176,26 +144,8 @@ def _static(doc: dict | str) -> Callable[[web.Request], Awaitable[web.Response]]
 
 
 def _add_discovery(app: web.Application, store: Store) -> None:
-    groups: dict[str, dict] = {}
-    for group_version, resources in store.resources.group_versions().items():
-        doc = _resource_list(group_version, resources)
-        app.router.add_get(resources[0].base_path, _static(doc))
-        if resources[0].group:
-            entry = {"groupVersion": group_version, "version": resources[0].version}
-            group = groups.setdefault(
-                resources[0].group,
-                {"name": resources[0].group, "versions": [], "preferredVersion": entry},
-            )
-            group["versions"].append(entry)
-    for name, group in groups.items():
-        doc = dict(group, kind="APIGroup", apiVersion="v1")
-        app.router.add_get(f"/apis/{name}", _static(doc))
-    group_list = {"kind": "APIGroupList", "apiVersion": "v1", "groups": list(groups.values())}
-    versions = {
-        "kind": "APIVersions",
-        "versions": ["v1"],
-        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "localhost"}],
-    }
+    for path, doc in discovery_documents(store.resources).items():
+        app.router.add_get(path, _static(doc))
     version = {
         "major": "1",
         "minor": "30",
@@ -207,8 +157,6 @@ def _add_discovery(app: web.Application, store: Store) -> None:
         "compiler": "cpython",
         "platform": "linux/amd64",
     }
-    app.router.add_get("/apis", _static(group_list))
-    app.router.add_get("/api", _static(versions))
     app.router.add_get("/version", _static(version))
     for path in ("/healthz", "/livez", "/readyz"):
         app.router.add_get(path, _static("ok"))
@@ -297,7 +245,7 @@ async def _watch(request, res, namespace, labels, fields) -> web.StreamResponse:
     if initial_end:  # WatchList: current state as ADDED, then a bookmark marking its end
         rv = None
     watch = request.app[STORE].watch(res, namespace, rv, labels, fields, copy_objects=False)
-    request.app[STREAMS].add(watch)
+    request.app[STREAMS].add(watch.close)
     if request.app[CLOSING].is_set():
         watch.close()
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -314,7 +262,7 @@ async def _watch(request, res, namespace, labels, fields) -> web.StreamResponse:
             await response.write(data)
         sent = watch.cursor
         while True:
-            wait = min(BOOKMARK_INTERVAL, DISCONNECT_POLL)
+            wait = QUIET_POLL
             if deadline is not None:
                 wait = min(wait, deadline - loop.time())
                 if wait <= 0:
@@ -338,7 +286,7 @@ async def _watch(request, res, namespace, labels, fields) -> web.StreamResponse:
         pass  # the client went away
     finally:
         watch.close()
-        request.app[STREAMS].discard(watch)
+        request.app[STREAMS].discard(watch.close)
     return response
 
 
@@ -370,16 +318,6 @@ def _tail_offset(path: Path, lines: int) -> int:
         return 0
 
 
-class _LogStream:
-    """A followed log; `close()` (on shutdown) ends it."""
-
-    def __init__(self) -> None:
-        self.closed = asyncio.Event()
-
-    def close(self) -> None:
-        self.closed.set()
-
-
 async def _get_log(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     namespace, name = request.match_info["namespace"], request.match_info["name"]
@@ -390,10 +328,10 @@ async def _get_log(request: web.Request) -> web.StreamResponse:
     position = _tail_offset(path, tail) if tail is not None else 0
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     response.enable_chunked_encoding()
-    stream = _LogStream()
-    request.app[STREAMS].add(stream)
+    closed = asyncio.Event()
+    request.app[STREAMS].add(closed.set)
     if request.app[CLOSING].is_set():
-        stream.close()
+        closed.set()
     try:
         await response.prepare(request)
         await response.write(b"")
@@ -411,14 +349,14 @@ async def _get_log(request: web.Request) -> web.StreamResponse:
             if not follow or _gone(request) or not _same_pod(store, namespace, name, uid):
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stream.closed.wait(), LOG_POLL)
-            if stream.closed.is_set():
+                await asyncio.wait_for(closed.wait(), LOG_POLL)
+            if closed.is_set():
                 break
         await response.write_eof()
     except (ConnectionResetError, ConnectionError):
         pass
     finally:
-        request.app[STREAMS].discard(stream)
+        request.app[STREAMS].discard(closed.set)
     return response
 
 
@@ -441,8 +379,8 @@ async def _shutdown(request: web.Request) -> web.Response:
 
 async def _on_shutdown(app: web.Application) -> None:
     app[CLOSING].set()
-    for stream in list(app[STREAMS]):
-        stream.close()
+    for close in list(app[STREAMS]):
+        close()
 
 
 def make_app(store: Store, actions: Actions) -> web.Application:

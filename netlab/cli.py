@@ -246,7 +246,16 @@ def cmd_demo(args) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="netlab", description="Kubernetes networking on real kernel objects.")
     p.add_argument("--lab", help="which running lab (default: the only one, or $NETLAB_LAB)")
+    # --lab is accepted after the command too (`netlab down --lab demo`), as kubectl's flags are
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lab", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    _add = sub.add_parser
+
+    def add_parser(name, **kwargs):
+        return _add(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_parser
 
     up = sub.add_parser("up", help="bring a lab up and supervise it (default: the embedded demo lab)")
     up.add_argument("file", nargs="?", help="lab file (YAML); default: topologies/demo.yaml")

@@ -37,7 +37,7 @@ from netlab.realize import cleanup, netlink, netns, overlay, pods, preflight, re
 from netlab.realize.fabric import Fabric
 from netlab.realize.processes import ExitMonitor, PidRecord, start_container, stop_processes
 from netlab.spec.load import load_lab
-from netlab.spec.model import DeploymentSpec, LabSpec, NodeSpec, PodTemplate
+from netlab.spec.model import DeploymentSpec, LabSpec, NodeSpec
 from netlab.store import Store
 
 log = logging.getLogger(__name__)

@@ -147,6 +147,53 @@ DEFAULT_TABLE = ResourceTable(RESOURCES)
 """The lab's resource table (immutable)."""
 
 
+def discovery_documents(table: ResourceTable) -> dict[str, dict]:
+    """The API discovery documents by URL path: `/api`, `/apis`, `/api/v1`, `/apis/apps/v1`, ..."""
+    docs: dict[str, dict] = {}
+    groups: dict[str, dict] = {}
+    for group_version, resources in table.group_versions().items():
+        entries = []
+        for res in resources:
+            entries.append(
+                {
+                    "name": res.plural,
+                    "singularName": res.singular,
+                    "namespaced": res.namespaced,
+                    "kind": res.kind,
+                    "verbs": list(res.verbs),
+                    "shortNames": list(res.short_names),
+                }
+            )
+            entries += [
+                {"name": f"{res.plural}/{sub}", "singularName": "", "kind": res.kind,
+                 "namespaced": res.namespaced, "verbs": ["get"]}
+                for sub in res.subresources
+            ]  # fmt: skip
+        docs[resources[0].base_path] = {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": group_version,
+            "resources": entries,
+        }
+        if group := resources[0].group:
+            entry = {"groupVersion": group_version, "version": resources[0].version}
+            doc = {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": []}
+            doc = groups.setdefault(group, dict(doc, preferredVersion=entry))
+            doc["versions"].append(entry)
+    for group, doc in groups.items():
+        docs[f"/apis/{group}"] = doc
+    listed = [
+        {k: v for k, v in g.items() if k not in ("kind", "apiVersion")} for g in groups.values()
+    ]
+    docs["/apis"] = {"kind": "APIGroupList", "apiVersion": "v1", "groups": listed}
+    docs["/api"] = {
+        "kind": "APIVersions",
+        "versions": sorted({r.version for r in table if not r.group}),
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "localhost"}],
+    }
+    return docs
+
+
 # -- selectors -----------------------------------------------------------------
 
 _NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?"
@@ -249,3 +296,42 @@ class FieldSelector:
             if (actual == value) != (op == "="):
                 return False
         return True
+
+
+class Selection:
+    """What a list or watch asks for: one resource, maybe one namespace, label and field selectors."""
+
+    def __init__(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | LabelSelector | None = None,
+        field_selector: str | FieldSelector | None = None,
+    ):
+        self.resource = resource
+        self.namespace = namespace if resource.namespaced else None
+        self.labels = LabelSelector.parse(label_selector)
+        self.fields = FieldSelector.parse(field_selector, resource.field_selectors)
+
+    def __call__(self, obj: dict) -> bool:
+        """True if `obj` (of this resource) is selected."""
+        meta = obj["metadata"]
+        if self.namespace and meta.get("namespace") != self.namespace:
+            return False
+        return self.labels.matches(meta.get("labels") or {}) and self.fields.matches(obj)
+
+    def seen_as(self, event_type: str, obj: dict, old: dict | None) -> str | None:
+        """The event type a selected watch reports for a write, or None if it sees nothing.
+
+        Like the Kubernetes API: an object modified into the selection is ADDED, one
+        modified out of it is DELETED.
+        """
+        now = self(obj)
+        if event_type != "MODIFIED":
+            return event_type if now else None
+        before = old is not None and self(old)
+        if now and before:
+            return "MODIFIED"
+        if now or before:
+            return "ADDED" if now else "DELETED"
+        return None

@@ -1,17 +1,19 @@
 """The lab's versioned object store: Kubernetes-shaped dicts, one revision counter, watches.
 
 Writers may be any thread; watchers live on an asyncio loop. Stored dicts are never
-mutated in place (a write stores a new dict), so the event ring shares them; callers
-always get deep copies. Watches read the ring by revision (like etcd), so a watcher
+mutated in place (a write stores a new dict), so the event rings share them; callers
+always get deep copies. Watches read their resource's ring by revision, so a watcher
 that falls further behind than the ring reaches gets `410 Expired` and relists.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
 import itertools
 import json
+import logging
 import threading
 import time
 import uuid
@@ -20,8 +22,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from netlab.errors import ApiError
-from netlab.resources import DEFAULT_TABLE, FieldSelector, LabelSelector, Resource, ResourceTable
+from netlab.resources import (
+    DEFAULT_TABLE,
+    FieldSelector,
+    LabelSelector,
+    Resource,
+    ResourceTable,
+    Selection,
+)
 
+log = logging.getLogger(__name__)
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 _MANAGED = ("uid", "creationTimestamp", "resourceVersion", "generation")
 
@@ -101,7 +111,14 @@ class Store:
         self._write_lock = threading.RLock()  # serializes writes and their notifications
         self._revision = 1
         self._objects: dict[str, dict[tuple[str, str], dict]] = {r.full_name: {} for r in resources}
-        self._events: deque[Event] = deque(maxlen=history)
+        # one ring per resource (like the apiserver's watch cache), so quiet watchers of one
+        # resource never expire because of churn in another
+        if history < 1:
+            raise ValueError("history must keep at least one event")
+        self._events: dict[str, deque[Event]] = {
+            r.full_name: deque(maxlen=history) for r in resources
+        }
+        self._compacted = {r.full_name: 0 for r in resources}  # last revision dropped
         self._watches: set[Watch] = set()
         self._subscribers: list[Callable[[Event], None]] = []
 
@@ -131,7 +148,7 @@ class Store:
     ) -> tuple[list[dict], int]:
         """Copies of matching objects sorted by (namespace, name), and the revision they are at."""
         res = self.resources.resolve(resource)
-        match = _Matcher(res, namespace, label_selector, field_selector)
+        match = Selection(res, namespace, label_selector, field_selector)
         with self._lock:
             items = [o for _, o in sorted(self._objects[res.full_name].items()) if match(o)]
             return copy.deepcopy(items), self._revision
@@ -209,7 +226,7 @@ class Store:
         matching object as ADDED. 410 if the revision is older than the retained history.
         """
         res = self.resources.resolve(resource)
-        match = _Matcher(res, namespace, label_selector, field_selector)
+        match = Selection(res, namespace, label_selector, field_selector)
         rev = parse_revision(resource_version)
         loop = asyncio.get_running_loop()
         with self._lock:
@@ -218,26 +235,28 @@ class Store:
                 initial = [Event(self._revision, ADDED, res, o, None) for o in objs]
                 watch = Watch(self, match, self._revision, initial, loop, copy_objects)
             else:
-                self._check_retained(rev)
+                self._check_retained(res, rev)
                 watch = Watch(self, match, rev, [], loop, copy_objects)
             self._watches.add(watch)
         return watch
 
-    def _since(self, watch: Watch, limit: int = 1000) -> list[Event]:
-        """Up to `limit` ring events after the watch's cursor that it should see; advances it."""
+    def _since(self, watch: Watch, limit: int = 1000) -> tuple[list[Event], bool]:
+        """Ring events after the watch's cursor that it should see (up to `limit` looked at),
+        and whether it has caught up. Advances the cursor; 410 if events it missed are gone."""
+        res = watch.resource
         with self._lock:
-            if not self._events or watch.cursor >= self._events[-1].revision:
-                return []
-            self._check_retained(watch.cursor)
-            start = watch.cursor + 1 - self._events[0].revision
-            batch = list(itertools.islice(self._events, start, start + limit))
-        watch.cursor = batch[-1].revision
-        return [out for ev in batch if (out := watch.match.translate(ev)) is not None]
+            self._check_retained(res, watch.cursor)
+            ring = self._events[res.full_name]
+            start = bisect.bisect_right(ring, watch.cursor, key=lambda e: e.revision)
+            batch = list(itertools.islice(ring, start, start + limit))
+            caught_up = start + len(batch) == len(ring)
+            # caught up: nothing for this resource up to now, so the cursor may jump ahead
+            watch.cursor = max(watch.cursor, self._revision if caught_up else batch[-1].revision)
+        return [out for ev in batch if (out := watch.translate(ev)) is not None], caught_up
 
-    def _check_retained(self, rev: int) -> None:
-        # Revisions are contiguous (one event per bump), so rev is servable iff rev+1 is held.
-        if self._events and rev < self._events[0].revision - 1:
-            raise expired(rev, self._events[0].revision - 1)
+    def _check_retained(self, res: Resource, rev: int) -> None:
+        if rev < self._compacted[res.full_name]:
+            raise expired(rev, self._compacted[res.full_name])
 
     def _forget(self, watch: Watch) -> None:
         with self._lock:
@@ -273,8 +292,7 @@ class Store:
         for field in ("labels", "annotations"):
             if meta.get(field) is None:
                 meta[field] = {}
-        new.setdefault("spec", {})
-        new.setdefault("status", {})
+        new.setdefault("status", {})  # no default spec: clients validate required spec fields
         return res, new
 
     def _stamp_new(self, new: dict) -> dict:
@@ -328,44 +346,21 @@ class Store:
                 new["metadata"]["resourceVersion"] = rev
                 obj = self._objects[res.full_name][key] = new
                 ev = Event(self._revision, ADDED if old is None else MODIFIED, res, obj, old)
-            self._events.append(ev)
-            watches, subscribers = list(self._watches), list(self._subscribers)
-            result = copy.deepcopy(obj)
+            ring = self._events[res.full_name]
+            if len(ring) == ring.maxlen:
+                self._compacted[res.full_name] = ring[0].revision
+            ring.append(ev)
+            watches = [w for w in self._watches if w.resource is res]
+            subscribers = list(self._subscribers)
         for watch in watches:
             watch.notify()
+        result = copy.deepcopy(obj)
         for callback in subscribers:
-            callback(Event(ev.revision, ev.type, res, copy.deepcopy(obj), copy.deepcopy(old)))
+            try:
+                callback(Event(ev.revision, ev.type, res, copy.deepcopy(obj), copy.deepcopy(old)))
+            except Exception:  # the write stands; a broken subscriber must not undo it
+                log.exception("store subscriber %r failed on %r", callback, ev)
         return result
-
-
-class _Matcher:
-    """Which events and objects a list or watch wants: resource, namespace, selectors."""
-
-    def __init__(self, res: Resource, namespace, label_selector, field_selector):
-        self.resource = res
-        self.namespace = namespace if res.namespaced else None
-        self.labels = LabelSelector.parse(label_selector)
-        self.fields = FieldSelector.parse(field_selector, res.field_selectors)
-
-    def __call__(self, obj: dict) -> bool:
-        meta = obj["metadata"]
-        if self.namespace and meta.get("namespace") != self.namespace:
-            return False
-        return self.labels.matches(meta.get("labels") or {}) and self.fields.matches(obj)
-
-    def translate(self, ev: Event) -> Event | None:
-        """The event this watcher sees: objects entering or leaving the selection are ADDED/DELETED."""
-        if ev.resource is not self.resource:
-            return None
-        now = self(ev.object)
-        if ev.type != MODIFIED:
-            return ev if now else None
-        before = ev.old is not None and self(ev.old)
-        if now and before:
-            return ev
-        if now or before:
-            return Event(ev.revision, ADDED if now else DELETED, ev.resource, ev.object, ev.old)
-        return None
 
 
 class Watch:
@@ -385,6 +380,15 @@ class Watch:
         """The watched resource."""
         return self.match.resource
 
+    def translate(self, ev: Event) -> Event | None:
+        """The event as this watch sees it (objects entering or leaving its selection)."""
+        if ev.resource is not self.match.resource:
+            return None
+        seen = self.match.seen_as(ev.type, ev.object, ev.old)
+        if seen == ev.type or seen is None:
+            return ev if seen else None
+        return Event(ev.revision, seen, ev.resource, ev.object, ev.old)
+
     def notify(self) -> None:
         """Wake the watcher; safe from any thread."""
         try:
@@ -403,11 +407,11 @@ class Watch:
             return self.take_initial()
         while not self.closed:
             self._wake.clear()
-            batch = self._store._since(self)
+            batch, caught_up = self._store._since(self)
             if batch:
                 return self._deliver(batch)
-            if self.cursor < self._store.revision:
-                continue  # only events for others: look again (the ring is read in slices)
+            if not caught_up:
+                continue  # a slice of events all for others: read on
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except TimeoutError:

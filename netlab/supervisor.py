@@ -80,7 +80,12 @@ async def run(lab: Lab, on_ready: Callable[[Lab], None], timeout: float = 60.0) 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lab")
     runner = None
     try:
+        # a refusal (the lab runs already) must leave that lab alone: no teardown
         await loop.run_in_executor(executor, lab.prepare)
+    except BaseException:
+        executor.shutdown(wait=True)
+        raise
+    try:
         cleanup.write_supervisor(lab.run_dir)
         await loop.run_in_executor(executor, lab.build, timeout)
         app = make_app(lab.store, LabActions(lab, executor, stop))

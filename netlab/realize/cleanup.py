@@ -92,7 +92,7 @@ def _kill_and_wait(pids: list[int], timeout: float = 3.0) -> None:
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout
     for pid in pids:
-        while start_time(pid) == started[pid] and started[pid] is not None:
+        while alive_as_recorded(pid, started[pid]):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
             if time.monotonic() > deadline:

@@ -56,8 +56,15 @@ class PidRecord:
         return entries
 
 
-def alive_as_recorded(pid: int, started: int) -> bool:
-    return start_time(pid) == started
+def alive_as_recorded(pid: int, started: int | None) -> bool:
+    """The same process is still there and not a zombie (which holds nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    rest = stat[stat.rindex(b")") + 2 :].split()
+    return started is not None and int(rest[19]) == started and rest[0] != b"Z"
 
 
 def container_env(pod: PodPlan, container: ContainerSpec) -> dict[str, str]:

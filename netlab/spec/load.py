@@ -338,11 +338,13 @@ def _check_subnets(draft: LabDraft, overlay: IPv4Network | None, checker: Checke
 
 
 def _check_pod_cidr(overlay: OverlaySpec, nodes: int, checker: Checker) -> None:
-    subnets = 2 ** (overlay.subnet_len - overlay.network.prefixlen)
+    # Flannel never leases the network's first subnet (SubnetMin): one fewer.
+    subnets = 2 ** (overlay.subnet_len - overlay.network.prefixlen) - 1
     if subnets < nodes:
         checker.add(
             "lab.overlay",
             f"pod CIDR too small for the nodes: /{overlay.network.prefixlen} with SubnetLen "
-            f"{overlay.subnet_len} gives {subnets} subnets for {nodes} nodes",
+            f"{overlay.subnet_len} gives {subnets} node subnets (Flannel skips the first) "
+            f"for {nodes} nodes",
             "use a larger Network or a longer SubnetLen",
         )

@@ -178,6 +178,8 @@ def pod_template(
     value: Any, path: str, labels: dict[str, str], checker: Checker, *, always: bool = False
 ) -> PodTemplate | None:
     """A pod spec at path (`spec` of a Pod, `spec.template.spec` of a Deployment)."""
+    if value is None:  # reported as a missing required field by the caller
+        return None
     spec = checker.mapping(value, path, POD_FIELDS, required=("containers",))
     if spec is None:
         return None
@@ -213,7 +215,11 @@ def _deployment(manifest: Manifest, value: Any, checker: Checker) -> DeploymentS
         return None
     replicas = checker.take(spec, "replicas", path, "integer", default=1)
     if replicas is not None and replicas < 0:
-        checker.add(join(path, "replicas"), f"{replicas} replicas", "use 0 or more")
+        checker.add(
+            join(path, "replicas"),
+            f"replicas must be 0 or more, got {replicas}",
+            "use 0 to run no pods",
+        )
     match: dict[str, str] | None = None
     selector = spec.get("selector")
     if selector is not None and checker.mapping(
@@ -227,8 +233,9 @@ def _deployment(manifest: Manifest, value: Any, checker: Checker) -> DeploymentS
                 "list the template's labels in matchLabels, e.g. app: web",
             )
     tpath = join(path, "template")
-    template = checker.mapping(spec.get("template"), tpath, TEMPLATE_FIELDS, required=("spec",))
-    if spec.get("template") is None or template is None:
+    raw = spec.get("template")
+    template = None if raw is None else checker.mapping(raw, tpath, TEMPLATE_FIELDS, ["spec"])
+    if template is None:
         return None
     labels: dict[str, str] | None = {}
     if template.get("metadata") is not None:
@@ -338,7 +345,9 @@ def read_manifests(documents: list[tuple[int, dict]], checker: Checker) -> dict[
                 "rename one of them",
             )
         seen.setdefault(key, index)
-        spec = KINDS[kind].read(manifest, doc.get("spec"), checker)
+        if doc.get("spec") is None:  # reported as missing
+            continue
+        spec = KINDS[kind].read(manifest, doc["spec"], checker)
         if spec is not None and len(checker.problems) == before:
             found[kind].append(spec)
     return found

@@ -112,6 +112,8 @@ class Checker:
             fix = "quote it (YAML reads yes/no/on/off/true/false as booleans)"
         elif kind == "string" and isinstance(value, int | float):
             fix = f"quote it: '{value}'"
+        elif kind == "string":
+            fix = "write a single string"
         elif kind in ("integer", "number") and isinstance(value, str):
             if re.fullmatch(r"-?\d+(\.\d+)?", value.strip()):
                 fix = f"write it without quotes: {value.strip()}"
@@ -142,9 +144,11 @@ class Checker:
     def int_in(
         self, obj: dict, key: str, path: str, low: int, high: int, default: Any = None
     ) -> Any:
-        """An integer field within [low, high]."""
-        value = self.take(obj, key, path, "integer", default=default)
-        if value is not None and value is not default and not low <= value <= high:
+        """An integer field within [low, high]; default if absent, None if invalid."""
+        if obj.get(key) is None:
+            return default
+        value = self.take(obj, key, path, "integer")
+        if value is not None and not low <= value <= high:
             self.add(join(path, key), f"{value} is out of range", f"use {low}..{high}")
             return None
         return value
@@ -337,7 +341,9 @@ def _racks(value: Any, checker: Checker, names: _Names) -> list[DraftRack]:
             subnet = parse_network(checker, rack["subnet"], join(path, "subnet"))
         if subnet is not None and subnet.prefixlen > MAX_RACK_PREFIX:
             checker.add(
-                join(path, "subnet"), f"/{subnet.prefixlen} is too small", "use /29 or shorter"
+                join(path, "subnet"),
+                f"{subnet} is too small for a rack (at most /{MAX_RACK_PREFIX})",
+                f"use a /{MAX_RACK_PREFIX} or larger subnet",
             )
             subnet = None
         rack_name = name if isinstance(name, str) else None

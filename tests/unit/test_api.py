@@ -26,7 +26,11 @@ def pod(name: str, ns: str = "default", labels: dict | None = None, **spec) -> d
 
 
 def deployment(name: str, ns: str = "default") -> dict:
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+    }
 
 
 class FakeLab:
@@ -185,8 +189,10 @@ def test_list_then_watch_over_http_sees_later_writes_in_order(lab):
             break
     thread.join()
     assert seen == [("ADDED", f"p{i}") for i in range(20)] + [("DELETED", "a")]
-    revs = [int(e["object"]["metadata"]["resourceVersion"]) for e in lab.client.watch(
-        "pods", resource_version=rev, timeout=1)]
+    revs = [
+        int(e["object"]["metadata"]["resourceVersion"])
+        for e in lab.client.watch("pods", resource_version=rev, timeout=1)
+    ]
     assert revs == list(range(int(rev) + 1, int(rev) + 22))
 
 
@@ -228,6 +234,20 @@ def test_watch_too_old_resource_version_is_410(tmp_path):
         assert isinstance(out[0], ApiError) and out[0].status == 410
     finally:
         lab.server.stop()
+
+
+def test_client_leaving_a_watch_frees_it_on_the_server(lab):
+    lab.store.create(pod("a"))
+    events = lab.client.watch("pods")
+    assert next(events)["type"] == "ADDED"
+    assert len(lab.store._watches) == 1
+    events.close()  # the client hangs up
+    lab.store.create(pod("b"))  # the next write finds the connection gone
+    deadline = time.monotonic() + 5
+    while lab.store._watches and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not lab.store._watches
+    assert lab.client.healthz()
 
 
 def test_watch_timeout_ends_the_stream(lab):

@@ -197,7 +197,8 @@ def test_label_selector(selector, labels, expected):
 
 
 @pytest.mark.parametrize(
-    "selector", ["app=web=x", "app in web", "app in (a", "=web", "app>1", "a b", ",", "app in (a b)"]
+    "selector",
+    ["app=web=x", "app in web", "app in (a", "=web", "app>1", "a b", ",", "app in (a b)"],
 )
 def test_label_selector_rejects(selector):
     with pytest.raises(ApiError) as err:
@@ -293,6 +294,16 @@ def test_watch_from_compacted_revision_is_410():
     assert err.value.status == 410 and "too old resource version" in str(err.value)
 
 
+def test_churn_in_another_resource_does_not_expire_a_quiet_watch():
+    store = Store(history=3)
+    store.create(pod("a"))
+    rev = store.revision
+    for i in range(10):
+        store.create(node(f"n{i}"))
+    then = lambda: store.create(pod("b"))  # noqa: E731
+    assert collect(store, "pods", None, rev, count=1, then=then) == [("ADDED", "b", 13)]
+
+
 def test_history_expiring_under_an_open_watch_is_410():
     store = Store(history=2)
 
@@ -333,6 +344,31 @@ def test_writes_from_another_thread_reach_a_watch_on_the_loop():
     thread.join()
     assert [e[1] for e in events] == [f"p{i}" for i in range(50)]
     assert [e[2] for e in events] == list(range(2, 52))
+
+
+def test_concurrent_writers_and_watchers_see_every_revision_once_in_order():
+    store = Store()
+
+    def writer(prefix: str):
+        for i in range(200):
+            store.create(pod(f"{prefix}{i}"))
+
+    async def main():
+        watches = [store.watch("pods", None, store.revision) for _ in range(3)]
+        threads = [threading.Thread(target=writer, args=(p,)) for p in "abcd"]
+        for thread in threads:
+            thread.start()
+        seen = [[] for _ in watches]
+        while any(len(s) < 800 for s in seen):
+            for watch, revs in zip(watches, seen, strict=True):
+                batch = await watch.next(0.01)
+                revs.extend(e.revision for e in batch or [])
+        for thread in threads:
+            thread.join()
+        return seen
+
+    for revs in asyncio.run(main()):
+        assert revs == list(range(2, 802))
 
 
 def test_async_iteration_and_close():
