@@ -160,9 +160,13 @@ def end_process(proc: subprocess.Popen, wait: float = 2.0) -> None:
             return
 
 
-def run(argv: Sequence[str], timeout: float = 30.0, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    argv: Sequence[str], timeout: float = 30.0, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run a command, bounded in time, capturing text output."""
-    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    result = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: exit {result.returncode}: {result.stderr.strip()}")
     return result

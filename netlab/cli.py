@@ -95,7 +95,9 @@ def _up_detached(lab: Lab) -> int:
         os.close(read_fd)
         os.setsid()
         RUN_ROOT.mkdir(parents=True, exist_ok=True)
-        log = os.open(RUN_ROOT / f"{lab.spec.name}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        log = os.open(
+            RUN_ROOT / f"{lab.spec.name}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
+        )
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(log, 1)
@@ -115,10 +117,15 @@ def _up_detached(lab: Lab) -> int:
     with os.fdopen(read_fd) as pipe:
         answer = pipe.readline().strip()
     if answer != "ok":
-        raise NetlabError(answer.removeprefix("error: ") or "the supervisor died while starting; see /run/netlab/*.log")
+        raise NetlabError(
+            answer.removeprefix("error: ")
+            or "the supervisor died while starting; see /run/netlab/*.log"
+        )
     client = LabClient(str(socket_path(RUN_ROOT / lab.spec.name)))
     tables.print_lab_from_api(client, lab.spec.name)
-    print(f"\nlab {lab.spec.name} runs in the background (supervisor pid {pid}); `netlab down --lab {lab.spec.name}` stops it.")
+    print(
+        f"\nlab {lab.spec.name} runs in the background (supervisor pid {pid}); `netlab down --lab {lab.spec.name}` stops it."
+    )
     return 0
 
 
@@ -128,10 +135,14 @@ def cmd_down(args) -> int:
     pid = cleanup.supervisor_pid(run_dir)
     LabClient(str(socket_path(run_dir))).shutdown()
     deadline = time.monotonic() + args.timeout
-    while pid is not None and cleanup.supervisor_pid(run_dir) == pid and time.monotonic() < deadline:
+    while (
+        pid is not None and cleanup.supervisor_pid(run_dir) == pid and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     if pid is not None and cleanup.supervisor_pid(run_dir) == pid:
-        raise NetlabError(f"lab {name} did not stop within {args.timeout:.0f} s; `netlab clean --force --lab {name}` removes it")
+        raise NetlabError(
+            f"lab {name} did not stop within {args.timeout:.0f} s; `netlab clean --force --lab {name}` removes it"
+        )
     print(f"lab {name} is down")
     return 0
 
@@ -145,7 +156,9 @@ def cmd_clean(args) -> int:
         pid = cleanup.supervisor_pid(RUN_ROOT / name)
         if pid is not None:
             if not args.force:
-                print(f"lab {name} is running (supervisor pid {pid}): left alone; `netlab down --lab {name}`, or clean --force")
+                print(
+                    f"lab {name} is running (supervisor pid {pid}): left alone; `netlab down --lab {name}`, or clean --force"
+                )
                 continue
             os.kill(pid, signal.SIGKILL)
         report = cleanup.clean_lab(name, RUN_ROOT)
@@ -159,10 +172,18 @@ def cmd_clean(args) -> int:
 # -- reading --------------------------------------------------------------
 
 RESOURCE_ALIASES = {
-    "node": "nodes", "nodes": "nodes", "no": "nodes",
-    "pod": "pods", "pods": "pods", "po": "pods",
-    "deployment": "deployments", "deployments": "deployments", "deploy": "deployments",
-    "namespace": "namespaces", "namespaces": "namespaces", "ns": "namespaces",
+    "node": "nodes",
+    "nodes": "nodes",
+    "no": "nodes",
+    "pod": "pods",
+    "pods": "pods",
+    "po": "pods",
+    "deployment": "deployments",
+    "deployments": "deployments",
+    "deploy": "deployments",
+    "namespace": "namespaces",
+    "namespaces": "namespaces",
+    "ns": "namespaces",
 }
 
 
@@ -170,29 +191,58 @@ def _resource(name: str) -> str:
     try:
         return RESOURCE_ALIASES[name]
     except KeyError:
-        raise NetlabError(f"unknown resource {name!r}; use one of nodes, pods, deployments, namespaces") from None
+        raise NetlabError(
+            f"unknown resource {name!r}; use one of nodes, pods, deployments, namespaces"
+        ) from None
 
 
 def cmd_get(args) -> int:
     resource = _resource(args.resource)
     client = _client(args)
     if args.name:
-        objs = [client.get(resource, args.name, namespace=None if resource in ("nodes", "namespaces") else args.namespace)]
+        objs = [
+            client.get(
+                resource,
+                args.name,
+                namespace=None if resource in ("nodes", "namespaces") else args.namespace,
+            )
+        ]
     else:
-        namespace = None if args.all_namespaces or resource in ("nodes", "namespaces") else args.namespace
-        objs = client.list(resource, namespace=namespace, all_namespaces=args.all_namespaces)["items"]
+        namespace = (
+            None if args.all_namespaces or resource in ("nodes", "namespaces") else args.namespace
+        )
+        objs = client.list(resource, namespace=namespace, all_namespaces=args.all_namespaces)[
+            "items"
+        ]
     if args.output == "json":
-        print(json.dumps(objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs}, indent=2))
+        print(
+            json.dumps(
+                objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs},
+                indent=2,
+            )
+        )
     elif args.output == "yaml":
-        print(yaml.safe_dump(objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs}, sort_keys=False), end="")
+        print(
+            yaml.safe_dump(
+                objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs},
+                sort_keys=False,
+            ),
+            end="",
+        )
     else:
-        print(tables.render(resource, objs, wide=args.output == "wide", all_namespaces=args.all_namespaces))
+        print(
+            tables.render(
+                resource, objs, wide=args.output == "wide", all_namespaces=args.all_namespaces
+            )
+        )
     return 0
 
 
 def cmd_logs(args) -> int:
     client = _client(args)
-    for chunk in client.logs(args.namespace, args.pod, container=args.container, follow=args.follow, tail=args.tail):
+    for chunk in client.logs(
+        args.namespace, args.pod, container=args.container, follow=args.follow, tail=args.tail
+    ):
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
     return 0
@@ -210,8 +260,15 @@ def cmd_exec(args) -> int:
     names = [c["name"] for c in containers]
     chosen = args.container or names[0]
     if chosen not in names:
-        raise NetlabError(f"container {chosen} is not in pod {args.pod}; it has: {', '.join(names)}")
-    env = [f"{e['name']}={e.get('value', '')}" for c in containers if c["name"] == chosen for e in c.get("env", [])]
+        raise NetlabError(
+            f"container {chosen} is not in pod {args.pod}; it has: {', '.join(names)}"
+        )
+    env = [
+        f"{e['name']}={e.get('value', '')}"
+        for c in containers
+        if c["name"] == chosen
+        for e in c.get("env", [])
+    ]
     argv = ["ip", "netns", "exec", netns_name, "env", f"HOSTNAME={args.pod}", *env, *command]
     sys.stdout.flush()
     os.execvp("ip", argv)
@@ -244,7 +301,9 @@ def cmd_demo(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="netlab", description="Kubernetes networking on real kernel objects.")
+    p = argparse.ArgumentParser(
+        prog="netlab", description="Kubernetes networking on real kernel objects."
+    )
     p.add_argument("--lab", help="which running lab (default: the only one, or $NETLAB_LAB)")
     # --lab is accepted after the command too (`netlab down --lab demo`), as kubectl's flags are
     common = argparse.ArgumentParser(add_help=False)
@@ -257,19 +316,31 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser
 
-    up = sub.add_parser("up", help="bring a lab up and supervise it (default: the embedded demo lab)")
+    up = sub.add_parser(
+        "up", help="bring a lab up and supervise it (default: the embedded demo lab)"
+    )
     up.add_argument("file", nargs="?", help="lab file (YAML); default: topologies/demo.yaml")
-    up.add_argument("-d", "--detach", action="store_true", help="run the supervisor in the background")
-    up.add_argument("--cli", action="store_true", help="open Mininet's CLI (nodes and pods by name)")
+    up.add_argument(
+        "-d", "--detach", action="store_true", help="run the supervisor in the background"
+    )
+    up.add_argument(
+        "--cli", action="store_true", help="open Mininet's CLI (nodes and pods by name)"
+    )
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="stop a running lab and remove everything it made")
     down.add_argument("--timeout", type=float, default=60.0)
     down.set_defaults(func=cmd_down)
 
-    clean = sub.add_parser("clean", help="remove leftovers of crashed labs (never Mininet's cleanup)")
-    clean.add_argument("--all", action="store_true", help="every lab of ours (the default without --lab)")
-    clean.add_argument("--force", action="store_true", help="also kill a live supervisor of that lab")
+    clean = sub.add_parser(
+        "clean", help="remove leftovers of crashed labs (never Mininet's cleanup)"
+    )
+    clean.add_argument(
+        "--all", action="store_true", help="every lab of ours (the default without --lab)"
+    )
+    clean.add_argument(
+        "--force", action="store_true", help="also kill a live supervisor of that lab"
+    )
     clean.add_argument("lab_name", nargs="?", help=argparse.SUPPRESS)
     clean.set_defaults(func=cmd_clean)
 
@@ -293,12 +364,19 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("pod")
     ex.add_argument("-c", "--container")
     ex.add_argument("-n", "--namespace", default="default")
-    ex.add_argument("-i", "--stdin", action="store_true", help="accepted for kubectl habits; stdin is always passed")
+    ex.add_argument(
+        "-i",
+        "--stdin",
+        action="store_true",
+        help="accepted for kubectl habits; stdin is always passed",
+    )
     ex.add_argument("-t", "--tty", action="store_true", help="accepted for kubectl habits")
     ex.add_argument("command", nargs=argparse.REMAINDER)
     ex.set_defaults(func=cmd_exec)
 
-    delete = sub.add_parser("delete", help="delete pods (their Deployment replaces them) or deployments")
+    delete = sub.add_parser(
+        "delete", help="delete pods (their Deployment replaces them) or deployments"
+    )
     delete.add_argument("resource")
     delete.add_argument("names", nargs="+")
     delete.add_argument("-n", "--namespace", default="default")
@@ -307,7 +385,9 @@ def parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)
 
-    demo = sub.add_parser("demo", help="the guided demo: up, ping and HTTP across racks, VXLAN on the wire, down")
+    demo = sub.add_parser(
+        "demo", help="the guided demo: up, ping and HTTP across racks, VXLAN on the wire, down"
+    )
     demo.add_argument("file", nargs="?")
     demo.set_defaults(func=cmd_demo)
     return p

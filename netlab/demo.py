@@ -42,7 +42,9 @@ def run_demo(lab_file: Path) -> int:
     step(f"bringing up lab {spec.name} from {lab_file}")
     started = time.monotonic()
     with Lab(spec) as lab:
-        console.print(f"ready in {time.monotonic() - started:.1f} s (every link up, every pod reachable)")
+        console.print(
+            f"ready in {time.monotonic() - started:.1f} s (every link up, every pod reachable)"
+        )
         tables.print_lab(lab)
         client, web = _pick_pods(lab)
         if web is None:
@@ -62,19 +64,36 @@ def run_demo(lab_file: Path) -> int:
             f"HTTP across racks, captured on router {router.name} ({port.ifname}, "
             f"rack {port.rack}): udp port {spec.overlay.port}"
         )
-        capture = wire.Capture(router.netns, port.ifname, f"udp port {spec.overlay.port}", pcap, count=8)
+        capture = wire.Capture(
+            router.netns, port.ifname, f"udp port {spec.overlay.port}", pcap, count=8
+        )
         url = f"http://{web.address.ip}:80/"
         for _ in range(50):  # the web server may still be starting
-            result = lab.exec(client.name, ["curl", "-sS", "-o", "/dev/null", "-w", "HTTP %{http_code} from %{remote_ip} in %{time_total}s\n", url])
+            result = lab.exec(
+                client.name,
+                [
+                    "curl",
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "HTTP %{http_code} from %{remote_ip} in %{time_total}s\n",
+                    url,
+                ],
+            )
             if result.returncode == 0:
                 break
             time.sleep(0.1)
         show(result)
         lab.exec(client.name, ["ping", "-c", "2", "-i", "0.2", str(web.address.ip)])
         capture.stop()
-        step("the same packets on the wire: outer underlay addresses, VXLAN header, inner pod addresses")
+        step(
+            "the same packets on the wire: outer underlay addresses, VXLAN header, inner pod addresses"
+        )
         for packet in wire.decode_vxlan(pcap, spec.overlay.port):
-            console.print("  " + wire.describe(packet, spec.overlay.port), markup=False, highlight=False)
+            console.print(
+                "  " + wire.describe(packet, spec.overlay.port), markup=False, highlight=False
+            )
         kept = Path.cwd() / "demo-vxlan.pcap"
         shutil.copy(pcap, kept)
         console.print(
@@ -82,5 +101,7 @@ def run_demo(lab_file: Path) -> int:
         )
         step("tearing the lab down")
         started = time.monotonic()
-    console.print(f"down in {time.monotonic() - started:.1f} s; nothing of the lab is left in the kernel")
+    console.print(
+        f"down in {time.monotonic() - started:.1f} s; nothing of the lab is left in the kernel"
+    )
     return 0

@@ -8,10 +8,8 @@ Store as Kubernetes objects, so watchers see the lab as it is.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -37,7 +35,7 @@ from netlab.realize import cleanup, netlink, netns, overlay, pods, preflight, re
 from netlab.realize.fabric import Fabric
 from netlab.realize.processes import ExitMonitor, PidRecord, start_container, stop_processes
 from netlab.spec.load import load_lab
-from netlab.spec.model import DeploymentSpec, LabSpec, NodeSpec
+from netlab.spec.model import DeploymentSpec, LabSpec, NodeSpec, frozen_map
 from netlab.store import Store
 
 log = logging.getLogger(__name__)
@@ -189,7 +187,7 @@ class Lab:
                 raise NetlabError(f"node {name} already exists; pick another name")
             if rack not in {r.name for r in self.plan.racks}:
                 raise NetlabError(f"node {name}: rack {rack!r} does not exist")
-            spec = NodeSpec(name, rack, objects_labels(labels))
+            spec = NodeSpec(name, rack, frozen_map(labels))
             node = plan_node(
                 self.spec,
                 spec,
@@ -202,7 +200,9 @@ class Lab:
             for other in self.nodes.values():
                 if other.name != name:
                     with netlink.iproute(self.fabric.host_path(other.name)) as ipr:
-                        overlay.add_peer(ipr, peer_entry(other, node, self.spec.overlay.direct_routing))
+                        overlay.add_peer(
+                            ipr, peer_entry(other, node, self.spec.overlay.direct_routing)
+                        )
             self._publish_node(node)
             return node
 
@@ -218,7 +218,9 @@ class Lab:
             del self.nodes[name]
             for other in self.nodes.values():
                 with netlink.iproute(self.fabric.host_path(other.name)) as ipr:
-                    overlay.remove_peer(ipr, peer_entry(other, node, self.spec.overlay.direct_routing))
+                    overlay.remove_peer(
+                        ipr, peer_entry(other, node, self.spec.overlay.direct_routing)
+                    )
             self.fabric.remove_node(node)
             self.store.delete("nodes", None, name)
             self.reconcile()
@@ -235,7 +237,9 @@ class Lab:
                 for pod in node_pods:
                     pods.create(pod, ipr, cni, self.plan.overlay_mtu)
                     status = objects.PodStatus(
-                        containers=[objects.ContainerState(c.name) for c in pod.template.containers],
+                        containers=[
+                            objects.ContainerState(c.name) for c in pod.template.containers
+                        ],
                         start_time=objects.now(),
                     )
                     self.pods[pod.key] = PodRuntime(pod, status)
@@ -258,14 +262,16 @@ class Lab:
             self.pods[pod.key].status.network_ready = True
 
     def _start_containers(self, rt: PodRuntime) -> None:
-        for index, container in enumerate(rt.plan.template.containers):
+        for index in range(len(rt.plan.template.containers)):
             self._start_container(rt, index)
         self._publish_pod(rt)
 
     def _start_container(self, rt: PodRuntime, index: int) -> None:
         container = rt.plan.template.containers[index]
         proc = start_container(rt.plan, container, self.log_path(rt.plan, container.name))
-        self.pid_record.add(proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}")
+        self.pid_record.add(
+            proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}"
+        )
         state = rt.status.containers[index]
         state.state, state.started_at, state.pid = "running", objects.now(), proc.pid
         rt.procs[container.name] = proc
@@ -330,7 +336,11 @@ class Lab:
             dep = self.deployments.pop((namespace, name), None)
             if dep is None:
                 raise NetlabError(f"no deployment {namespace}/{name}")
-            for rt in [rt for rt in self.pods.values() if rt.plan.owner == name and rt.plan.namespace == namespace]:
+            for rt in [
+                rt
+                for rt in self.pods.values()
+                if rt.plan.owner == name and rt.plan.namespace == namespace
+            ]:
                 self._delete_pod(rt)
             self.store.delete("deployments", namespace, name)
             return dep.spec
@@ -353,9 +363,15 @@ class Lab:
         """Deployment controller: create the replicas that are missing."""
         created: list[PodPlan] = []
         with self.lock:
-            placer = PodPlacer(self.spec.name, list(self.nodes.values()), [rt.plan for rt in self.pods.values()])
+            placer = PodPlacer(
+                self.spec.name, list(self.nodes.values()), [rt.plan for rt in self.pods.values()]
+            )
             for (namespace, name), dep in self.deployments.items():
-                have = sum(1 for rt in self.pods.values() if rt.plan.owner == name and rt.plan.namespace == namespace)
+                have = sum(
+                    1
+                    for rt in self.pods.values()
+                    if rt.plan.owner == name and rt.plan.namespace == namespace
+                )
                 for _ in range(dep.spec.replicas - have):
                     created.append(placer.add_replica(dep.spec, dep.pod_hash, dep.rng))
             if created:
@@ -368,7 +384,9 @@ class Lab:
 
     # -- exec -------------------------------------------------------------
 
-    def exec(self, pod: str, argv: Sequence[str], namespace: str = "default", **kwargs) -> subprocess.CompletedProcess:
+    def exec(
+        self, pod: str, argv: Sequence[str], namespace: str = "default", **kwargs
+    ) -> subprocess.CompletedProcess:
         """Run a command in a pod's namespace and wait for it (text output captured)."""
         plan = self.pod(pod, namespace)
         kwargs.setdefault("capture_output", True)
@@ -380,7 +398,9 @@ class Lab:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
         kwargs.setdefault("timeout", 60)
-        return subprocess.run(["ip", "netns", "exec", self.nodes[node].netns, *argv], check=False, **kwargs)
+        return subprocess.run(
+            ["ip", "netns", "exec", self.nodes[node].netns, *argv], check=False, **kwargs
+        )
 
     # -- publishing -------------------------------------------------------
 
@@ -394,15 +414,15 @@ class Lab:
 
     def _publish_deployments(self) -> None:
         for (namespace, name), dep in self.deployments.items():
-            mine = [rt for rt in self.pods.values() if rt.plan.owner == name and rt.plan.namespace == namespace]
+            mine = [
+                rt
+                for rt in self.pods.values()
+                if rt.plan.owner == name and rt.plan.namespace == namespace
+            ]
             ready_count = sum(1 for rt in mine if rt.status.ready)
-            self.store.apply(objects.deployment_object(dep.spec, [rt.plan for rt in mine], ready_count))
-
-
-def objects_labels(labels: dict[str, str] | None):
-    from types import MappingProxyType
-
-    return MappingProxyType(dict(labels or {}))
+            self.store.apply(
+                objects.deployment_object(dep.spec, [rt.plan for rt in mine], ready_count)
+            )
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
@@ -412,8 +432,3 @@ def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
             return True
         time.sleep(interval)
     return predicate()
-
-
-def remove_tree(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(path)

@@ -117,7 +117,15 @@ def pod_object(pod: PodPlan, status: PodStatus, host_ip: str) -> dict[str, Any]:
             item["env"] = [{"name": k, "value": v} for k, v in c.env]
         if c.ports:
             item["ports"] = [
-                {k: v for k, v in (("name", p.name), ("containerPort", p.container_port), ("protocol", p.protocol)) if v is not None}
+                {
+                    k: v
+                    for k, v in (
+                        ("name", p.name),
+                        ("containerPort", p.container_port),
+                        ("protocol", p.protocol),
+                    )
+                    if v is not None
+                }
                 for p in c.ports
             ]
         containers.append(item)
@@ -160,7 +168,9 @@ def pod_object(pod: PodPlan, status: PodStatus, host_ip: str) -> dict[str, Any]:
     }
 
 
-def deployment_object(deployment: DeploymentSpec, pods: list[PodPlan], ready: int) -> dict[str, Any]:
+def deployment_object(
+    deployment: DeploymentSpec, pods: list[PodPlan], ready: int
+) -> dict[str, Any]:
     manifest = json.loads(json.dumps(deployment.manifest)) if deployment.manifest else {}
     metadata = manifest.get("metadata", {})
     metadata.setdefault("name", deployment.name)

@@ -286,7 +286,7 @@ class Store:
             raise ApiError(400, f"{res.kind}: metadata.name: Required value")
         new["apiVersion"], new["kind"] = res.api_version, res.kind
         if res.namespaced:
-            meta.setdefault("namespace", "default")
+            meta["namespace"] = meta.get("namespace") or "default"
         else:
             meta.pop("namespace", None)
         for field in ("labels", "annotations"):

@@ -43,7 +43,10 @@ def print_lab_from_api(client: LabClient, name: str) -> None:
     for node in nodes:
         node_name = node["metadata"]["name"]
         mine = [p for p in pods if p["spec"].get("nodeName") == node_name]
-        listing = "\n".join(f"{p['metadata']['name']} {p['status'].get('podIP', '')}" for p in mine) or "-"
+        listing = (
+            "\n".join(f"{p['metadata']['name']} {p['status'].get('podIP', '')}" for p in mine)
+            or "-"
+        )
         rows.append(
             (
                 node["metadata"]["annotations"].get("netlab.io/rack", ""),
@@ -127,18 +130,32 @@ def _deployment_row(dep: dict[str, Any], wide: bool) -> list[str]:
 
 
 def _namespace_row(ns: dict[str, Any], wide: bool) -> list[str]:
-    return [ns["metadata"]["name"], ns.get("status", {}).get("phase", "Active"), age(ns["metadata"].get("creationTimestamp"))]
+    return [
+        ns["metadata"]["name"],
+        ns.get("status", {}).get("phase", "Active"),
+        age(ns["metadata"].get("creationTimestamp")),
+    ]
 
 
 COLUMNS = {
     "pods": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE", "NETNS"], _pod_row),
-    "nodes": (["NAME", "STATUS", "RACK", "INTERNAL-IP", "POD-CIDR", "AGE"], ["VTEP-MAC", "NETNS"], _node_row),
-    "deployments": (["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], ["SELECTOR"], _deployment_row),
+    "nodes": (
+        ["NAME", "STATUS", "RACK", "INTERNAL-IP", "POD-CIDR", "AGE"],
+        ["VTEP-MAC", "NETNS"],
+        _node_row,
+    ),
+    "deployments": (
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        ["SELECTOR"],
+        _deployment_row,
+    ),
     "namespaces": (["NAME", "STATUS", "AGE"], [], _namespace_row),
 }
 
 
-def render(resource: str, objs: list[dict[str, Any]], wide: bool = False, all_namespaces: bool = False) -> str:
+def render(
+    resource: str, objs: list[dict[str, Any]], wide: bool = False, all_namespaces: bool = False
+) -> str:
     """kubectl's plain column layout."""
     if not objs:
         return "No resources found."
@@ -147,7 +164,13 @@ def render(resource: str, objs: list[dict[str, Any]], wide: bool = False, all_na
     rows = [row_of(obj, wide) for obj in objs]
     if all_namespaces and resource in ("pods", "deployments"):
         header = ["NAMESPACE", *header]
-        rows = [[obj["metadata"].get("namespace", ""), *row] for obj, row in zip(objs, rows, strict=True)]
+        rows = [
+            [obj["metadata"].get("namespace", ""), *row]
+            for obj, row in zip(objs, rows, strict=True)
+        ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["   ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in [header, *rows]]
+    lines = [
+        "   ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(r)).rstrip()
+        for r in [header, *rows]
+    ]
     return "\n".join(lines)

@@ -19,8 +19,21 @@ class Capture:
     def __init__(self, netns_name: str, interface: str, bpf: str, path: Path, count: int = 20):
         self.path = path
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns_name, "tcpdump", "-i", interface, "-U", "-c", str(count),
-             "-w", str(path), bpf],
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns_name,
+                "tcpdump",
+                "-i",
+                interface,
+                "-U",
+                "-c",
+                str(count),
+                "-w",
+                str(path),
+                bpf,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

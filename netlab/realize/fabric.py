@@ -151,7 +151,12 @@ class Fabric:
             ipr.link("set", index=1, state="up")
             for port in router.ports:
                 idx = netlink.index(ipr, port.ifname)
-                ipr.addr("replace", index=idx, address=str(port.address.ip), prefixlen=port.address.network.prefixlen)
+                ipr.addr(
+                    "replace",
+                    index=idx,
+                    address=str(port.address.ip),
+                    prefixlen=port.address.network.prefixlen,
+                )
                 ipr.link("set", index=idx, state="up", mtu=UNDERLAY_MTU)
             for route in router.routes:
                 ipr.route("replace", dst=str(route.dst), gateway=str(route.via))
@@ -170,7 +175,12 @@ class Fabric:
         with netlink.iproute(path) as ipr:
             ipr.link("set", index=1, state="up")
             idx = netlink.index(ipr, NODE_UPLINK)
-            ipr.addr("replace", index=idx, address=str(node.address.ip), prefixlen=node.address.network.prefixlen)
+            ipr.addr(
+                "replace",
+                index=idx,
+                address=str(node.address.ip),
+                prefixlen=node.address.network.prefixlen,
+            )
             ipr.link("set", index=idx, state="up", mtu=UNDERLAY_MTU)
             for route in node.routes:
                 ipr.route("replace", dst=str(route.dst), gateway=str(route.via))

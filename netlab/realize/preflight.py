@@ -23,10 +23,14 @@ TOOLS = {
 def check(spec: LabSpec) -> None:
     if os.geteuid() != 0:
         raise PreflightError("netlab builds namespaces and links and needs root: run it with sudo")
-    missing = [f"{tool} (Debian package {pkg})" for tool, pkg in TOOLS.items() if not shutil.which(tool)]
+    missing = [
+        f"{tool} (Debian package {pkg})" for tool, pkg in TOOLS.items() if not shutil.which(tool)
+    ]
     if missing:
         raise PreflightError(
-            "missing tools: " + ", ".join(missing) + "; run `make bootstrap` (or apt-get install them)"
+            "missing tools: "
+            + ", ".join(missing)
+            + "; run `make bootstrap` (or apt-get install them)"
         )
     if spec.links.delay or spec.links.loss_percent:
         if not netem_available():
@@ -43,7 +47,21 @@ def netem_available() -> bool:
     netns.create(name)
     try:
         result = subprocess.run(
-            ["ip", "netns", "exec", name, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+            [
+                "ip",
+                "netns",
+                "exec",
+                name,
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                "lo",
+                "root",
+                "netem",
+                "delay",
+                "1ms",
+            ],
             capture_output=True,
             check=False,
         )

@@ -29,9 +29,10 @@ def _checksum(data: bytes) -> int:
 def echo_request(ident: int, seq: int) -> bytes:
     header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, seq)
     payload = b"netlab-ready"
-    return struct.pack(
-        "!BBHHH", ICMP_ECHO_REQUEST, 0, _checksum(header + payload), ident, seq
-    ) + payload
+    return (
+        struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, _checksum(header + payload), ident, seq)
+        + payload
+    )
 
 
 def unreachable(

@@ -20,7 +20,9 @@ def host_network() -> tuple[str, str]:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     # counters and operstate of the host's own links may change; names and flags must not
     names = sorted(line.split(":")[1].strip() for line in links.splitlines())
-    routes = subprocess.run(["ip", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    routes = subprocess.run(
+        ["ip", "route", "show", "table", "all"], capture_output=True, text=True
+    ).stdout
     return "\n".join(names), routes
 
 
@@ -52,7 +54,9 @@ def two_rack_builder(name: str, **overlay) -> LabBuilder:
 @pytest.fixture(scope="module")
 def lab():
     b = two_rack_builder("tlab")
-    b.add_deployment("web", replicas=3, command=["python3", "-m", "http.server", "8080"], ports=[8080])
+    b.add_deployment(
+        "web", replicas=3, command=["python3", "-m", "http.server", "8080"], ports=[8080]
+    )
     with Lab(b.build()) as running:
         yield running
     assert not [n for n in lab_namespaces() if n.startswith("nl-tlab")]

@@ -10,11 +10,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 from netlab.client import LabClient
 from netlab.realize import cleanup
+from netlab.realize.processes import PidRecord
 from tests.root.conftest import lab_namespaces
 
 pytestmark = pytest.mark.root
@@ -82,9 +84,14 @@ def test_up_detached_get_logs_exec_delete_down(lab_file):
         ping = netlab("--lab", "tcli", "exec", name, "--", "ping", "-c", "1", "-W", "2", other_ip)
         assert "1 received" in ping.stdout
 
-        client = LabClient(f"/run/netlab/tcli/api.sock")
+        client = LabClient("/run/netlab/tcli/api.sock")
         listing = client.list("pods", namespace="default")
-        events = client.watch("pods", namespace="default", resource_version=listing["metadata"]["resourceVersion"], timeout=10)
+        events = client.watch(
+            "pods",
+            namespace="default",
+            resource_version=listing["metadata"]["resourceVersion"],
+            timeout=10,
+        )
         netlab("--lab", "tcli", "delete", "pod", name)
         seen = []
         for event in events:
@@ -103,20 +110,28 @@ def test_up_detached_get_logs_exec_delete_down(lab_file):
 def test_kill_9_then_clean_leaves_nothing_and_up_works_again(lab_file):
     path = lab_file("tkill")
     netlab("up", "-d", path)
-    pid = cleanup.supervisor_pid(__import__("pathlib").Path("/run/netlab/tkill"))
+    pid = cleanup.supervisor_pid(Path("/run/netlab/tkill"))
     assert pid
-    recorded = [p for p, *_ in __import__("netlab.realize.processes", fromlist=["x"]).PidRecord.read(
-        __import__("pathlib").Path("/run/netlab/tkill/pids"))]
+    recorded = [p for p, *_ in PidRecord.read(Path("/run/netlab/tkill/pids"))]
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
-    assert [n for n in lab_namespaces() if n.startswith("nl-tkill")], "the crash should leave namespaces"
+    assert [n for n in lab_namespaces() if n.startswith("nl-tkill")], (
+        "the crash should leave namespaces"
+    )
     out = netlab("clean", "--lab", "tkill").stdout
     assert "lab tkill" in out
     assert not [n for n in lab_namespaces() if n.startswith("nl-tkill")]
     assert not os.path.exists("/run/netlab/tkill")
-    assert not [d for d in os.listdir("/etc/netns") if d.startswith("nl-tkill")] if os.path.isdir("/etc/netns") else True
+    assert (
+        not [d for d in os.listdir("/etc/netns") if d.startswith("nl-tkill")]
+        if os.path.isdir("/etc/netns")
+        else True
+    )
     for p in recorded:
-        assert not os.path.exists(f"/proc/{p}") or open(f"/proc/{p}/stat").read().split(")")[1].split()[0] == "Z"
+        assert (
+            not os.path.exists(f"/proc/{p}")
+            or open(f"/proc/{p}/stat").read().split(")")[1].split()[0] == "Z"
+        )
     netlab("up", "-d", path)
     netlab("down", "--lab", "tkill")
     assert not [n for n in lab_namespaces() if n.startswith("nl-tkill")]
@@ -157,9 +172,8 @@ def test_invalid_lab_file_builds_nothing(tmp_path, case):
     text, expected = INVALID[case]
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     result = netlab("up", "-d", str(path), check=False)
     assert result.returncode == 1
     assert str(path) in result.stderr and expected in result.stderr, result.stderr
-    assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout == before
+    assert not [n for n in lab_namespaces() if n.startswith("nl-tbad")]
     assert not os.path.exists("/run/netlab/tbad")

@@ -47,7 +47,9 @@ def test_node_join_and_leave_update_every_node():
         assert len(webs) == 4 and all(p.node != "n3" for p in webs)
         assert not set(victims) & {p.name for p in webs}
         for pod in webs:  # replacements are reachable
-            assert lab.exec("a", ["ping", "-c", "1", "-W", "2", str(pod.address.ip)]).returncode == 0
+            assert (
+                lab.exec("a", ["ping", "-c", "1", "-W", "2", str(pod.address.ip)]).returncode == 0
+            )
         assert "nl-tjoin:n3" not in lab.node_exec("n1", ["ip", "netns", "list"]).stdout
 
 
@@ -107,5 +109,7 @@ def test_direct_routing_same_rack_is_plain_route():
         n2, n3 = lab.nodes["n2"], lab.nodes["n3"]
         assert f"{n2.pod_cidr} via {n2.address.ip} dev eth0" in routes
         assert f"{n3.pod_cidr} via {n3.vtep_ip} dev flannel.1" in routes
-        result = lab.exec("a", ["ping", "-c", "2", "-i", "0.2", "-W", "2", str(lab.pod("c").address.ip)])
+        result = lab.exec(
+            "a", ["ping", "-c", "2", "-i", "0.2", "-W", "2", str(lab.pod("c").address.ip)]
+        )
         assert result.returncode == 0, result.stdout

@@ -57,7 +57,9 @@ def test_overlay_mtu(lab):
     """MTU 1450 on the overlay: 1422 bytes of ICMP payload fit with DF, 1423 do not."""
     ok = lab.exec("a", ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1422", addr(lab, "b")])
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    too_big = lab.exec("a", ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1423", addr(lab, "b")])
+    too_big = lab.exec(
+        "a", ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1423", addr(lab, "b")]
+    )
     assert too_big.returncode != 0
     assert "message too long" in too_big.stderr
 
@@ -89,4 +91,6 @@ def test_flannel_entries_on_every_node(lab):
             if peer.name == node.name:
                 continue
             assert f"{peer.vtep_mac} dst {peer.address.ip} self permanent" in fdb
-            assert f"{peer.pod_cidr} via {peer.vtep_ip} dev flannel.1" in routes and "onlink" in routes
+            assert (
+                f"{peer.pod_cidr} via {peer.vtep_ip} dev flannel.1" in routes and "onlink" in routes
+            )

@@ -1,0 +1,206 @@
+"""The plan layer, without root: addresses, routes, leases, placement, overlay entries."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from netlab.plan import addressing, names, peer_entries, plan_lab, scheduler
+from netlab.plan.addressing import AddressExhausted
+from netlab.spec import LabBuilder, load_lab
+from netlab.spec.model import OverlaySpec
+
+
+def chain_spec():
+    b = LabBuilder("chain")
+    for i in (1, 2, 3):
+        b.add_rack(f"rack{i}", f"192.168.{i}.0/24")
+        b.add_node(f"n{i}", rack=f"rack{i}")
+    b.add_router("r12", racks=["rack1", "rack2"])
+    b.add_router("r23", racks=["rack2", "rack3"])
+    return b.build()
+
+
+def test_demo_plan_addresses_and_leases():
+    plan = plan_lab(load_lab("topologies/demo.yaml"))
+    nodes = {n.name: n for n in plan.nodes}
+    assert [str(nodes[n].address) for n in ("n1", "n2", "n3", "n4")] == [
+        "192.168.1.2/24",
+        "192.168.1.3/24",
+        "192.168.2.2/24",
+        "192.168.2.3/24",
+    ]
+    assert [str(nodes[n].pod_cidr) for n in ("n1", "n2", "n3", "n4")] == [
+        "10.244.1.0/24",
+        "10.244.2.0/24",
+        "10.244.3.0/24",
+        "10.244.4.0/24",
+    ]
+    assert (
+        str(nodes["n1"].vtep_ip) == "10.244.1.0" and str(nodes["n1"].cni_address) == "10.244.1.1/24"
+    )
+    spine = plan.routers[0]
+    assert [(p.rack, str(p.address)) for p in spine.ports] == [
+        ("rack1", "192.168.1.1/24"),
+        ("rack2", "192.168.2.1/24"),
+    ]
+    assert [(str(r.dst), str(r.via)) for r in nodes["n1"].routes] == [
+        ("192.168.2.0/24", "192.168.1.1")
+    ]
+    assert plan.overlay_mtu == 1450
+
+
+def test_plan_is_deterministic():
+    spec = load_lab("topologies/demo.yaml")
+    assert plan_lab(spec) == plan_lab(spec)
+
+
+@pytest.mark.parametrize(
+    "node,dst,via",
+    [
+        ("n1", "192.168.2.0/24", "192.168.1.1"),
+        ("n1", "192.168.3.0/24", "192.168.1.1"),
+        ("n3", "192.168.1.0/24", "192.168.3.1"),
+        ("n2", "192.168.1.0/24", "192.168.2.1"),
+        ("n2", "192.168.3.0/24", "192.168.2.2"),
+    ],
+)
+def test_routes_through_a_chain_of_routers(node, dst, via):
+    plan = plan_lab(chain_spec())
+    routes = {str(r.dst): str(r.via) for r in plan.node(node).routes}
+    assert routes[dst] == via
+
+
+def test_router_routes_reach_racks_it_is_not_on():
+    plan = plan_lab(chain_spec())
+    r12 = next(r for r in plan.routers if r.name == "r12")
+    assert [(str(r.dst), str(r.via)) for r in r12.routes] == [("192.168.3.0/24", "192.168.2.2")]
+
+
+@pytest.mark.parametrize(
+    "network,subnet_len,taken,expected",
+    [
+        ("10.244.0.0/16", 24, [], "10.244.1.0/24"),  # Flannel skips the first subnet
+        ("10.244.0.0/16", 24, ["10.244.1.0/24"], "10.244.2.0/24"),
+        ("10.244.0.0/16", 24, ["10.244.2.0/24"], "10.244.1.0/24"),  # a freed lease is reused
+        ("10.0.0.0/8", 16, [], "10.1.0.0/16"),
+    ],
+)
+def test_allocate_lease(network, subnet_len, taken, expected):
+    overlay = OverlaySpec(network=IPv4Network(network), subnet_len=subnet_len)
+    assert str(addressing.allocate_lease(overlay, [IPv4Network(t) for t in taken])) == expected
+
+
+def test_lease_exhaustion():
+    overlay = OverlaySpec(network=IPv4Network("10.244.0.0/23"), subnet_len=24)
+    with pytest.raises(AddressExhausted):
+        addressing.allocate_lease(overlay, [IPv4Network("10.244.1.0/24")])
+
+
+@pytest.mark.parametrize(
+    "taken,expected",
+    [([], "10.244.1.2/24"), (["10.244.1.2"], "10.244.1.3/24"), (["10.244.1.3"], "10.244.1.2/24")],
+)
+def test_allocate_pod_address(taken, expected):
+    cidr = IPv4Network("10.244.1.0/24")
+    assert str(addressing.allocate_pod_address(cidr, [IPv4Address(t) for t in taken])) == expected
+
+
+def test_pod_addresses_run_out():
+    cidr = IPv4Network("10.244.1.0/30")  # .1 cni0, .2 the only pod
+    with pytest.raises(AddressExhausted):
+        addressing.allocate_pod_address(cidr, [IPv4Address("10.244.1.2")])
+
+
+def test_replicas_spread_over_racks_then_nodes():
+    plan = plan_lab(load_lab("topologies/four-racks.yaml"))
+    per_node: dict[str, int] = {}
+    per_rack: dict[str, int] = {}
+    for pod in plan.pods:
+        per_node[pod.node] = per_node.get(pod.node, 0) + 1
+        rack = plan.node(pod.node).rack
+        per_rack[rack] = per_rack.get(rack, 0) + 1
+    assert set(per_node.values()) == {8} and len(per_node) == 16
+    assert set(per_rack.values()) == {32}
+
+
+def test_first_replicas_land_on_different_racks():
+    b = LabBuilder("spread")
+    for rack in (1, 2):
+        b.add_rack(f"rack{rack}", f"192.168.{rack}.0/24")
+        for n in (1, 2):
+            b.add_node(f"n{rack}{n}", rack=f"rack{rack}")
+    b.add_deployment("web", replicas=2, command=["sleep", "infinity"])
+    plan = plan_lab(b.build())
+    assert {plan.node(p.node).rack for p in plan.pods} == {"rack1", "rack2"}
+
+
+def test_node_selector_is_respected():
+    b = LabBuilder("sel")
+    b.add_rack("rack1", "192.168.1.0/24")
+    b.add_node("n1", rack="rack1")
+    b.add_node("n2", rack="rack1", labels={"disk": "ssd"})
+    b.add_deployment("db", replicas=3, command=["sleep", "infinity"], node_selector={"disk": "ssd"})
+    assert {p.node for p in plan_lab(b.build()).pods} == {"n2"}
+
+
+def test_unschedulable():
+    candidates = [scheduler.Candidate("n1", "rack1", {"a": "b"})]
+    template = plan_lab(load_lab("topologies/demo.yaml")).pods[0].template
+    from dataclasses import replace
+    from types import MappingProxyType
+
+    pinned = replace(template, node_selector=MappingProxyType({"a": "c"}))
+    with pytest.raises(scheduler.Unschedulable):
+        scheduler.place(pinned, candidates, [], {})
+
+
+def test_pod_names_look_like_kubernetes_and_are_stable():
+    plan = plan_lab(load_lab("topologies/demo.yaml"))
+    web = [p for p in plan.pods if p.owner == "web"]
+    assert len(web) == 3 and len({p.name for p in web}) == 3
+    for pod in web:
+        deployment, pod_hash, suffix = pod.name.split("-")
+        assert deployment == "web" and len(pod_hash) == 10 and len(suffix) == 5
+        assert set(pod_hash + suffix) <= set(scheduler.SAFE_ALPHABET)
+        assert pod.labels["pod-template-hash"] == pod_hash
+    assert next(p for p in plan.pods if p.name == "client").owner is None
+
+
+@pytest.mark.parametrize(
+    "direct,expected",
+    [
+        (False, {"n2": "vxlan", "n3": "vxlan", "n4": "vxlan"}),
+        (True, {"n2": "direct", "n3": "vxlan", "n4": "vxlan"}),
+    ],
+)
+def test_peer_entries(direct, expected):
+    plan = plan_lab(load_lab("topologies/demo.yaml"))
+    entries = peer_entries(plan.node("n1"), plan.nodes, direct)
+    assert {e.peer: e.kind for e in entries} == expected
+    n3 = next(e for e in entries if e.peer == "n3")
+    assert (str(n3.pod_cidr), str(n3.vtep_ip), str(n3.underlay_ip)) == (
+        "10.244.3.0/24",
+        "10.244.3.0",
+        "192.168.2.2",
+    )
+    assert n3.vtep_mac == plan.node("n3").vtep_mac
+
+
+@pytest.mark.parametrize(
+    "namespace,pod,expected",
+    [("default", "web-0", "nl-demo.web-0"), ("kube-system", "dns", "nl-demo.kube-system_dns")],
+)
+def test_pod_netns_names(namespace, pod, expected):
+    assert names.pod_netns("nl-demo", namespace, pod) == expected
+
+
+def test_names_are_valid_interface_names():
+    plan = plan_lab(load_lab("topologies/eight-racks.yaml"))
+    ifnames = [n.lab_ifname for n in plan.nodes] + [p.host_ifname for p in plan.pods]
+    ifnames += [port.lab_ifname for r in plan.routers for port in r.ports]
+    assert all(len(name) <= 15 for name in ifnames)
+    assert len(set(p.host_ifname for p in plan.pods)) == len(plan.pods)
+    macs = [n.vtep_mac for n in plan.nodes]
+    assert len(set(macs)) == len(macs) and all(int(m[:2], 16) & 0b11 == 0b10 for m in macs)
