@@ -172,33 +172,45 @@ def measure(sizes: list[int], runs: dict[int, int], deadline: common.Deadline) -
     results = {}
     for pods in sizes:
         want = runs[pods]
-        lab_up, lab_down, mn_up, mn_down = [], [], [], []
+        lab_up, lab_down, mn_up, mn_down, failures = [], [], [], [], []
         per_pair = None
         for i in range(want):
             if i and per_pair is not None and deadline.left() < per_pair * 1.2:
                 say(f"  {pods} pods: stopping after {i} run(s) to stay within the time budget")
                 break
             started = time.monotonic()
-            up, down = lab_once(pods, check=(i == 0))
+            try:
+                up, down = lab_once(pods, check=(i == 0))
+            except Exception as exc:  # a failed lab is reported, the run goes on
+                failures.append(exc)
+                up = down = float("nan")
+                if len(failures) == 1:
+                    traceback.print_exc()
+                say(f"  {pods:>3} pods run {i + 1}/{want}: LAB FAILED: {exc}")
             lab_up.append(up)
             lab_down.append(down)
             pause(pods)
-            mup, mdown = mininet_once(pods)
+            try:
+                mup, mdown = mininet_once(pods)
+            except Exception as exc:
+                traceback.print_exc()
+                say(f"  {pods:>3} pods run {i + 1}/{want}: MININET FAILED: {exc}")
+                mup = mdown = float("nan")
             mn_up.append(mup)
             mn_down.append(mdown)
             pause(pods)
             per_pair = time.monotonic() - started
             say(
-                f"  {pods:>3} pods run {i + 1}/{want}: lab up {up:.2f} s down {down:.2f} s"
-                f" | mininet up {mup:.2f} s down {mdown:.2f} s"
+                f"  {pods:>3} pods run {i + 1}/{want}: lab up {fmt(up)} s down {fmt(down)} s"
+                f" | mininet up {fmt(mup)} s down {fmt(mdown)} s"
             )
-        results[pods] = (lab_up, lab_down, mn_up, mn_down)
+        results[pods] = (lab_up, lab_down, mn_up, mn_down, len(failures))
     return results
 
 
 def report(results: dict) -> str:
     rows = []
-    for pods, (lab_up, lab_down, mn_up, mn_down) in results.items():
+    for pods, (lab_up, lab_down, mn_up, mn_down, failed) in results.items():
         up, down = median(lab_up), median(lab_down)
         ratio_up, ratio_down = paired_ratio(lab_up, mn_up), paired_ratio(lab_down, mn_down)
         limit = GOAL_UP.get(pods)
@@ -206,7 +218,7 @@ def report(results: dict) -> str:
             [
                 str(pods),
                 str(host_count(pods)),
-                str(len(lab_up)),
+                f"{len(lab_up)}" + (f" ({failed} lab FAILED)" if failed else ""),
                 fmt(up),
                 fmt(median(mn_up)),
                 fmt(ratio_up),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import socket
 import struct
@@ -198,8 +199,9 @@ def wait_reachable(path: Path_, timeout: float = 10.0) -> None:
     raise RuntimeError(f"{path.key}: {path.target} unreachable from {path.client_ns}")
 
 
-def iperf(path: Path_) -> float:
-    """Gbit/s of one single-stream TCP test, client -> server."""
+def iperf(path: Path_, retransmits: list | None = None) -> float:
+    """Gbit/s of one single-stream TCP test, client -> server (the sender's
+    TCP retransmit count is appended to `retransmits`)."""
     server = subprocess.Popen(
         ["ip", "netns", "exec", path.server_ns, "iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
         stdin=subprocess.DEVNULL,
@@ -214,7 +216,10 @@ def iperf(path: Path_) -> float:
         if out.returncode != 0:
             detail = out.stdout.strip()[-300:] or out.stderr.strip()[-300:]
             raise RuntimeError(f"iperf3 {path.key}: exit {out.returncode}: {detail}")
-        return common.iperf3_gbits(out.stdout)
+        gbits = common.iperf3_gbits(out.stdout)
+        if retransmits is not None:
+            retransmits.append(common.iperf3_retransmits(out.stdout))
+        return gbits
     finally:
         common.end_process(server, wait=2.0)
 
@@ -234,18 +239,25 @@ def guarded(what: str, step: Callable[[], float]) -> float:
         return float("nan")
 
 
-def measure(paths: list[Path_], rounds: int) -> tuple[dict, dict]:
+def measure(paths: list[Path_], rounds: int) -> tuple[dict, dict, dict]:
     gbits: dict[str, list[float]] = {p.key: [] for p in paths}
     rtts: dict[str, list[float]] = {p.key: [] for p in paths}
+    retr: dict[str, list] = {p.key: [] for p in paths}
     for r in range(rounds):
         for path in paths:
-            gbits[path.key].append(guarded(f"iperf3 {path.key}", lambda p=path: iperf(p)))
-            rtts[path.key].append(guarded(f"ping {path.key}", lambda p=path: rtt(p)))
+            run = functools.partial(iperf, path, retr[path.key])
+            gbits[path.key].append(guarded(f"iperf3 {path.key}", run))
+            rtts[path.key].append(guarded(f"ping {path.key}", functools.partial(rtt, path)))
         say(
             f"  round {r + 1}/{rounds}: "
             + "  ".join(f"{k} {fmt(v[-1])} Gb/s {fmt(rtts[k][-1], 3)} ms" for k, v in gbits.items())
         )
-    return gbits, rtts
+    return gbits, rtts, retr
+
+
+def median_int(values: list) -> str:
+    values = [v for v in values if v is not None]
+    return f"{median(values):.0f}" if values else "n/a"
 
 
 # ---------------------------------------------------------------- BIG TCP
@@ -383,41 +395,48 @@ def ip_link_knows_big_tcp() -> bool:
     return "gso_ipv4_max_size" in out.stdout + out.stderr
 
 
-def big_tcp_phase(overlay: Path_, reference: Path_, lab_ns: list[str], rounds: int) -> str:
-    lines = []
-    big = BigTcp(lab_ns + list(REF.values()))
+def big_tcp_phase(paths: list[Path_], namespaces: list[str], rounds: int) -> str:
+    """Rerun `paths` with BIG TCP off and on (interleaved); a table of the effect."""
+    big = BigTcp(namespaces)
     if not ip_link_knows_big_tcp():
         big.method = "netlink"
-        lines.append(
+        say(
             "  note: this iproute2 does not know gso_ipv4_max_size; set through rtnetlink "
             "(IFLA_GSO_IPV4_MAX_SIZE/IFLA_GRO_IPV4_MAX_SIZE) instead"
         )
-    failures = big.apply(True)
-    if failures:
-        lines.append(f"  refused on {len(failures)} device(s): " + "; ".join(sorted(set(failures))))
-    set_ok = sum(1 for gso, gro in big.current().values() if gso == gro == BIG_TCP_SIZE)
-    lines.append(f"  BIG TCP ({BIG_TCP_SIZE}) set on {set_ok} of {len(big.original)} devices")
-    results: dict[str, list[float]] = {"a off": [], "a on": [], "e off": [], "e on": []}
+    results: dict[str, list[float]] = {}
+    retr: dict[str, list] = {}
+    for path in paths:
+        for state in ("off", "on"):
+            results[f"{path.key} {state}"], retr[f"{path.key} {state}"] = [], []
     try:
+        failures = big.apply(True)
+        if failures:
+            say(f"  refused on {len(failures)} device(s): " + "; ".join(sorted(set(failures))))
+        set_ok = sum(1 for gso, gro in big.current().values() if gso == gro == BIG_TCP_SIZE)
+        say(f"  BIG TCP ({BIG_TCP_SIZE}) set on {set_ok} of {len(big.original)} devices")
         for r in range(rounds):
             for on in (False, True):
                 big.apply(on)
-                for path in (overlay, reference):
+                for path in paths:
                     key = f"{path.key} {'on' if on else 'off'}"
-                    results[key].append(guarded(f"iperf3 {key}", lambda p=path: iperf(p)))
+                    run = functools.partial(iperf, path, retr[key])
+                    results[key].append(guarded(f"iperf3 {key}", run))
             say(f"  BIG TCP round {r + 1}/{rounds}: " + "  ".join(
                 f"{k} {fmt(v[-1])}" for k, v in results.items()))  # fmt: skip
     finally:
         big.apply(False)
     rows = []
-    for path in (overlay, reference):
+    for path in paths:
         off, on = results[f"{path.key} off"], results[f"{path.key} on"]
         rows.append([f"{path.key} {path.label}", fmt(median(off)), fmt(median(on)),
-                     fmt(paired_ratio(on, off))])  # fmt: skip
-    rows.append(["a/e overlay/reference", fmt(paired_ratio(results["a off"], results["e off"])),
-                 fmt(paired_ratio(results["a on"], results["e on"])), "-"])  # fmt: skip
-    lines.append(table(["path", "off Gb/s", "on Gb/s", "on/off"], rows))
-    return "\n".join(lines)
+                     fmt(paired_ratio(on, off)), median_int(retr[f"{path.key} off"]),
+                     median_int(retr[f"{path.key} on"])])  # fmt: skip
+    if "a off" in results and "e off" in results:
+        rows.append(["a/e overlay/reference", fmt(paired_ratio(results["a off"], results["e off"])),
+                     fmt(paired_ratio(results["a on"], results["e on"])), "-", "-", "-"])  # fmt: skip
+    headers = ["path", "off Gb/s", "on Gb/s", "on/off", "retr off", "retr on"]
+    return table(headers, rows)
 
 
 # ---------------------------------------------------------------- driver
@@ -428,14 +447,14 @@ def show_route(path: Path_, via_ns: str) -> str:
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else out.stderr.strip()
 
 
-def report(paths: list[Path_], gbits: dict, rtts: dict) -> str:
+def report(paths: list[Path_], gbits: dict, rtts: dict, retr: dict) -> str:
     rows = []
     for p in paths:
         values = [v for v in gbits[p.key] if v == v]
         spread = f"{min(values):.2f}-{max(values):.2f}" if values else "n/a"
         rows.append([p.key, p.label, fmt(median(gbits[p.key])), spread,
-                     fmt(median(rtts[p.key]), 3)])  # fmt: skip
-    first = table(["", "path", "Gbit/s", "min-max", "RTT ms"], rows)
+                     fmt(median(rtts[p.key]), 3), median_int(retr[p.key])])  # fmt: skip
+    first = table(["", "path", "Gbit/s", "min-max", "RTT ms", "retr"], rows)
     g = gbits
     ratio_rows = [
         ["overlay / reference (a/e)", fmt(paired_ratio(g["a"], g["e"])), ">= 0.95",
@@ -491,23 +510,24 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  a: n1 {show_route(paths[0], vx.nodes['n1'].netns)}")
         say(f"  d: n1 {show_route(paths[3], dr.nodes['n1'].netns)}")
         say(f"  e: n1 {show_route(reference, REF['n1'])}")
-        gbits, rtts = measure(paths, rounds)
+        gbits, rtts, retr = measure(paths, rounds)
         say("")
-        say(report(paths, gbits, rtts))
+        say(report(paths, gbits, rtts, retr))
         say("ratios: median of per-round ratios (paths of one round ran back to back)")
 
         per_run = (deadline.elapsed()) / max(1, rounds * len(paths))
-        need = big_rounds * 4 * per_run * 1.2
+        need = big_rounds * 6 * per_run * 1.2
         if args.no_big_tcp:
             pass
         elif args.big_tcp or deadline.left() > need:
             say("")
-            say(f"BIG TCP: gso/gro_ipv4_max_size {BIG_TCP_SIZE} on (a) and (e), "
-                f"{big_rounds} round(s) of off/on interleaved")  # fmt: skip
+            say(f"BIG TCP: gso/gro_ipv4_max_size {BIG_TCP_SIZE} on every device of (a), (e) "
+                f"and, as a control, (c); {big_rounds} round(s) of off/on interleaved")  # fmt: skip
             router = vx.plan.routers[0].netns
             lab_ns = [vx.plan.netns, vx.nodes["n1"].netns, vx.nodes["n3"].netns, router,
                       vx.pod("a").netns, vx.pod("b").netns]  # fmt: skip
-            say(big_tcp_phase(paths[0], reference, lab_ns, big_rounds))
+            big_paths = [paths[0], reference, paths[2]]
+            say(big_tcp_phase(big_paths, lab_ns + list(REF.values()), big_rounds))
         else:
             say(f"\nBIG TCP skipped: about {need:.0f} s needed, {deadline.left():.0f} s left "
                 "(--big-tcp forces it)")  # fmt: skip

@@ -43,7 +43,7 @@ def run_demo(lab_file: Path) -> int:
     started = time.monotonic()
     with Lab(spec) as lab:
         console.print(
-            f"ready in {time.monotonic() - started:.1f} s (every link up, every pod reachable)"
+            f"ready in {time.monotonic() - started:.2f} s (every link up, every pod reachable)"
         )
         tables.print_lab(lab)
         client, web = _pick_pods(lab)
@@ -102,6 +102,6 @@ def run_demo(lab_file: Path) -> int:
         step("tearing the lab down")
         started = time.monotonic()
     console.print(
-        f"down in {time.monotonic() - started:.1f} s; nothing of the lab is left in the kernel"
+        f"down in {time.monotonic() - started:.2f} s; nothing of the lab is left in the kernel"
     )
     return 0

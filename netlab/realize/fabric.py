@@ -151,12 +151,7 @@ class Fabric:
             ipr.link("set", index=1, state="up")
             for port in router.ports:
                 idx = netlink.index(ipr, port.ifname)
-                ipr.addr(
-                    "replace",
-                    index=idx,
-                    address=str(port.address.ip),
-                    prefixlen=port.address.network.prefixlen,
-                )
+                netlink.set_address(ipr, idx, port.address)
                 ipr.link("set", index=idx, state="up", mtu=UNDERLAY_MTU)
             for route in router.routes:
                 ipr.route("replace", dst=str(route.dst), gateway=str(route.via))
@@ -175,12 +170,7 @@ class Fabric:
         with netlink.iproute(path) as ipr:
             ipr.link("set", index=1, state="up")
             idx = netlink.index(ipr, NODE_UPLINK)
-            ipr.addr(
-                "replace",
-                index=idx,
-                address=str(node.address.ip),
-                prefixlen=node.address.network.prefixlen,
-            )
+            netlink.set_address(ipr, idx, node.address)
             ipr.link("set", index=idx, state="up", mtu=UNDERLAY_MTU)
             for route in node.routes:
                 ipr.route("replace", dst=str(route.dst), gateway=str(route.via))

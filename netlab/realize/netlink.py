@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Iterable
+from ipaddress import IPv4Interface
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -26,6 +27,11 @@ def index(ipr: IPRoute, ifname: str) -> int:
     if not found:
         raise LookupError(f"no interface {ifname}")
     return found[0]
+
+
+def set_address(ipr: IPRoute, ifindex: int, address: IPv4Interface) -> None:
+    """Put `address` (with its prefix length) on a link, replacing it if there."""
+    ipr.addr("replace", index=ifindex, address=str(address.ip), prefixlen=address.network.prefixlen)
 
 
 def ignore_missing(call, *args, **kwargs) -> None:

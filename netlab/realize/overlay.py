@@ -40,12 +40,7 @@ def setup_node(ipr: IPRoute, node: NodePlan, overlay: OverlaySpec, mtu: int) -> 
     ipr.link("set", index=vtep, state="up")
     ipr.link("add", ifname=CNI_BRIDGE, kind="bridge", mtu=mtu, br_stp_state=0, br_forward_delay=0)
     bridge = netlink.index(ipr, CNI_BRIDGE)
-    ipr.addr(
-        "replace",
-        index=bridge,
-        address=str(node.cni_address.ip),
-        prefixlen=node.cni_address.network.prefixlen,
-    )
+    netlink.set_address(ipr, bridge, node.cni_address)
     ipr.link("set", index=bridge, state="up")
 
 

@@ -71,12 +71,7 @@ def create(pod: PodPlan, node_ipr: IPRoute, cni_index: int, mtu: int) -> None:
     with netlink.iproute(path) as ipr:
         ipr.link("set", index=1, state="up")
         eth0 = netlink.index(ipr, POD_INTERFACE)
-        ipr.addr(
-            "replace",
-            index=eth0,
-            address=str(pod.address.ip),
-            prefixlen=pod.address.network.prefixlen,
-        )
+        netlink.set_address(ipr, eth0, pod.address)
         ipr.link("set", index=eth0, state="up")
         ipr.route("replace", dst="0.0.0.0/0", gateway=str(pod.gateway))
 
