@@ -234,8 +234,9 @@ class Lab:
         for node_name, node_pods in by_node.items():
             with netlink.iproute(self.fabric.host_path(node_name)) as ipr:
                 cni = netlink.index(ipr, CNI_BRIDGE)
+                cni_mac = self.nodes[node_name].cni_mac
                 for pod in node_pods:
-                    pods.create(pod, ipr, cni, self.plan.overlay_mtu)
+                    pods.create(pod, ipr, cni, cni_mac, self.plan.overlay_mtu)
                     status = objects.PodStatus(
                         containers=[
                             objects.ContainerState(c.name) for c in pod.template.containers

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from types import MappingProxyType
 
+from netlab.plan.names import ip_mac
 from netlab.spec.model import LinkSpec, OverlaySpec, PodTemplate
 
 UNDERLAY_MTU = 1500
@@ -79,6 +80,10 @@ class NodePlan:
     def cni_address(self) -> IPv4Interface:
         return IPv4Interface(f"{self.pod_gateway}/{self.pod_cidr.prefixlen}")
 
+    @property
+    def cni_mac(self) -> str:
+        return ip_mac(self.pod_gateway)
+
 
 @dataclass(frozen=True)
 class PeerEntry:
@@ -116,6 +121,11 @@ class PodPlan:
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    @property
+    def mac(self) -> str:
+        """The MAC of the pod's eth0."""
+        return ip_mac(self.address.ip)
 
 
 @dataclass(frozen=True)

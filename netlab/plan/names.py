@@ -46,3 +46,9 @@ def router_ports(router: str, index: int) -> tuple[str, str]:
 def node_port(node: str) -> str:
     """The rack-bridge end of a node's uplink."""
     return f"{node}-eth0"
+
+
+def ip_mac(address) -> str:
+    """`0a:58:` + the IPv4 address in hex, as the CNI bridge plugin names a
+    pod's MAC: stable, unique where the address is, and readable in captures."""
+    return "0a:58:" + ":".join(f"{b:02x}" for b in address.packed)

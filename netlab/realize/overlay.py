@@ -38,7 +38,15 @@ def setup_node(ipr: IPRoute, node: NodePlan, overlay: OverlaySpec, mtu: int) -> 
     vtep = netlink.index(ipr, VTEP_DEVICE)
     ipr.addr("replace", index=vtep, address=str(node.vtep_ip), prefixlen=32)
     ipr.link("set", index=vtep, state="up")
-    ipr.link("add", ifname=CNI_BRIDGE, kind="bridge", mtu=mtu, br_stp_state=0, br_forward_delay=0)
+    ipr.link(
+        "add",
+        ifname=CNI_BRIDGE,
+        kind="bridge",
+        mtu=mtu,
+        address=node.cni_mac,  # fixed: pods hold a permanent neighbour entry for it
+        br_stp_state=0,
+        br_forward_delay=0,
+    )
     bridge = netlink.index(ipr, CNI_BRIDGE)
     netlink.set_address(ipr, bridge, node.cni_address)
     ipr.link("set", index=bridge, state="up")

@@ -10,11 +10,13 @@ import shutil
 from pathlib import Path
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import ndmsg
 
-from netlab.plan import POD_INTERFACE, PodPlan
+from netlab.plan import CNI_BRIDGE, POD_INTERFACE, PodPlan
 from netlab.realize import netlink, netns
 
 ETC_NETNS = Path("/etc/netns")
+NUD_PERMANENT = ndmsg.states["permanent"]
 DEFAULT_ZONE = "cluster.local"
 
 
@@ -50,8 +52,13 @@ def write_etc(pod: PodPlan, nameserver: str | None = None) -> None:
     (directory / "hosts").write_text(hosts_file(pod))
 
 
-def create(pod: PodPlan, node_ipr: IPRoute, cni_index: int, mtu: int) -> None:
-    """Make the pod's namespace and wire it to its node's cni0."""
+def create(pod: PodPlan, node_ipr: IPRoute, cni_index: int, cni_mac: str, mtu: int) -> None:
+    """Make the pod's namespace and wire it to its node's cni0.
+
+    Both ends of the veth get permanent neighbour entries (pod -> gateway,
+    cni0 -> pod): the kernel's ARP table is shared by every namespace, and
+    its hard limit (gc_thresh3, 1024 by default, settable only host-wide)
+    would otherwise overflow at a few hundred pods and drop packets."""
     path = str(netns.create(pod.netns))
     write_etc(pod)
     netlink.ignore_missing(node_ipr.link, "del", ifname=pod.host_ifname)
@@ -62,17 +69,23 @@ def create(pod: PodPlan, node_ipr: IPRoute, cni_index: int, mtu: int) -> None:
             ifname=pod.host_ifname,
             kind="veth",
             mtu=mtu,
-            peer={"ifname": POD_INTERFACE, "net_ns_fd": fd, "mtu": mtu},
+            peer={"ifname": POD_INTERFACE, "net_ns_fd": fd, "mtu": mtu, "address": pod.mac},
         )
     finally:
         os.close(fd)
     host = netlink.index(node_ipr, pod.host_ifname)
     node_ipr.link("set", index=host, master=cni_index, state="up")
+    node_ipr.neigh(
+        "replace", ifindex=cni_index, dst=str(pod.address.ip), lladdr=pod.mac, state=NUD_PERMANENT
+    )
     with netlink.iproute(path) as ipr:
         ipr.link("set", index=1, state="up")
         eth0 = netlink.index(ipr, POD_INTERFACE)
         netlink.set_address(ipr, eth0, pod.address)
         ipr.link("set", index=eth0, state="up")
+        ipr.neigh(
+            "replace", ifindex=eth0, dst=str(pod.gateway), lladdr=cni_mac, state=NUD_PERMANENT
+        )
         ipr.route("replace", dst="0.0.0.0/0", gateway=str(pod.gateway))
 
 
@@ -85,6 +98,11 @@ def delete(pod: PodPlan, node_ipr: IPRoute | None) -> None:
     """Remove the pod's network; its processes must already be gone."""
     if node_ipr is not None:
         netlink.ignore_missing(node_ipr.link, "del", ifname=pod.host_ifname)
+        cni = node_ipr.link_lookup(ifname=CNI_BRIDGE)
+        if cni:
+            netlink.ignore_missing(
+                node_ipr.neigh, "del", ifindex=cni[0], dst=str(pod.address.ip), lladdr=pod.mac
+            )
     netns.remove(pod.netns)
     remove_etc(pod.netns)
 

@@ -94,3 +94,14 @@ def test_flannel_entries_on_every_node(lab):
             assert (
                 f"{peer.pod_cidr} via {peer.vtep_ip} dev flannel.1" in routes and "onlink" in routes
             )
+
+
+def test_pod_neighbours_are_permanent(lab):
+    """Both ends of a pod's veth hold permanent neighbour entries, so big labs
+    do not overflow the kernel's shared ARP table."""
+    pod = lab.pod("a")
+    node = lab.nodes[pod.node]
+    inside = lab.exec("a", ["ip", "neigh", "show", "dev", "eth0"]).stdout
+    assert f"{node.pod_gateway} lladdr {node.cni_mac} PERMANENT" in inside
+    on_node = lab.node_exec(pod.node, ["ip", "neigh", "show", "dev", "cni0"]).stdout
+    assert f"{pod.address.ip} lladdr {pod.mac} PERMANENT" in on_node
