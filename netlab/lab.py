@@ -21,6 +21,7 @@ from netlab import objects
 from netlab.errors import NetlabError, RealizeError
 from netlab.plan import (
     CNI_BRIDGE,
+    VTEP_DEVICE,
     NodePlan,
     PodPlacer,
     PodPlan,
@@ -31,7 +32,7 @@ from netlab.plan import (
 )
 from netlab.plan.build import deployment_hash
 from netlab.plan.scheduler import name_rng, pod_name
-from netlab.realize import cleanup, netlink, netns, overlay, pods, preflight, ready
+from netlab.realize import cleanup, netlink, netns, overlay, pods, preflight, ready, rtnl_batch
 from netlab.realize.fabric import Fabric
 from netlab.realize.processes import ExitMonitor, PidRecord, start_container, stop_processes
 from netlab.spec.load import load_lab
@@ -172,12 +173,12 @@ class Lab:
     # -- overlay ----------------------------------------------------------
 
     def _setup_overlay(self, node: NodePlan) -> None:
-        peers = [n for n in self.nodes.values() if n.name != node.name]
-        with netlink.iproute(self.fabric.host_path(node.name)) as ipr:
+        path = self.fabric.host_path(node.name)
+        with netlink.iproute(path) as ipr:
             overlay.setup_node(ipr, node, self.spec.overlay, self.plan.overlay_mtu)
-            vtep = netlink.index(ipr, "flannel.1")
-            for entry in peer_entries(node, [node, *peers], self.spec.overlay.direct_routing):
-                overlay.add_peer(ipr, entry, vtep)
+            vtep = netlink.index(ipr, VTEP_DEVICE)
+        entries = peer_entries(node, list(self.nodes.values()), self.spec.overlay.direct_routing)
+        rtnl_batch.send(path, rtnl_batch.peer_messages(entries, vtep))
 
     def add_node(self, name: str, rack: str, labels: dict[str, str] | None = None) -> NodePlan:
         """A node joins the running lab: it gets a lease, and every other
