@@ -72,10 +72,10 @@ def cmd_up(args) -> int:
     return 0
 
 
-async def _supervise(lab: Lab, on_ready) -> None:
+async def _supervise(lab: Lab, on_ready, on_prepared=None) -> None:
     from netlab.supervisor import run
 
-    await run(lab, on_ready)
+    await run(lab, on_ready, on_prepared=on_prepared)
 
 
 def _up_cli(lab: Lab) -> int:
@@ -94,21 +94,22 @@ def _up_detached(lab: Lab) -> int:
     if pid == 0:  # the supervisor
         os.close(read_fd)
         os.setsid()
-        RUN_ROOT.mkdir(parents=True, exist_ok=True)
-        log = os.open(
-            RUN_ROOT / f"{lab.spec.name}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
-        )
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+
+        def prepared(lab: Lab) -> None:
+            # its output goes to the run directory, which teardown removes
+            log = os.open(lab.run_dir / "supervisor.log", os.O_WRONLY | os.O_CREAT, 0o600)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
 
         def ready(_lab: Lab) -> None:
             os.write(write_fd, b"ok\n")
 
         code = 0
         try:
-            asyncio.run(_supervise(lab, ready))
+            asyncio.run(_supervise(lab, ready, prepared))
         except BaseException as exc:  # reported to the waiting parent
             os.write(write_fd, f"error: {exc}\n".encode())
             code = 1
@@ -117,10 +118,7 @@ def _up_detached(lab: Lab) -> int:
     with os.fdopen(read_fd) as pipe:
         answer = pipe.readline().strip()
     if answer != "ok":
-        raise NetlabError(
-            answer.removeprefix("error: ")
-            or "the supervisor died while starting; see /run/netlab/*.log"
-        )
+        raise NetlabError(answer.removeprefix("error: ") or "the supervisor died while starting")
     client = LabClient(str(socket_path(RUN_ROOT / lab.spec.name)))
     tables.print_lab_from_api(client, lab.spec.name)
     print(

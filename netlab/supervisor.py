@@ -71,8 +71,15 @@ class LabActions:
         return self.lab.log_path(runtime.plan, container)
 
 
-async def run(lab: Lab, on_ready: Callable[[Lab], None], timeout: float = 60.0) -> None:
-    """Bring the lab up, serve its API until told to stop, then tear it down."""
+async def run(
+    lab: Lab,
+    on_ready: Callable[[Lab], None],
+    timeout: float = 60.0,
+    on_prepared: Callable[[Lab], None] | None = None,
+) -> None:
+    """Bring the lab up, serve its API until told to stop, then tear it down.
+    `on_prepared` runs once the run directory exists (a detached supervisor
+    moves its output into it there)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -87,6 +94,8 @@ async def run(lab: Lab, on_ready: Callable[[Lab], None], timeout: float = 60.0) 
         raise
     try:
         cleanup.write_supervisor(lab.run_dir)
+        if on_prepared is not None:
+            on_prepared(lab)
         await loop.run_in_executor(executor, lab.build, timeout)
         app = make_app(lab.store, LabActions(lab, executor, stop))
         runner = await serve(app, socket_path(lab.run_dir))

@@ -177,3 +177,15 @@ def test_invalid_lab_file_builds_nothing(tmp_path, case):
     assert str(path) in result.stderr and expected in result.stderr, result.stderr
     assert not [n for n in lab_namespaces() if n.startswith("nl-tbad")]
     assert not os.path.exists("/run/netlab/tbad")
+
+
+def test_down_leaves_no_files(lab_file):
+    netlab("up", "-d", lab_file("tfiles"))
+    assert os.path.exists("/run/netlab/tfiles/supervisor.log")
+    netlab("down", "--lab", "tfiles")
+    leftovers = (
+        [p for p in os.listdir("/run/netlab") if p.startswith("tfiles")]
+        if os.path.isdir("/run/netlab")
+        else []
+    )
+    assert not leftovers
