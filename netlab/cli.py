@@ -15,9 +15,10 @@ import yaml
 
 from netlab import __version__, tables
 from netlab.client import LabClient
-from netlab.errors import LabNotFound, NetlabError
+from netlab.errors import ApiError, LabNotFound, NetlabError
 from netlab.lab import RUN_ROOT, Lab
 from netlab.realize import cleanup
+from netlab.resources import DEFAULT_TABLE, Resource
 from netlab.spec.load import load_lab
 from netlab.supervisor import socket_path
 
@@ -169,68 +170,41 @@ def cmd_clean(args) -> int:
 
 # -- reading --------------------------------------------------------------
 
-RESOURCE_ALIASES = {
-    "node": "nodes",
-    "nodes": "nodes",
-    "no": "nodes",
-    "pod": "pods",
-    "pods": "pods",
-    "po": "pods",
-    "deployment": "deployments",
-    "deployments": "deployments",
-    "deploy": "deployments",
-    "namespace": "namespaces",
-    "namespaces": "namespaces",
-    "ns": "namespaces",
-}
 
-
-def _resource(name: str) -> str:
+def _resource(name: str) -> Resource:
+    """The resource a user named (`pods`, `pod`, `po`, ...), from the API's own table."""
     try:
-        return RESOURCE_ALIASES[name]
-    except KeyError:
-        raise NetlabError(
-            f"unknown resource {name!r}; use one of nodes, pods, deployments, namespaces"
-        ) from None
+        return DEFAULT_TABLE.resolve(name)
+    except ApiError:
+        known = ", ".join(r.plural for r in DEFAULT_TABLE)
+        raise NetlabError(f"unknown resource {name!r}; use one of {known}") from None
 
 
 def cmd_get(args) -> int:
     resource = _resource(args.resource)
     client = _client(args)
+    namespace = args.namespace if resource.namespaced else None
     if args.name:
-        objs = [
-            client.get(
-                resource,
-                args.name,
-                namespace=None if resource in ("nodes", "namespaces") else args.namespace,
-            )
-        ]
+        objs = [client.get(resource.plural, args.name, namespace=namespace)]
     else:
-        namespace = (
-            None if args.all_namespaces or resource in ("nodes", "namespaces") else args.namespace
+        if args.all_namespaces:
+            namespace = None
+        listing = client.list(
+            resource.plural, namespace=namespace, all_namespaces=args.all_namespaces
         )
-        objs = client.list(resource, namespace=namespace, all_namespaces=args.all_namespaces)[
-            "items"
-        ]
+        objs = listing["items"]
+    document = objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs}
     if args.output == "json":
-        print(
-            json.dumps(
-                objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs},
-                indent=2,
-            )
-        )
+        print(json.dumps(document, indent=2))
     elif args.output == "yaml":
-        print(
-            yaml.safe_dump(
-                objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs},
-                sort_keys=False,
-            ),
-            end="",
-        )
+        print(yaml.safe_dump(document, sort_keys=False), end="")
     else:
         print(
             tables.render(
-                resource, objs, wide=args.output == "wide", all_namespaces=args.all_namespaces
+                resource.plural,
+                objs,
+                wide=args.output == "wide",
+                all_namespaces=args.all_namespaces,
             )
         )
     return 0
@@ -275,12 +249,12 @@ def cmd_exec(args) -> int:
 
 def cmd_delete(args) -> int:
     resource = _resource(args.resource)
-    if resource not in ("pods", "deployments"):
+    if "delete" not in resource.verbs:
         raise NetlabError("netlab deletes pods and deployments: `netlab delete pod NAME`")
     client = _client(args)
     for name in args.names:
-        client.delete(resource, name, args.namespace)
-        print(f'{resource[:-1]} "{name}" deleted')
+        client.delete(resource.plural, name, args.namespace)
+        print(f'{resource.singular} "{name}" deleted')
     return 0
 
 

@@ -46,6 +46,10 @@ class PreflightError(NetlabError):
     """The machine lacks something the lab needs (a tool, a kernel feature, root)."""
 
 
+class NotFound(NetlabError):
+    """A pod, node or Deployment the caller named does not exist in the lab."""
+
+
 class LabNotFound(NetlabError):
     """No running lab of that name (or none at all)."""
 

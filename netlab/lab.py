@@ -8,21 +8,20 @@ Store as Kubernetes objects, so watchers see the lab as it is.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from netlab import objects
-from netlab.errors import NetlabError, RealizeError
+from netlab.errors import NetlabError, NotFound, RealizeError
 from netlab.plan import (
     CNI_BRIDGE,
     VTEP_DEVICE,
     NodePlan,
+    PeerEntry,
     PodPlacer,
     PodPlan,
     peer_entries,
@@ -38,8 +37,6 @@ from netlab.realize.processes import ExitMonitor, PidRecord, start_container, st
 from netlab.spec.load import load_lab
 from netlab.spec.model import DeploymentSpec, LabSpec, NodeSpec, frozen_map
 from netlab.store import Store
-
-log = logging.getLogger(__name__)
 
 RUN_ROOT = Path("/run/netlab")
 BACKOFF_START = 0.5  # seconds before the first restart; doubles up to BACKOFF_MAX
@@ -74,7 +71,6 @@ class Lab:
         self.fabric: Fabric | None = None
         self.monitor: ExitMonitor | None = None
         self.pid_record = PidRecord(self.run_dir / "pids")
-        self.started = False
         self.stopping = False
 
     @classmethod
@@ -89,10 +85,6 @@ class Lab:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-    @property
-    def lab_netns_path(self) -> str:
-        return str(netns.netns_path(self.plan.netns))
 
     def start(self, timeout: float = 20.0) -> None:
         """Build everything, wait until every link is up and every pod answers."""
@@ -118,7 +110,6 @@ class Lab:
             if isinstance(exc, NetlabError):
                 raise
             raise RealizeError(f"building lab {self.spec.name} failed: {exc}") from exc
-        self.started = True
 
     def _build(self, timeout: float) -> None:
         netns.create(self.plan.netns)
@@ -161,14 +152,12 @@ class Lab:
             self.monitor.close()
             self.monitor = None
         stop_processes(procs, grace=0.5)
-        for rt in runtimes:
-            pods.delete(rt.plan, None)
         if self.fabric is not None:
-            self.fabric.stop()
+            self.fabric.stop()  # ends the Mininet shells, closes their ptys
             self.fabric = None
+        # every namespace, /etc/netns entry and the run directory, in one pass
         cleanup.clean_lab(self.spec.name, self.run_dir.parent)
         self.pods.clear()
-        self.started = False
 
     # -- overlay ----------------------------------------------------------
 
@@ -176,8 +165,13 @@ class Lab:
         path = self.fabric.host_path(node.name)
         with netlink.iproute(path) as ipr:
             overlay.setup_node(ipr, node, self.spec.overlay, self.plan.overlay_mtu)
-            vtep = netlink.index(ipr, VTEP_DEVICE)
         entries = peer_entries(node, list(self.nodes.values()), self.spec.overlay.direct_routing)
+        self._program_peers(node.name, entries)
+
+    def _program_peers(self, node: str, entries: Sequence[PeerEntry]) -> None:
+        path = self.fabric.host_path(node)
+        with netlink.iproute(path) as ipr:
+            vtep = netlink.index(ipr, VTEP_DEVICE)
         rtnl_batch.send(path, rtnl_batch.peer_messages(entries, vtep))
 
     def add_node(self, name: str, rack: str, labels: dict[str, str] | None = None) -> NodePlan:
@@ -200,10 +194,8 @@ class Lab:
             self._setup_overlay(node)
             for other in self.nodes.values():
                 if other.name != name:
-                    with netlink.iproute(self.fabric.host_path(other.name)) as ipr:
-                        overlay.add_peer(
-                            ipr, peer_entry(other, node, self.spec.overlay.direct_routing)
-                        )
+                    entry = peer_entry(other, node, self.spec.overlay.direct_routing)
+                    self._program_peers(other.name, [entry])
             self._publish_node(node)
             return node
 
@@ -213,7 +205,7 @@ class Lab:
         with self.lock:
             node = self.nodes.get(name)
             if node is None:
-                raise NetlabError(f"no node {name}")
+                raise NotFound(f"no node {name}")
             for rt in [rt for rt in self.pods.values() if rt.plan.node == name]:
                 self._delete_pod(rt)
             del self.nodes[name]
@@ -311,7 +303,7 @@ class Lab:
     def pod(self, name: str, namespace: str = "default") -> PodPlan:
         rt = self.pods.get((namespace, name))
         if rt is None:
-            raise NetlabError(f"no pod {namespace}/{name}; `netlab get pods` lists them")
+            raise NotFound(f"no pod {namespace}/{name}; `netlab get pods` lists them")
         return rt.plan
 
     def pod_list(self) -> list[PodPlan]:
@@ -327,7 +319,7 @@ class Lab:
         with self.lock:
             rt = self.pods.get((namespace, name))
             if rt is None:
-                raise NetlabError(f"no pod {namespace}/{name}")
+                raise NotFound(f"no pod {namespace}/{name}")
             self._delete_pod(rt)
             self.reconcile()
             return rt.plan
@@ -337,15 +329,18 @@ class Lab:
         with self.lock:
             dep = self.deployments.pop((namespace, name), None)
             if dep is None:
-                raise NetlabError(f"no deployment {namespace}/{name}")
-            for rt in [
-                rt
-                for rt in self.pods.values()
-                if rt.plan.owner == name and rt.plan.namespace == namespace
-            ]:
+                raise NotFound(f"no deployment {namespace}/{name}")
+            for rt in self._owned_by(namespace, name):
                 self._delete_pod(rt)
             self.store.delete("deployments", namespace, name)
             return dep.spec
+
+    def _owned_by(self, namespace: str, deployment: str) -> list[PodRuntime]:
+        return [
+            rt
+            for rt in self.pods.values()
+            if rt.plan.owner == deployment and rt.plan.namespace == namespace
+        ]
 
     def _delete_pod(self, rt: PodRuntime) -> None:
         rt.deleted = True
@@ -369,11 +364,7 @@ class Lab:
                 self.spec.name, list(self.nodes.values()), [rt.plan for rt in self.pods.values()]
             )
             for (namespace, name), dep in self.deployments.items():
-                have = sum(
-                    1
-                    for rt in self.pods.values()
-                    if rt.plan.owner == name and rt.plan.namespace == namespace
-                )
+                have = len(self._owned_by(namespace, name))
                 for _ in range(dep.spec.replicas - have):
                     created.append(placer.add_replica(dep.spec, dep.pod_hash, dep.rng))
             if created:
@@ -390,19 +381,11 @@ class Lab:
         self, pod: str, argv: Sequence[str], namespace: str = "default", **kwargs
     ) -> subprocess.CompletedProcess:
         """Run a command in a pod's namespace and wait for it (text output captured)."""
-        plan = self.pod(pod, namespace)
-        kwargs.setdefault("capture_output", True)
-        kwargs.setdefault("text", True)
-        kwargs.setdefault("timeout", 60)
-        return subprocess.run(["ip", "netns", "exec", plan.netns, *argv], check=False, **kwargs)
+        return _run_in(self.pod(pod, namespace).netns, argv, kwargs)
 
     def node_exec(self, node: str, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
-        kwargs.setdefault("capture_output", True)
-        kwargs.setdefault("text", True)
-        kwargs.setdefault("timeout", 60)
-        return subprocess.run(
-            ["ip", "netns", "exec", self.nodes[node].netns, *argv], check=False, **kwargs
-        )
+        """Run a command in a node's namespace and wait for it."""
+        return _run_in(self.nodes[node].netns, argv, kwargs)
 
     # -- publishing -------------------------------------------------------
 
@@ -416,21 +399,15 @@ class Lab:
 
     def _publish_deployments(self) -> None:
         for (namespace, name), dep in self.deployments.items():
-            mine = [
-                rt
-                for rt in self.pods.values()
-                if rt.plan.owner == name and rt.plan.namespace == namespace
-            ]
+            mine = self._owned_by(namespace, name)
             ready_count = sum(1 for rt in mine if rt.status.ready)
             self.store.apply(
                 objects.deployment_object(dep.spec, [rt.plan for rt in mine], ready_count)
             )
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+def _run_in(netns_name: str, argv: Sequence[str], kwargs: dict) -> subprocess.CompletedProcess:
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    kwargs.setdefault("timeout", 60)
+    return subprocess.run(["ip", "netns", "exec", netns_name, *argv], check=False, **kwargs)

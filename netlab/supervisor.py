@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from netlab.api import make_app, serve
-from netlab.errors import ApiError, NetlabError
+from netlab.errors import ApiError, NetlabError, NotFound
 from netlab.lab import Lab
 from netlab.realize import cleanup
 
@@ -38,8 +38,10 @@ class LabActions:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.executor, call, *args)
+        except NotFound as exc:
+            raise ApiError(404, str(exc)) from exc
         except NetlabError as exc:
-            raise ApiError(404 if str(exc).startswith("no ") else 400, str(exc)) from exc
+            raise ApiError(400, str(exc)) from exc
 
     async def delete_pod(self, namespace: str, name: str) -> dict:
         obj = self.lab.store.get("pods", namespace, name)

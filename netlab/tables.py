@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,8 +108,6 @@ def _node_row(node: dict[str, Any], wide: bool) -> list[str]:
         age(node["metadata"].get("creationTimestamp")),
     ]
     if wide:
-        import json
-
         backend = json.loads(annotations.get("flannel.alpha.coreos.com/backend-data", "{}"))
         row += [backend.get("VtepMAC", ""), annotations.get("netlab.io/netns", "")]
     return row

@@ -12,8 +12,6 @@ Mininet to do, so the `ip link add` Mininet runs lands there.
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 from collections.abc import Callable
 
 from mininet.link import Link, TCLink
@@ -24,8 +22,6 @@ from mininet.nodelib import LinuxBridge
 from netlab.plan import LabPlan, NodePlan, RouterPlan
 from netlab.plan.model import NODE_UPLINK, UNDERLAY_MTU
 from netlab.realize import netlink, netns
-
-log = logging.getLogger(__name__)
 
 # Mininet's init() raises host-wide limits (fixLimits): never let it.
 Mininet.inited = True
@@ -216,11 +212,6 @@ class Fabric:
             link for link in self.net.links if host not in (link.intf1.node, link.intf2.node)
         ]
 
-    def shell_pids(self) -> list[int]:
-        if self.net is None:
-            return []
-        return [n.pid for n in self.net.hosts + self.net.switches if n.pid]
-
     def stop(self) -> None:
         """End every Mininet shell (their namespaces go with them)."""
         if self.net is None:
@@ -233,21 +224,5 @@ class Fabric:
         self.bound.clear()
         self.net = None
 
-    def pid_of(self, name: str) -> int:
-        return self.net[name].pid
-
     def exists(self, name: str) -> bool:
         return self.net is not None and name in self.net.nameToNode
-
-    def check_alive(self) -> list[str]:
-        """Names of nodes/routers whose shell has died."""
-        dead = []
-        for node in self.net.hosts:
-            if node.shell and node.shell.poll() is not None:
-                dead.append(node.name)
-        return dead
-
-
-def kill_quietly(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)

@@ -52,38 +52,8 @@ def setup_node(ipr: IPRoute, node: NodePlan, overlay: OverlaySpec, mtu: int) -> 
     ipr.link("set", index=bridge, state="up")
 
 
-def add_peer(ipr: IPRoute, entry: PeerEntry, vtep: int | None = None) -> None:
-    """Program how to reach one peer's pods (idempotent: replace)."""
-    if entry.kind == "direct":
-        ipr.route("replace", dst=str(entry.pod_cidr), gateway=str(entry.underlay_ip))
-        return
-    vtep = vtep if vtep is not None else netlink.index(ipr, VTEP_DEVICE)
-    ipr.neigh(
-        "replace",
-        ifindex=vtep,
-        dst=str(entry.vtep_ip),
-        lladdr=entry.vtep_mac,
-        state=NUD_PERMANENT,
-    )
-    ipr.fdb(
-        "replace",
-        ifindex=vtep,
-        lladdr=entry.vtep_mac,
-        dst=str(entry.underlay_ip),
-        state=NUD_PERMANENT,
-        flags=ndmsg.NTF_SELF,
-    )
-    ipr.route(
-        "replace",
-        dst=str(entry.pod_cidr),
-        gateway=str(entry.vtep_ip),
-        oif=vtep,
-        flags=netlink.RTNH_F_ONLINK,
-    )
-
-
 def remove_peer(ipr: IPRoute, entry: PeerEntry) -> None:
-    """Undo add_peer, in reverse order."""
+    """Undo a peer's entries (see rtnl_batch.peer_messages), in reverse order."""
     netlink.ignore_missing(ipr.route, "del", dst=str(entry.pod_cidr))
     if entry.kind == "direct":
         return

@@ -89,11 +89,6 @@ def create(pod: PodPlan, node_ipr: IPRoute, cni_index: int, cni_mac: str, mtu: i
         ipr.route("replace", dst="0.0.0.0/0", gateway=str(pod.gateway))
 
 
-def wait_up(pod: PodPlan, timeout: float = 5.0) -> None:
-    with netlink.iproute(str(netns.netns_path(pod.netns))) as ipr:
-        netlink.wait_oper_up(ipr, [POD_INTERFACE], timeout)
-
-
 def delete(pod: PodPlan, node_ipr: IPRoute | None) -> None:
     """Remove the pod's network; its processes must already be gone."""
     if node_ipr is not None:

@@ -4,6 +4,7 @@ every process the lab starts (so cleanup ends exactly those, by PID)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import selectors
 import signal
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from netlab.plan import PodPlan
 from netlab.spec.model import ContainerSpec
+
+log = logging.getLogger(__name__)
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -177,9 +180,7 @@ class ExitMonitor:
                 try:
                     watched.on_exit(watched.proc)
                 except Exception:  # a callback must not kill the monitor
-                    import logging
-
-                    logging.getLogger(__name__).exception("exit callback failed")
+                    log.exception("exit callback failed")
 
     def close(self) -> None:
         self.running = False

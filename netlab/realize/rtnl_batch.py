@@ -18,6 +18,7 @@ from ipaddress import IPv4Address, IPv4Network
 from netlab.errors import RealizeError
 from netlab.plan import PeerEntry
 from netlab.realize import netns
+from netlab.realize.netlink import RTNH_F_ONLINK
 
 RTM_NEWROUTE = 24
 RTM_NEWNEIGH = 28
@@ -40,7 +41,6 @@ RT_TABLE_MAIN = 254
 RTPROT_STATIC = 4
 RT_SCOPE_UNIVERSE = 0
 RTN_UNICAST = 1
-RTNH_F_ONLINK = 4
 
 BATCH = 64  # messages per datagram; their ACKs fit the default receive buffer
 

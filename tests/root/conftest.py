@@ -7,6 +7,7 @@ the same after it as before it, and that nothing of a test lab is left.
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
@@ -29,6 +30,16 @@ def host_network() -> tuple[str, str]:
 def lab_namespaces() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return [line.split()[0] for line in out.splitlines() if line.startswith("nl-t")]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
+    """Poll until predicate() is true or timeout passes; the last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
 
 
 @pytest.fixture(autouse=True)

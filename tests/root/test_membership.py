@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from netlab.lab import Lab, wait_for
-from tests.root.conftest import two_rack_builder
+from netlab.lab import Lab
+from tests.root.conftest import two_rack_builder, wait_for
 
 pytestmark = pytest.mark.root
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 
@@ -13,13 +15,12 @@ from netlab.spec.model import OverlaySpec
 
 
 def chain_spec():
-    b = LabBuilder("chain")
-    for i in (1, 2, 3):
-        b.add_rack(f"rack{i}", f"192.168.{i}.0/24")
-        b.add_node(f"n{i}", rack=f"rack{i}")
-    b.add_router("r12", racks=["rack1", "rack2"])
-    b.add_router("r23", racks=["rack2", "rack3"])
-    return b.build()
+    """The lab of topologies/leaf_spine.py: rack1 -r12- rack2 -r23- rack3."""
+    path = Path(__file__).resolve().parents[2] / "topologies" / "leaf_spine.py"
+    module_spec = importlib.util.spec_from_file_location("leaf_spine", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.build()
 
 
 def test_demo_plan_addresses_and_leases():
