@@ -18,7 +18,6 @@ from pathlib import Path
 from netlab import objects
 from netlab.errors import NetlabError, NotFound, RealizeError
 from netlab.plan import (
-    CNI_BRIDGE,
     VTEP_DEVICE,
     NodePlan,
     PeerEntry,
@@ -225,18 +224,19 @@ class Lab:
         for pod in plans:
             by_node.setdefault(pod.node, []).append(pod)
         for node_name, node_pods in by_node.items():
-            with netlink.iproute(self.fabric.host_path(node_name)) as ipr:
-                cni = netlink.index(ipr, CNI_BRIDGE)
-                cni_mac = self.nodes[node_name].cni_mac
-                for pod in node_pods:
-                    pods.create(pod, ipr, cni, cni_mac, self.plan.overlay_mtu)
-                    status = objects.PodStatus(
-                        containers=[
-                            objects.ContainerState(c.name) for c in pod.template.containers
-                        ],
-                        start_time=objects.now(),
-                    )
-                    self.pods[pod.key] = PodRuntime(pod, status)
+            # known before the kernel is asked, so a failure halfway cleans them up
+            for pod in node_pods:
+                status = objects.PodStatus(
+                    containers=[objects.ContainerState(c.name) for c in pod.template.containers],
+                    start_time=objects.now(),
+                )
+                self.pods[pod.key] = PodRuntime(pod, status)
+            pods.create_on_node(
+                str(self.fabric.host_path(node_name)),
+                node_pods,
+                self.nodes[node_name].cni_mac,
+                self.plan.overlay_mtu,
+            )
 
     def _wait_ready(self, plans: Sequence[PodPlan], timeout: float) -> None:
         """Every pod answers ICMP from the first node (across the overlay for

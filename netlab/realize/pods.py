@@ -5,19 +5,23 @@ address from the node's lease, a default route via cni0, and its own
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+from collections.abc import Sequence
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from pyroute2 import IPRoute
-from pyroute2.netlink.rtnl import ndmsg
 
+from netlab.errors import RealizeError
 from netlab.plan import CNI_BRIDGE, POD_INTERFACE, PodPlan
-from netlab.realize import netlink, netns
+from netlab.realize import netlink, netns, rtnl_batch
 
 ETC_NETNS = Path("/etc/netns")
-NUD_PERMANENT = ndmsg.states["permanent"]
 DEFAULT_ZONE = "cluster.local"
+LOOPBACK_INDEX = 1
+DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
 
 def etc_dir(netns_name: str) -> Path:
@@ -52,41 +56,68 @@ def write_etc(pod: PodPlan, nameserver: str | None = None) -> None:
     (directory / "hosts").write_text(hosts_file(pod))
 
 
-def create(pod: PodPlan, node_ipr: IPRoute, cni_index: int, cni_mac: str, mtu: int) -> None:
-    """Make the pod's namespace and wire it to its node's cni0.
+def create_on_node(node_path: str, pods: Sequence[PodPlan], cni_mac: str, mtu: int) -> None:
+    """Make the pods' namespaces and wire them to their node's cni0.
 
-    Both ends of the veth get permanent neighbour entries (pod -> gateway,
-    cni0 -> pod): the kernel's ARP table is shared by every namespace, and
-    its hard limit (gc_thresh3, 1024 by default, settable only host-wide)
-    would otherwise overflow at a few hundred pods and drop packets."""
-    path = str(netns.create(pod.netns))
-    write_etc(pod)
-    netlink.ignore_missing(node_ipr.link, "del", ifname=pod.host_ifname)
-    fd = os.open(path, os.O_RDONLY)
+    One batch on the node (per pod: the veth, made with its pod end already
+    in the pod's namespace, enslaved and up, and cni0's neighbour entry for
+    the pod), then one batch in each pod (loopback up, address, eth0 up, gateway's
+    neighbour entry, default route). Both ends of each veth hold permanent
+    neighbour entries: the kernel's ARP table is shared by every namespace,
+    and its hard limit (gc_thresh3, 1024 by default, settable only
+    host-wide) would otherwise overflow at a few hundred pods."""
+    if not pods:
+        return
+    fds: list[int] = []
     try:
-        node_ipr.link(
-            "add",
-            ifname=pod.host_ifname,
-            kind="veth",
-            mtu=mtu,
-            peer={"ifname": POD_INTERFACE, "net_ns_fd": fd, "mtu": mtu, "address": pod.mac},
-        )
+        for pod in pods:
+            path = netns.create(pod.netns)
+            fds.append(os.open(path, os.O_RDONLY))
+            write_etc(pod)
+        with rtnl_batch.Channel(node_path) as node:
+            cni = node.link_index(CNI_BRIDGE)
+            messages = []
+            for pod, fd in zip(pods, fds, strict=True):
+                messages.append(
+                    rtnl_batch.veth(pod.host_ifname, cni, mtu, POD_INTERFACE, pod.mac, fd)
+                )
+                messages.append(rtnl_batch.neighbour(cni, pod.address.ip, pod.mac))
+            codes = node.request(messages)
+            stale = [i for i in range(0, len(codes), 2) if codes[i] == errno.EEXIST]
+            if stale:  # host ends left by a crashed run: remove them and try once more
+                _remove_links(node_path, [pods[i // 2].host_ifname for i in stale])
+                for i, code in zip(stale, node.request([messages[i] for i in stale]), strict=True):
+                    codes[i] = code
+            failed = [i for i, code in enumerate(codes) if code]
+            if failed:
+                pod = pods[failed[0] // 2]
+                code = codes[failed[0]]
+                raise RealizeError(
+                    f"wiring pod {pod.namespace}/{pod.name} to cni0 on node {pod.node} failed: "
+                    f"{errno.errorcode.get(code, code)} ({len(failed)} requests refused)"
+                )
     finally:
-        os.close(fd)
-    host = netlink.index(node_ipr, pod.host_ifname)
-    node_ipr.link("set", index=host, master=cni_index, state="up")
-    node_ipr.neigh(
-        "replace", ifindex=cni_index, dst=str(pod.address.ip), lladdr=pod.mac, state=NUD_PERMANENT
-    )
-    with netlink.iproute(path) as ipr:
-        ipr.link("set", index=1, state="up")
-        eth0 = netlink.index(ipr, POD_INTERFACE)
-        netlink.set_address(ipr, eth0, pod.address)
-        ipr.link("set", index=eth0, state="up")
-        ipr.neigh(
-            "replace", ifindex=eth0, dst=str(pod.gateway), lladdr=cni_mac, state=NUD_PERMANENT
-        )
-        ipr.route("replace", dst="0.0.0.0/0", gateway=str(pod.gateway))
+        for fd in fds:
+            os.close(fd)
+    for pod in pods:
+        with rtnl_batch.Channel(netns.netns_path(pod.netns)) as inside:
+            eth0 = inside.link_index(POD_INTERFACE)
+            inside.send(
+                [
+                    rtnl_batch.link_up(LOOPBACK_INDEX),
+                    rtnl_batch.address(eth0, pod.address),
+                    rtnl_batch.link_up(eth0),
+                    rtnl_batch.neighbour(eth0, pod.gateway, cni_mac),
+                    rtnl_batch.route(DEFAULT_ROUTE, pod.gateway, eth0, onlink=False),
+                ],
+                f"settings of pod {pod.namespace}/{pod.name}",
+            )
+
+
+def _remove_links(node_path: str, ifnames: Sequence[str]) -> None:
+    with netlink.iproute(node_path) as ipr:
+        for ifname in ifnames:
+            netlink.ignore_missing(ipr.link, "del", ifname=ifname)
 
 
 def delete(pod: PodPlan, node_ipr: IPRoute | None) -> None:

@@ -2,7 +2,7 @@
 
 import socket
 import struct
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 
@@ -36,12 +36,10 @@ def attrs(message: bytes, header: int) -> dict[int, bytes]:
     return found
 
 
-def test_flannel_order_and_sequence_numbers():
-    messages = rb.peer_messages([VX, DIRECT], vtep=7, first_seq=10)
+def test_flannel_order():
+    messages = rb.peer_messages([VX, DIRECT], vtep=7)
     kinds = [struct.unpack_from("=IHHII", m)[1] for m in messages]
-    seqs = [struct.unpack_from("=IHHII", m)[3] for m in messages]
     assert kinds == [rb.RTM_NEWNEIGH, rb.RTM_NEWNEIGH, rb.RTM_NEWROUTE, rb.RTM_NEWROUTE]
-    assert seqs == [10, 11, 12, 13]
     assert all(struct.unpack_from("=I", m)[0] == len(m) and len(m) % 4 == 0 for m in messages)
 
 
@@ -72,3 +70,44 @@ def test_routes(entry, gateway, oif, flags):
     assert found[rb.RTA_DST] == entry.pod_cidr.network_address.packed
     assert found[rb.RTA_GATEWAY] == IPv4Address(gateway).packed
     assert (struct.unpack("=I", found[rb.RTA_OIF])[0] if rb.RTA_OIF in found else None) == oif
+
+
+def test_veth_nests_the_peer_with_its_namespace_and_address():
+    message = rb.veth(
+        "veth0123abcd",
+        master=5,
+        mtu=1450,
+        peer_ifname="eth0",
+        peer_mac="0a:58:0a:f4:01:02",
+        peer_netns_fd=9,
+    )
+    length, kind, flags, _, _ = struct.unpack_from("=IHHII", message)
+    assert (length, kind) == (len(message), rb.RTM_NEWLINK)
+    assert flags & rb.NLM_F_EXCL and flags & rb.NLM_F_CREATE
+    _, _, _, index, iflags, change = struct.unpack_from("=BBHiII", message, 16)
+    assert (index, iflags, change) == (0, rb.IFF_UP, rb.IFF_UP)
+    found = attrs(message, 16)
+    assert found[rb.IFLA_IFNAME] == b"veth0123abcd\0"
+    assert struct.unpack("=I", found[rb.IFLA_MASTER]) == (5,)
+    assert struct.unpack("=I", found[rb.IFLA_MTU]) == (1450,)
+    info = attrs(b"\0" * 16 + found[rb.IFLA_LINKINFO], 0)
+    assert info[rb.IFLA_INFO_KIND] == b"veth\0"
+    peer = attrs(b"\0" * 16 + info[rb.IFLA_INFO_DATA], 0)[rb.VETH_INFO_PEER]
+    assert struct.unpack_from("=BBHiII", peer)[3:5] == (0, 0)  # not up: see veth()
+    peer_attrs = attrs(b"\0" * 16 + peer, 16)
+    assert peer_attrs[rb.IFLA_IFNAME] == b"eth0\0"
+    assert peer_attrs[rb.IFLA_ADDRESS] == bytes.fromhex("0a580af40102")
+    assert struct.unpack("=I", peer_attrs[rb.IFLA_NET_NS_FD]) == (9,)
+
+
+def test_address_and_default_route():
+    message = rb.address(2, IPv4Interface("10.244.1.2/24"))
+    family, prefix, _, _, index = struct.unpack_from("=BBBBI", message, 16)
+    assert (family, prefix, index) == (socket.AF_INET, 24, 2)
+    found = attrs(message, 8)
+    assert found[rb.IFA_LOCAL] == found[rb.IFA_ADDRESS] == IPv4Address("10.244.1.2").packed
+    route = rb.route(IPv4Network("0.0.0.0/0"), IPv4Address("10.244.1.1"), 2, onlink=False)
+    assert struct.unpack_from("=BB", route, 16) == (socket.AF_INET, 0)
+    found = attrs(route, 12)
+    assert rb.RTA_DST not in found
+    assert found[rb.RTA_GATEWAY] == IPv4Address("10.244.1.1").packed
