@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay clean
+.PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay bench-dns clean
 
 bootstrap:
 	@$(SUDO) scripts/bootstrap.sh
@@ -21,20 +21,23 @@ unit: bootstrap
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: bootstrap
-	$(VENV)/bin/ruff check netlab tests bench topologies
-	$(VENV)/bin/ruff format --check netlab tests bench topologies
+	$(VENV)/bin/ruff check netlab labdns tests bench topologies
+	$(VENV)/bin/ruff format --check netlab labdns tests bench topologies
 
 fmt: bootstrap
-	$(VENV)/bin/ruff format netlab tests bench topologies
-	$(VENV)/bin/ruff check --fix netlab tests bench topologies
+	$(VENV)/bin/ruff format netlab labdns tests bench topologies
+	$(VENV)/bin/ruff check --fix netlab labdns tests bench topologies
 
-bench: bench-bringup bench-overlay
+bench: bench-bringup bench-overlay bench-dns
 
 bench-bringup: bootstrap
 	$(SUDO) $(PY) bench/bringup.py
 
 bench-overlay: bootstrap
 	$(SUDO) $(PY) bench/overlay.py
+
+bench-dns: bootstrap  # loopback only, high ports: needs no root
+	$(PY) bench/dns.py
 
 clean:
 	@if [ -x $(VENV)/bin/netlab ]; then $(SUDO) $(VENV)/bin/netlab clean --all; fi

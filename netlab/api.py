@@ -377,6 +377,26 @@ async def _shutdown(request: web.Request) -> web.Response:
     return web.json_response(status(202, "the lab is shutting down", "Accepted"), status=202)
 
 
+MAX_APPLY_BYTES = 1 << 20
+
+
+async def _apply(request: web.Request) -> web.Response:
+    """`netlab apply`: a YAML stream of manifests, validated against the running
+    lab as a whole before anything changes; what was done to each object."""
+    action = getattr(request.app[ACTIONS], "apply", None)
+    if action is None:
+        raise ApiError(405, "this lab does not take manifests")
+    body = await request.content.read(MAX_APPLY_BYTES + 1)
+    if len(body) > MAX_APPLY_BYTES:
+        raise ApiError(400, f"manifests larger than {MAX_APPLY_BYTES} bytes; split the file")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"manifests are not UTF-8: {exc}") from exc
+    results = await action(text)
+    return web.json_response({"kind": "ApplyResult", "items": results})
+
+
 async def _on_shutdown(app: web.Application) -> None:
     app[CLOSING].set()
     for close in list(app[STREAMS]):
@@ -392,6 +412,7 @@ def make_app(store: Store, actions: Actions) -> web.Application:
     for res in store.resources:
         _add_resource(app, res)
     app.router.add_post("/netlab/v1/shutdown", _shutdown)
+    app.router.add_post("/netlab/v1/apply", _apply)
     app.on_shutdown.append(_on_shutdown)
     return app
 

@@ -247,10 +247,32 @@ def cmd_exec(args) -> int:
     return 127  # not reached
 
 
+def cmd_apply(args) -> int:
+    """Validate the file's manifests here (same checks as `up`), then send them."""
+    filename = args.filename or args.file
+    if not filename:
+        raise NetlabError("which manifests? `netlab apply FILE` (or -f FILE; - reads stdin)")
+    text = _read_manifests(filename)
+    results = _client(args).apply(text)
+    for item in results:
+        kind = item["kind"].lower()
+        print(f"{kind}/{item['name']} {item['action']}")
+    return 0
+
+
+def _read_manifests(filename: str) -> str:
+    if filename == "-":
+        return sys.stdin.read()
+    try:
+        return Path(filename).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise NetlabError(f"{filename}: cannot read it ({exc.strerror}); check the path") from exc
+
+
 def cmd_delete(args) -> int:
     resource = _resource(args.resource)
     if "delete" not in resource.verbs:
-        raise NetlabError("netlab deletes pods and deployments: `netlab delete pod NAME`")
+        raise NetlabError("netlab deletes pods, deployments and services: `netlab delete pod NAME`")
     client = _client(args)
     for name in args.names:
         client.delete(resource.plural, name, args.namespace)
@@ -316,7 +338,16 @@ def parser() -> argparse.ArgumentParser:
     clean.add_argument("lab_name", nargs="?", help=argparse.SUPPRESS)
     clean.set_defaults(func=cmd_clean)
 
-    get = sub.add_parser("get", help="list nodes, pods, deployments, namespaces")
+    apply = sub.add_parser(
+        "apply", help="add or change Services, Deployments and Pods on a running lab"
+    )
+    apply.add_argument("file", nargs="?", help="manifests (YAML); - for stdin")
+    apply.add_argument("-f", "--filename", help="the same, kubectl's way")
+    apply.set_defaults(func=cmd_apply)
+
+    get = sub.add_parser(
+        "get", help="list nodes, pods, deployments, services, endpoints, namespaces"
+    )
     get.add_argument("resource")
     get.add_argument("name", nargs="?")
     get.add_argument("-o", "--output", choices=["wide", "json", "yaml"])

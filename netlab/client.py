@@ -135,6 +135,10 @@ class LabClient:
         """Ask the lab to shut down (it answers at once and tears down afterwards)."""
         self._json("POST", "/netlab/v1/shutdown")
 
+    def apply(self, text: str) -> list[dict]:
+        """Send a YAML stream of manifests; what the lab did with each object."""
+        return self._json("POST", "/netlab/v1/apply", body=text.encode())["items"]
+
     def healthz(self) -> bool:
         """True if a lab answers on the socket."""
         try:
@@ -150,8 +154,10 @@ class LabClient:
 
     # -- plumbing --------------------------------------------------------------
 
-    def _json(self, method: str, path: str, query: dict | None = None) -> dict:
-        conn, response = self._open(method, path, query, self.timeout)
+    def _json(
+        self, method: str, path: str, query: dict | None = None, body: bytes | None = None
+    ) -> dict:
+        conn, response = self._open(method, path, query, self.timeout, body)
         try:
             body = self._guard(response.read)
         finally:
@@ -162,7 +168,12 @@ class LabClient:
             raise ApiError(502, f"the lab API sent a malformed answer to {method} {path}") from None
 
     def _open(
-        self, method: str, path: str, query: dict | None, timeout: float | None
+        self,
+        method: str,
+        path: str,
+        query: dict | None,
+        timeout: float | None,
+        body: bytes | None = None,
     ) -> tuple[UnixHTTPConnection, http.client.HTTPResponse]:
         """Send a request; return the open connection and a successful response, or raise."""
         url = quote(path)
@@ -172,7 +183,10 @@ class LabClient:
         conn = UnixHTTPConnection(self.socket_path, timeout)
         try:
             try:
-                conn.request(method, url, headers={"Accept": "application/json"})
+                headers = {"Accept": "application/json"}
+                if body is not None:
+                    headers["Content-Type"] = "application/yaml"
+                conn.request(method, url, body=body, headers=headers)
             except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:
                 raise LabNotFound(
                     f"no lab is running (nothing answers on {self.socket_path}): "

@@ -37,6 +37,37 @@ def _pick_pods(lab: Lab):
     return client, webs[0]
 
 
+def show_services(lab: Lab, client: str) -> None:
+    """The Service part: a name resolved by the lab's DNS, the rotation of a
+    headless answer, and connections spread over the endpoints."""
+    lab.wait_endpoints("default", "web", count=1)
+    step("Services: `web` resolved through the pod's search path by the lab's DNS pod")
+    show(lab.exec(client, ["cat", "/etc/resolv.conf"]))
+    show(lab.exec(client, ["getent", "hosts", "web"]))
+    show(lab.exec(client, ["dig", "+noall", "+answer", "web.default.svc.cluster.local"]))
+    if lab.services.specs.get(("default", "web-pods")) is not None:
+        step("a headless Service: one A record per ready pod, the order rotated on every query")
+        for _ in range(3):
+            show(lab.exec(client, ["dig", "+short", "web-pods.default.svc.cluster.local"]))
+            console.print("")
+    step("9 new connections to http://web/ : nftables on the client's node DNATs them round-robin")
+    result = lab.exec(
+        client, ["sh", "-c", "for i in $(seq 9); do curl -s --max-time 5 http://web/; done"]
+    )
+    show(result)
+    counts: dict[str, int] = {}
+    for line in (result.stdout or "").splitlines():
+        if line.strip():
+            counts[line.split()[0]] = counts.get(line.split()[0], 0) + 1
+    console.print(
+        "  connections per pod: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    )
+    step("`netlab get services` and `netlab get endpoints`, as the lab API serves them")
+    for resource in ("services", "endpoints"):
+        items, _ = lab.store.list(resource, "default")
+        console.print(tables.render(resource, items), markup=False, highlight=False)
+
+
 def run_demo(lab_file: Path) -> int:
     spec = load_lab(lab_file)
     step(f"bringing up lab {spec.name} from {lab_file}")
@@ -99,6 +130,8 @@ def run_demo(lab_file: Path) -> int:
         console.print(
             f"saved as {kept}: open it in Wireshark (Decode As: UDP port {spec.overlay.port} -> VXLAN)"
         )
+        if lab.services.vip("default", "web") is not None:
+            show_services(lab, client.name)
         step("tearing the lab down")
         started = time.monotonic()
     console.print(

@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from netlab import objects
+from netlab.api_server import ApiServer, socket_path
 from netlab.errors import NetlabError, NotFound, RealizeError
 from netlab.plan import (
     VTEP_DEVICE,
@@ -30,12 +32,16 @@ from netlab.plan import (
 )
 from netlab.plan.build import deployment_hash
 from netlab.plan.scheduler import name_rng, pod_name
+from netlab.plan.services import DNS_SERVICE, dns_ip
+from netlab.readiness import Prober, Target, checks_for
 from netlab.realize import cleanup, netlink, netns, overlay, pods, preflight, ready, rtnl_batch
 from netlab.realize.fabric import Fabric
 from netlab.realize.processes import ExitMonitor, PidRecord, start_container, stop_processes
-from netlab.spec.load import load_lab
-from netlab.spec.model import DeploymentSpec, LabSpec, NodeSpec, frozen_map
+from netlab.services import Candidate, Services
+from netlab.spec.load import load_lab, parse_manifests
+from netlab.spec.model import DeploymentSpec, LabSpec, NodeSpec, ServiceSpec, frozen_map
 from netlab.store import Store
+from netlab.system import with_system_workloads
 
 RUN_ROOT = Path("/run/netlab")
 BACKOFF_START = 0.5  # seconds before the first restart; doubles up to BACKOFF_MAX
@@ -59,9 +65,9 @@ class DeploymentRuntime:
 
 class Lab:
     def __init__(self, spec: LabSpec, run_root: Path = RUN_ROOT, store: Store | None = None):
-        self.spec = spec
-        self.plan = plan_lab(spec)
         self.run_dir = run_root / spec.name
+        self.spec = with_system_workloads(spec, socket_path(self.run_dir))
+        self.plan = plan_lab(self.spec)
         self.store = store if store is not None else Store()
         self.lock = threading.RLock()
         self.nodes: dict[str, NodePlan] = {}
@@ -71,6 +77,16 @@ class Lab:
         self.monitor: ExitMonitor | None = None
         self.pid_record = PidRecord(self.run_dir / "pids")
         self.stopping = False
+        self.api: ApiServer | None = None
+        self.prober: Prober | None = None
+        self.services = Services(
+            self.store,
+            self.spec.service_network,
+            self.spec.dns.enabled,
+            lambda: [str(self.fabric.host_path(n)) for n in self.nodes] if self.fabric else [],
+        )
+        self.on_shutdown: Callable[[], None] | None = None  # an API client asked to stop
+        self.shutdown_requested = threading.Event()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **kwargs) -> Lab:
@@ -103,7 +119,10 @@ class Lab:
     def build(self, timeout: float = 20.0) -> None:
         """Realize the plan; on any failure, tear down what was built."""
         try:
-            self._build(timeout)
+            with self.lock:
+                self._build(timeout)
+            if self.spec.dns.enabled:
+                self.wait_endpoints(*DNS_SERVICE, timeout=timeout)
         except BaseException as exc:
             self.stop()
             if isinstance(exc, NetlabError):
@@ -112,6 +131,9 @@ class Lab:
 
     def _build(self, timeout: float) -> None:
         netns.create(self.plan.netns)
+        self.api = ApiServer.for_lab(self, self._request_shutdown)
+        self.api.start()
+        self.prober = Prober(self._readiness_changed)
         self.monitor = ExitMonitor()
         self.fabric = Fabric(self.plan, self.pid_record.add)
         self.fabric.build()
@@ -119,29 +141,40 @@ class Lab:
         for node in self.plan.nodes:
             self._setup_overlay(node)
         for deployment in self.spec.deployments:
-            pod_hash = deployment_hash(deployment)
-            rng = name_rng(self.spec.name, deployment.namespace, deployment.name, pod_hash)
-            self.deployments[(deployment.namespace, deployment.name)] = DeploymentRuntime(
-                deployment, pod_hash, rng
-            )
+            runtime = self._deployment_runtime(deployment)
             # replay the names the plan drew, so replacements continue the sequence
             drawn: set[str] = set()
             for pod in self.plan.pods:
                 if pod.owner == deployment.name and pod.namespace == deployment.namespace:
-                    drawn.add(pod_name(deployment.name, pod_hash, rng, drawn))
+                    drawn.add(pod_name(deployment.name, runtime.pod_hash, runtime.rng, drawn))
         for namespace in sorted({p.namespace for p in self.plan.pods} | {"default"}):
             self.store.apply(objects.namespace_object(namespace))
         for node in self.nodes.values():
             self._publish_node(node)
+        self.services.set(self.spec.services)
         self._create_pods(self.plan.pods)
         self._wait_ready(self.plan.pods, timeout)
         for pod in self.plan.pods:
             self._start_containers(self.pods[pod.key])
         self._publish_deployments()
+        self._sync_services()
+
+    def _deployment_runtime(self, deployment: DeploymentSpec) -> DeploymentRuntime:
+        pod_hash = deployment_hash(deployment)
+        rng = name_rng(self.spec.name, deployment.namespace, deployment.name, pod_hash)
+        runtime = DeploymentRuntime(deployment, pod_hash, rng)
+        self.deployments[(deployment.namespace, deployment.name)] = runtime
+        return runtime
 
     def stop(self) -> None:
         """Tear everything down: processes first (by PID), then namespaces."""
         self.stopping = True
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
+        if self.prober is not None:
+            self.prober.close()
+            self.prober = None
         with self.lock:
             runtimes = list(self.pods.values())
             procs = [p for rt in runtimes for p in rt.procs.values()]
@@ -164,6 +197,7 @@ class Lab:
         path = self.fabric.host_path(node.name)
         with netlink.iproute(path) as ipr:
             overlay.setup_node(ipr, node, self.spec.overlay, self.plan.overlay_mtu)
+            overlay.route_services(ipr, self.spec.service_network)
         entries = peer_entries(node, list(self.nodes.values()), self.spec.overlay.direct_routing)
         self._program_peers(node.name, entries)
 
@@ -191,6 +225,7 @@ class Lab:
             self.fabric.add_node(node)
             self.nodes[name] = node
             self._setup_overlay(node)
+            self.services.program_node(str(self.fabric.host_path(name)))
             for other in self.nodes.values():
                 if other.name != name:
                     entry = peer_entry(other, node, self.spec.overlay.direct_routing)
@@ -236,7 +271,12 @@ class Lab:
                 node_pods,
                 self.nodes[node_name].cni_mac,
                 self.plan.overlay_mtu,
+                nameserver=self._nameserver(),
+                zone=self.spec.dns.zone,
             )
+
+    def _nameserver(self) -> str | None:
+        return str(dns_ip(self.spec.service_network)) if self.spec.dns.enabled else None
 
     def _wait_ready(self, plans: Sequence[PodPlan], timeout: float) -> None:
         """Every pod answers ICMP from the first node (across the overlay for
@@ -258,7 +298,165 @@ class Lab:
     def _start_containers(self, rt: PodRuntime) -> None:
         for index in range(len(rt.plan.template.containers)):
             self._start_container(rt, index)
+        self._probe(rt)
         self._publish_pod(rt)
+
+    # -- readiness and services ------------------------------------------
+
+    def _probe(self, rt: PodRuntime) -> None:
+        """Hand the pod's readiness checks to the prober."""
+        plan = rt.plan
+        extra = tuple(
+            sorted(
+                {
+                    port.target_port
+                    for service in self.services.specs.values()
+                    if _selects(service, plan)
+                    for port in service.ports
+                    if port.protocol == "TCP" and isinstance(port.target_port, int)
+                }
+            )
+        )
+        checks = checks_for(plan.template.containers, extra, time.monotonic())
+        target = Target(
+            plan.key, plan.address.ip, str(self.fabric.host_path(plan.node)), plan.netns, checks
+        )
+        self.prober.add(target)
+        rt.status.probes_ready = self.prober.ready(plan.key)
+
+    def _readiness_changed(self, key: tuple[str, str], _ready: bool) -> None:
+        with self.lock:
+            rt = self.pods.get(key)
+            if rt is None or rt.deleted or self.stopping or self.prober is None:
+                return
+            rt.status.probes_ready = self.prober.ready(key)
+            self._publish_pod(rt)
+            self._publish_deployments()
+            self._sync_services()
+
+    def _sync_services(self) -> None:
+        """Endpoints and every node's rules from the pods as they are now."""
+        candidates = [
+            Candidate(
+                rt.plan.namespace,
+                rt.plan.name,
+                rt.plan.labels,
+                rt.plan.address.ip,
+                rt.plan.node,
+                rt.status.ready and not rt.deleted,
+                rt.plan.template.containers,
+            )
+            for rt in self.pods.values()
+        ]
+        self.services.sync(candidates)
+
+    def wait_endpoints(
+        self, namespace: str, name: str, count: int = 1, timeout: float = 20.0
+    ) -> list[str]:
+        """Wait until the Service has at least `count` ready endpoint addresses."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                addresses = [
+                    a["ip"]
+                    for subset in self.services.subsets.get((namespace, name), [])
+                    for a in subset.get("addresses", [])
+                ]
+            if len(set(addresses)) >= count:
+                return sorted(set(addresses))
+            if time.monotonic() > deadline:
+                raise RealizeError(
+                    f"service {namespace}/{name} has {len(set(addresses))} ready endpoints "
+                    f"after {timeout:.0f} s, wanted {count}; `netlab get pods -n {namespace}` "
+                    "and the pods' logs tell why"
+                )
+            time.sleep(0.05)
+
+    def apply_services(self, services: Sequence[ServiceSpec]) -> None:
+        """Add or change Services on the running lab."""
+        with self.lock:
+            self.services.set(services)
+            for rt in self.pods.values():  # implicit readiness ports may have changed
+                if not rt.deleted:
+                    self._probe(rt)
+            self._sync_services()
+
+    def apply_text(self, text: str, source: str = "apply") -> list[dict]:
+        """`netlab apply`: Services, Deployments and Pods from a YAML stream,
+        validated as a whole against this lab before anything changes."""
+        found = parse_manifests(text, self.spec, source)
+        results = []
+        with self.lock:
+            for service in found.services:
+                key = (service.namespace, service.name)
+                if key == DNS_SERVICE and self.spec.dns.enabled:
+                    raise NetlabError("kube-system/kube-dns is the lab's DNS; pick another name")
+                old = self.services.specs.get(key)
+                action = (
+                    "created" if old is None else "unchanged" if old == service else "configured"
+                )
+                results.append(_result("Service", service.namespace, service.name, action))
+            for deployment in found.deployments:
+                results.append(self._apply_deployment(deployment))
+            for pod in found.pods:
+                if (pod.namespace, pod.name) in self.pods:
+                    results.append(_result("Pod", pod.namespace, pod.name, "unchanged"))
+                    continue
+                placer = PodPlacer(
+                    self.spec.name,
+                    list(self.nodes.values()),
+                    [rt.plan for rt in self.pods.values()],
+                )
+                plan = placer.add_bare(pod.name, pod.namespace, pod.template)
+                self._create_pods([plan])
+                self._wait_ready([plan], timeout=10.0)
+                self._start_containers(self.pods[plan.key])
+                results.append(_result("Pod", pod.namespace, pod.name, "created"))
+            if found.services:
+                self.apply_services(found.services)
+            self.reconcile()
+            self._sync_services()
+        return results
+
+    def _apply_deployment(self, deployment: DeploymentSpec) -> dict:
+        """A new Deployment is created; a changed template replaces its pods
+        (Recreate); a changed replica count scales it."""
+        key = (deployment.namespace, deployment.name)
+        current = self.deployments.get(key)
+        if current is not None and current.spec == deployment:
+            return _result("Deployment", *key, "unchanged")
+        if current is None:
+            self.store.apply(objects.namespace_object(deployment.namespace))
+            self._deployment_runtime(deployment)
+            return _result("Deployment", *key, "created")
+        same_template = deployment_hash(deployment) == current.pod_hash
+        if same_template:
+            current.spec = deployment
+            surplus = self._owned_by(*key)[deployment.replicas :]
+        else:
+            self._deployment_runtime(deployment)
+            surplus = self._owned_by(*key)
+        for rt in surplus:
+            self._delete_pod(rt)
+        return _result("Deployment", *key, "configured")
+
+    def delete_service(self, name: str, namespace: str = "default") -> None:
+        with self.lock:
+            if (namespace, name) == DNS_SERVICE and self.spec.dns.enabled:
+                raise NetlabError("kube-system/kube-dns is the lab's DNS; it cannot be deleted")
+            self.services.remove(namespace, name)
+            self._sync_services()
+
+    def service_vip(self, name: str, namespace: str = "default") -> str:
+        vip = self.services.vip(namespace, name)
+        if vip is None:
+            raise NotFound(f"no ClusterIP service {namespace}/{name}")
+        return str(vip)
+
+    def _request_shutdown(self) -> None:
+        self.shutdown_requested.set()
+        if self.on_shutdown is not None:
+            self.on_shutdown()
 
     def _start_container(self, rt: PodRuntime, index: int) -> None:
         container = rt.plan.template.containers[index]
@@ -344,6 +542,9 @@ class Lab:
 
     def _delete_pod(self, rt: PodRuntime) -> None:
         rt.deleted = True
+        if self.prober is not None:
+            self.prober.remove(rt.plan.key)
+        self._sync_services()  # out of the endpoints before its processes end
         for proc in rt.procs.values():
             self.monitor.forget(proc)
         stop_processes(rt.procs.values(), grace=1.0)
@@ -355,6 +556,7 @@ class Lab:
             pods.delete(rt.plan, None)
         del self.pods[rt.plan.key]
         self.store.delete("pods", rt.plan.namespace, rt.plan.name)
+        self._sync_services()  # and out of notReadyAddresses
 
     def reconcile(self) -> list[PodPlan]:
         """Deployment controller: create the replicas that are missing."""
@@ -372,6 +574,7 @@ class Lab:
                 self._wait_ready(created, timeout=10.0)
                 for pod in created:
                     self._start_containers(self.pods[pod.key])
+                self._sync_services()
             self._publish_deployments()
         return created
 
@@ -411,3 +614,13 @@ def _run_in(netns_name: str, argv: Sequence[str], kwargs: dict) -> subprocess.Co
     kwargs.setdefault("text", True)
     kwargs.setdefault("timeout", 60)
     return subprocess.run(["ip", "netns", "exec", netns_name, *argv], check=False, **kwargs)
+
+
+def _result(kind: str, namespace: str, name: str, action: str) -> dict:
+    return {"kind": kind, "namespace": namespace, "name": name, "action": action}
+
+
+def _selects(service: ServiceSpec, pod: PodPlan) -> bool:
+    if not service.selector or service.namespace != pod.namespace:
+        return False
+    return all(pod.labels.get(k) == v for k, v in service.selector.items())

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from netlab.plan import NodePlan, PodPlan
-from netlab.spec.model import DeploymentSpec, OverlaySpec
+from netlab.spec.model import DeploymentSpec, OverlaySpec, ServiceSpec
 
 NETNS_ANNOTATION = "netlab.io/netns"
 RACK_ANNOTATION = "netlab.io/rack"
@@ -59,6 +59,7 @@ class PodStatus:
     containers: list[ContainerState] = field(default_factory=list)
     start_time: str | None = None
     network_ready: bool = False
+    probes_ready: bool = False  # readiness probes (or the implicit port checks) pass
 
     @property
     def phase(self) -> str:
@@ -72,7 +73,8 @@ class PodStatus:
 
     @property
     def ready(self) -> bool:
-        return self.network_ready and all(c.state == "running" for c in self.containers)
+        running = all(c.state == "running" for c in self.containers)
+        return self.network_ready and running and self.probes_ready
 
 
 def node_object(node: NodePlan, overlay: OverlaySpec) -> dict[str, Any]:
@@ -200,3 +202,44 @@ def namespace_object(name: str) -> dict[str, Any]:
         "spec": {"finalizers": ["kubernetes"]},
         "status": {"phase": "Active"},
     }
+
+
+def service_object(service: ServiceSpec, vip: str | None) -> dict[str, Any]:
+    """A Service as the API server shows it: the manifest with its clusterIP filled in."""
+    manifest = json.loads(json.dumps(service.manifest)) if service.manifest else {}
+    metadata = manifest.get("metadata", {})
+    metadata["name"] = service.name
+    metadata["namespace"] = service.namespace
+    if service.labels:
+        metadata["labels"] = dict(service.labels)
+    ports = []
+    for port in service.ports:
+        item: dict[str, Any] = {
+            "protocol": port.protocol,
+            "port": port.port,
+            "targetPort": port.target_port,
+        }
+        if port.name:
+            item["name"] = port.name
+        ports.append(item)
+    cluster_ip = "None" if service.headless else vip
+    spec: dict[str, Any] = {
+        "type": "ClusterIP",
+        "clusterIP": cluster_ip,
+        "clusterIPs": [cluster_ip],
+        "ports": ports,
+        "sessionAffinity": service.session_affinity,
+    }
+    if service.selector:
+        spec["selector"] = dict(service.selector)
+    if service.session_affinity == "ClientIP":
+        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": service.affinity_timeout}}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
+
+
+def endpoints_object(service: ServiceSpec, subsets: list[dict[str, Any]]) -> dict[str, Any]:
+    """Endpoints v1: the Service's name, addresses grouped by their port set."""
+    metadata: dict[str, Any] = {"name": service.name, "namespace": service.namespace}
+    if service.labels:
+        metadata["labels"] = dict(service.labels)
+    return {"apiVersion": "v1", "kind": "Endpoints", "metadata": metadata, "subsets": subsets}

@@ -91,6 +91,8 @@ RESOURCES: tuple[Resource, ...] = (
         subresources=("log",),
     ),
     Resource("apps", "v1", "Deployment", "deployments", True, ("deploy",), (*READ_VERBS, "delete")),
+    Resource("", "v1", "Service", "services", True, ("svc",), (*READ_VERBS, "delete")),
+    Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
 )
 
 

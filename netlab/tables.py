@@ -136,6 +136,41 @@ def _namespace_row(ns: dict[str, Any], wide: bool) -> list[str]:
     ]
 
 
+def _service_row(svc: dict[str, Any], wide: bool) -> list[str]:
+    spec = svc.get("spec", {})
+    ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports", []))
+    row = [
+        svc["metadata"]["name"],
+        spec.get("type", "ClusterIP"),
+        spec.get("clusterIP") or "<none>",
+        "<none>",
+        ports or "<none>",
+        age(svc["metadata"].get("creationTimestamp")),
+    ]
+    if wide:
+        selector = spec.get("selector", {})
+        row.append(",".join(f"{k}={v}" for k, v in selector.items()) or "<none>")
+    return row
+
+
+def _endpoints_row(ep: dict[str, Any], wide: bool) -> list[str]:
+    addresses = []
+    for subset in ep.get("subsets", []):
+        ports = [p["port"] for p in subset.get("ports", [])] or [None]
+        for address in subset.get("addresses", []):
+            addresses += [f"{address['ip']}:{port}" if port else address["ip"] for port in ports]
+    shown = ",".join(addresses[:3]) + (
+        f" + {len(addresses) - 3} more..." if len(addresses) > 3 else ""
+    )
+    row = [ep["metadata"]["name"], shown or "<none>", age(ep["metadata"].get("creationTimestamp"))]
+    if wide:
+        not_ready = [
+            a["ip"] for subset in ep.get("subsets", []) for a in subset.get("notReadyAddresses", [])
+        ]
+        row.append(",".join(not_ready) or "<none>")
+    return row
+
+
 COLUMNS = {
     "pods": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE", "NETNS"], _pod_row),
     "nodes": (
@@ -149,6 +184,12 @@ COLUMNS = {
         _deployment_row,
     ),
     "namespaces": (["NAME", "STATUS", "AGE"], [], _namespace_row),
+    "services": (
+        ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
+        ["SELECTOR"],
+        _service_row,
+    ),
+    "endpoints": (["NAME", "ENDPOINTS", "AGE"], ["NOT-READY"], _endpoints_row),
 }
 
 
@@ -161,7 +202,7 @@ def render(
     header, extra, row_of = COLUMNS[resource]
     header = header + (extra if wide else [])
     rows = [row_of(obj, wide) for obj in objs]
-    if all_namespaces and resource in ("pods", "deployments"):
+    if all_namespaces and resource not in ("nodes", "namespaces"):
         header = ["NAMESPACE", *header]
         rows = [
             [obj["metadata"].get("namespace", ""), *row]

@@ -12,6 +12,10 @@ DEB_PACKAGES=(
   ethtool iproute2 iputils-ping tcpdump
   iperf3           # bench/overlay
   curl             # demo and tests: HTTP between pods
+  nftables         # nft: Service VIPs (kube-proxy's nftables mode) in each node
+  dnsperf          # bench/dns: the load generator
+  dnsmasq-base     # bench/dns: the reference server (the binary only; `dnsmasq` would start a system service)
+  bind9-dnsutils   # dig: bench/dns checks both servers' answers
   python3-venv python3-pip
 )
 

@@ -24,13 +24,28 @@ from netlab.plan.model import (
     RouterPort,
 )
 from netlab.plan.overlay import peer_entries, peer_entry
+from netlab.plan.proxy import AffinitySet, Chain, Endpoint, Ruleset, ServiceRule
+from netlab.plan.services import (
+    DNS_SERVICE,
+    ClusterIPUnavailable,
+    ServiceNetworkFull,
+    allocate_cluster_ips,
+    dns_ip,
+    dns_service_spec,
+    resolve_target_port,
+)
 
 __all__ = [
     "CNI_BRIDGE",
+    "DNS_SERVICE",
     "NODE_UPLINK",
     "POD_INTERFACE",
     "UNDERLAY_MTU",
     "VTEP_DEVICE",
+    "AffinitySet",
+    "Chain",
+    "ClusterIPUnavailable",
+    "Endpoint",
     "LabPlan",
     "NodePlan",
     "PeerEntry",
@@ -40,11 +55,18 @@ __all__ = [
     "Route",
     "RouterPlan",
     "RouterPort",
+    "Ruleset",
+    "ServiceNetworkFull",
+    "ServiceRule",
+    "allocate_cluster_ips",
     "candidates_of",
+    "dns_ip",
+    "dns_service_spec",
     "node_labels",
     "peer_entries",
     "peer_entry",
     "plan_lab",
     "plan_node",
     "plan_pod",
+    "resolve_target_port",
 ]

@@ -8,6 +8,8 @@ DirectRouting, a peer on the same rack gets a plain route instead.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network
+
 from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl import ndmsg
 
@@ -50,6 +52,14 @@ def setup_node(ipr: IPRoute, node: NodePlan, overlay: OverlaySpec, mtu: int) -> 
     bridge = netlink.index(ipr, CNI_BRIDGE)
     netlink.set_address(ipr, bridge, node.cni_address)
     ipr.link("set", index=bridge, state="up")
+
+
+def route_services(ipr: IPRoute, network: IPv4Network) -> None:
+    """The service network via cni0, so that the node's own connections to a
+    Service VIP find a route (nodes have no default route) and reach the
+    nftables output hook, which rewrites them to an endpoint."""
+    bridge = netlink.index(ipr, CNI_BRIDGE)
+    ipr.route("replace", dst=str(network), oif=bridge)
 
 
 def remove_peer(ipr: IPRoute, entry: PeerEntry) -> None:

@@ -49,20 +49,27 @@ def hosts_file(pod: PodPlan) -> str:
     )
 
 
-def write_etc(pod: PodPlan, nameserver: str | None = None) -> None:
+def write_etc(pod: PodPlan, nameserver: str | None = None, zone: str = DEFAULT_ZONE) -> None:
     directory = etc_dir(pod.netns)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "resolv.conf").write_text(resolv_conf(pod, nameserver))
+    (directory / "resolv.conf").write_text(resolv_conf(pod, nameserver, zone))
     (directory / "hosts").write_text(hosts_file(pod))
 
 
-def create_on_node(node_path: str, pods: Sequence[PodPlan], cni_mac: str, mtu: int) -> None:
+def create_on_node(
+    node_path: str,
+    pods: Sequence[PodPlan],
+    cni_mac: str,
+    mtu: int,
+    nameserver: str | None = None,
+    zone: str = DEFAULT_ZONE,
+) -> None:
     """Make the pods' namespaces and wire them to their node's cni0.
 
     One batch on the node (per pod: the veth, made with its pod end already
     in the pod's namespace, enslaved and up, and cni0's neighbour entry for
-    the pod), then one batch in each pod (loopback up, address, eth0 up, gateway's
-    neighbour entry, default route). Both ends of each veth hold permanent
+    the pod; then hairpin mode on each port), then one batch in each pod
+    (loopback up, address, eth0 up, gateway's neighbour entry, default route). Both ends of each veth hold permanent
     neighbour entries: the kernel's ARP table is shared by every namespace,
     and its hard limit (gc_thresh3, 1024 by default, settable only
     host-wide) would otherwise overflow at a few hundred pods."""
@@ -73,7 +80,7 @@ def create_on_node(node_path: str, pods: Sequence[PodPlan], cni_mac: str, mtu: i
         for pod in pods:
             path = netns.create(pod.netns)
             fds.append(os.open(path, os.O_RDONLY))
-            write_etc(pod)
+            write_etc(pod, nameserver, zone)
         with rtnl_batch.Channel(node_path) as node:
             cni = node.link_index(CNI_BRIDGE)
             messages = []
@@ -96,6 +103,9 @@ def create_on_node(node_path: str, pods: Sequence[PodPlan], cni_mac: str, mtu: i
                     f"wiring pod {pod.namespace}/{pod.name} to cni0 on node {pod.node} failed: "
                     f"{errno.errorcode.get(code, code)} ({len(failed)} requests refused)"
                 )
+            # hairpin mode on every pod port, as the CNI bridge plugin's hairpinMode
+            ports = [node.link_index(pod.host_ifname) for pod in pods]
+            node.send([rtnl_batch.hairpin(index) for index in ports], "hairpin settings")
     finally:
         for fd in fds:
             os.close(fd)

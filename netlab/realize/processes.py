@@ -9,6 +9,7 @@ import os
 import selectors
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,6 +22,14 @@ from netlab.spec.model import ContainerSpec
 log = logging.getLogger(__name__)
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def container_path() -> str:
+    """Containers run from the host: the standard PATH, behind netlab's own
+    venv when it runs from one, so that `python3 -m netlab.apps.echo` works."""
+    if sys.prefix != sys.base_prefix:
+        return f"{Path(sys.executable).parent}:{BASE_PATH}"
+    return BASE_PATH
 
 
 def start_time(pid: int) -> int | None:
@@ -72,7 +81,7 @@ def alive_as_recorded(pid: int, started: int | None) -> bool:
 
 def container_env(pod: PodPlan, container: ContainerSpec) -> dict[str, str]:
     env = {
-        "PATH": BASE_PATH,
+        "PATH": container_path(),
         "HOME": "/root",
         "HOSTNAME": pod.name,
         "POD_NAME": pod.name,

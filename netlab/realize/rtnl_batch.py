@@ -24,6 +24,7 @@ from netlab.realize.netlink import RTNH_F_ONLINK
 
 RTM_NEWLINK = 16
 RTM_GETLINK = 18
+RTM_SETLINK = 19
 RTM_NEWADDR = 20
 RTM_NEWROUTE = 24
 RTM_NEWNEIGH = 28
@@ -42,7 +43,10 @@ IFLA_ADDRESS = 1
 IFLA_IFNAME = 3
 IFLA_MTU = 4
 IFLA_MASTER = 10
+IFLA_PROTINFO = 12
 IFLA_LINKINFO = 18
+IFLA_BRPORT_MODE = 4  # hairpin
+NLA_F_NESTED = 0x8000
 IFLA_NET_NS_FD = 28
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
@@ -128,6 +132,14 @@ def veth(
         ]
     )
     return _message(RTM_NEWLINK, body, CREATE_FLAGS)
+
+
+def hairpin(index: int) -> bytes:
+    """`bridge link set dev INDEX hairpin on`: a frame may leave by the port it
+    came in on (a pod reaching its own Service through br_netfilter's DNAT)."""
+    body = struct.pack("=BBHiII", AF_BRIDGE, 0, 0, index, 0, 0)
+    body += _attr(IFLA_PROTINFO | NLA_F_NESTED, _attr(IFLA_BRPORT_MODE, b"\1"))
+    return _message(RTM_SETLINK, body, SET_FLAGS)
 
 
 def link_up(index: int) -> bytes:

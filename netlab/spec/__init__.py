@@ -1,16 +1,26 @@
 """The spec layer: what the user asked for, validated completely, as frozen dataclasses.
 
 `load_lab("topologies/demo.yaml")` reads a lab file; `LabBuilder` builds the
-same thing from Python. Both end in one validator and raise `SpecError`
+same thing from Python; `parse_manifests` checks manifests applied to a running lab. Both end in one validator and raise `SpecError`
 listing every problem (path, what is wrong, how to fix it).
 """
 
 from netlab.spec.builder import LabBuilder
-from netlab.spec.load import check_documents, lab_from_documents, load_lab, parse_lab
+from netlab.spec.load import (
+    ManifestSet,
+    check_documents,
+    lab_from_documents,
+    load_lab,
+    parse_lab,
+    parse_manifests,
+)
 from netlab.spec.model import (
+    DEFAULT_DNS_TTL,
+    DEFAULT_DNS_ZONE,
     DEFAULT_NAMESPACE,
     DEFAULT_OVERLAY_NETWORK,
     DEFAULT_ROUTER,
+    DEFAULT_SERVICE_NETWORK,
     DEFAULT_SUBNET_LEN,
     DEFAULT_VNI,
     DEFAULT_VXLAN_PORT,
@@ -20,21 +30,28 @@ from netlab.spec.model import (
     ContainerPort,
     ContainerSpec,
     DeploymentSpec,
+    DnsSpec,
     LabSpec,
     LinkSpec,
     NodeSpec,
     OverlaySpec,
     PodSpec,
     PodTemplate,
+    ProbeSpec,
     RackSpec,
     RouterSpec,
+    ServicePort,
+    ServiceSpec,
     frozen_map,
 )
 
 __all__ = [
+    "DEFAULT_DNS_TTL",
+    "DEFAULT_DNS_ZONE",
     "DEFAULT_NAMESPACE",
     "DEFAULT_OVERLAY_NETWORK",
     "DEFAULT_ROUTER",
+    "DEFAULT_SERVICE_NETWORK",
     "DEFAULT_SUBNET_LEN",
     "DEFAULT_VNI",
     "DEFAULT_VXLAN_PORT",
@@ -44,18 +61,24 @@ __all__ = [
     "ContainerPort",
     "ContainerSpec",
     "DeploymentSpec",
+    "DnsSpec",
     "LabBuilder",
     "LabSpec",
     "LinkSpec",
+    "ManifestSet",
     "NodeSpec",
     "OverlaySpec",
     "PodSpec",
     "PodTemplate",
+    "ProbeSpec",
     "RackSpec",
     "RouterSpec",
+    "ServicePort",
+    "ServiceSpec",
     "check_documents",
     "frozen_map",
     "lab_from_documents",
     "load_lab",
     "parse_lab",
+    "parse_manifests",
 ]

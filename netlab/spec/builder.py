@@ -4,6 +4,7 @@
     b.add_rack("rack1", "192.168.1.0/24")
     b.add_node("n1", rack="rack1")
     b.add_deployment("web", replicas=3, command=["python3", "-m", "http.server", "80"])
+    b.add_service("web", ports=[(80, 80)], selector={"app": "web"})
     spec = b.build()
 
 The builder only records what is asked for; `documents()` turns it into the
@@ -24,8 +25,11 @@ import yaml
 from netlab.errors import Problem, SpecError
 from netlab.spec.load import check_documents
 from netlab.spec.model import (
+    DEFAULT_DNS_TTL,
+    DEFAULT_DNS_ZONE,
     DEFAULT_NAMESPACE,
     DEFAULT_OVERLAY_NETWORK,
+    DEFAULT_SERVICE_NETWORK,
     DEFAULT_SUBNET_LEN,
     DEFAULT_VNI,
     DEFAULT_VXLAN_PORT,
@@ -35,6 +39,9 @@ from netlab.spec.validate import suggest
 
 BUILDER_SOURCE = "<builder>"
 Port = int | Mapping[str, Any]  # 80, or {"containerPort": 80, "name": "http"}
+# A Service port: 80, (80, 8080), (80, 8080, "http"), (80, "http", "web") or
+# {"port": 80, "targetPort": 8080, "name": "http", "protocol": "UDP"}
+ServicePortArg = int | tuple | Mapping[str, Any]
 
 
 class LabBuilder:
@@ -52,6 +59,11 @@ class LabBuilder:
         bandwidth: float | None = None,
         delay: str | None = None,
         loss: float | None = None,
+        service_network: str | IPv4Network = DEFAULT_SERVICE_NETWORK,
+        dns: bool = True,
+        dns_zone: str = DEFAULT_DNS_ZONE,
+        dns_ttl: int = DEFAULT_DNS_TTL,
+        dns_replicas: int = 1,
     ) -> None:
         self.name = name
         self.overlay = {
@@ -61,6 +73,9 @@ class LabBuilder:
         }
         links = {"bandwidth": bandwidth, "delay": delay, "loss": loss}
         self.links = {key: value for key, value in links.items() if value is not None}
+        self.service_network = str(service_network)
+        self.dns = {"zone": dns_zone, "ttl": dns_ttl, "replicas": dns_replicas, "enabled": dns}
+        self._problems: list[Problem] = []
         self._racks: list[tuple[str, str]] = []
         self._nodes: list[tuple[str, str, dict[str, str] | None]] = []
         self._routers: list[dict[str, Any]] | None = None
@@ -98,10 +113,14 @@ class LabBuilder:
         node_selector: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
         image: str | None = None,
+        readiness_probe: Mapping[str, Any] | None = None,
     ) -> str:
-        """A Deployment of one container named like it; labels default to {app: name}."""
+        """A Deployment of one container named like it; labels default to {app: name}.
+
+        readiness_probe is the manifest's form, e.g. {"httpGet": {"path": "/", "port": 80}}.
+        """
         labels = dict(labels) if labels else {"app": name}
-        container = _container(name, command, args, ports, env, image)
+        container = _container(name, command, args, ports, env, image, readiness_probe)
         pod: dict[str, Any] = {"containers": [container]}
         if node_selector:
             pod["nodeSelector"] = dict(node_selector)
@@ -133,9 +152,11 @@ class LabBuilder:
         env: Mapping[str, str] | None = None,
         image: str | None = None,
         restart_policy: str | None = None,
+        readiness_probe: Mapping[str, Any] | None = None,
     ) -> str:
         """A bare Pod of one container named like it."""
-        pod: dict[str, Any] = {"containers": [_container(name, command, args, ports, env, image)]}
+        container = _container(name, command, args, ports, env, image, readiness_probe)
+        pod: dict[str, Any] = {"containers": [container]}
         if node_selector:
             pod["nodeSelector"] = dict(node_selector)
         if node_name is not None:
@@ -150,8 +171,53 @@ class LabBuilder:
         )
         return name
 
+    def add_service(
+        self,
+        name: str,
+        *,
+        ports: Iterable[ServicePortArg] = (),
+        selector: Mapping[str, str] | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        headless: bool = False,
+        cluster_ip: str | None = None,
+        session_affinity: str = "None",
+        affinity_timeout: int | None = None,
+        protocol: str = "TCP",
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
+        """A ClusterIP Service (headless: clusterIP None); protocol is the ports' default.
+
+        ports: [(80, 8080)], [(80, 8080, "http")] or [{"port": 80, "targetPort": 8080,
+        "name": "http"}]; a plain 80 targets port 80.
+        """
+        if headless and cluster_ip:
+            self._problems.append(
+                Problem(
+                    f"add_service({name!r})",
+                    f"headless and cluster_ip={cluster_ip!r} both given",
+                    "a headless Service has no ClusterIP: drop one of them",
+                )
+            )
+        spec: dict[str, Any] = {"ports": [_service_port(port, protocol) for port in ports]}
+        if selector:
+            spec["selector"] = dict(selector)
+        if headless or cluster_ip:
+            spec["clusterIP"] = "None" if headless else str(cluster_ip)
+        if session_affinity != "None":
+            spec["sessionAffinity"] = session_affinity
+        if affinity_timeout is not None:
+            spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": affinity_timeout}}
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if labels:
+            metadata["labels"] = dict(labels)
+        self._manifests.append(
+            {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
+        )
+        return name
+
     def add_manifest(self, manifest: Mapping[str, Any]) -> None:
-        """Any manifest, as the dict a YAML document would parse to (it is copied)."""
+        """Any manifest (Pod, Deployment, Service), as the dict a YAML document would
+        parse to (it is copied)."""
         self._manifests.append(copy.deepcopy(dict(manifest)))
 
     # ------------------------------------------------------------ output
@@ -172,6 +238,8 @@ class LabBuilder:
         lab["overlay"] = copy.deepcopy(self.overlay)
         if self.links:
             lab["links"] = dict(self.links)
+        lab["serviceNetwork"] = self.service_network
+        lab["dns"] = dict(self.dns)
         return [{"lab": lab}, *copy.deepcopy(self._manifests)]
 
     def to_yaml(self) -> str:
@@ -180,7 +248,7 @@ class LabBuilder:
 
     def build(self) -> LabSpec:
         """Validate and return the LabSpec; raise SpecError (source '<builder>') listing all problems."""
-        problems = self._orphans()
+        problems = self._problems + self._orphans()
         spec, more = check_documents(self.documents(), BUILDER_SOURCE)
         if spec is None or problems:
             raise SpecError(problems + more, BUILDER_SOURCE)
@@ -212,6 +280,7 @@ def _container(
     ports: Iterable[Port] | None,
     env: Mapping[str, str] | None,
     image: str | None,
+    readiness_probe: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One container dict; a bad value (e.g. command as a string) is left for the validator."""
     container: dict[str, Any] = {"name": name}
@@ -226,4 +295,22 @@ def _container(
         ]
     if env:
         container["env"] = [{"name": key, "value": value} for key, value in env.items()]
+    if readiness_probe is not None:
+        container["readinessProbe"] = copy.deepcopy(dict(readiness_probe))
     return container
+
+
+def _service_port(port: ServicePortArg, protocol: str) -> Any:
+    """One spec.ports entry; a bad value (e.g. a string) is left for the validator."""
+    if isinstance(port, Mapping):
+        entry = dict(port)
+        entry.setdefault("protocol", protocol)
+        return entry
+    if isinstance(port, tuple) and 2 <= len(port) <= 3:
+        entry = {"port": port[0], "targetPort": port[1], "protocol": protocol}
+        if len(port) == 3:
+            entry["name"] = port[2]
+        return entry
+    if isinstance(port, int) and not isinstance(port, bool):
+        return {"port": port, "protocol": protocol}
+    return port

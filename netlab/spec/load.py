@@ -1,8 +1,10 @@
 """YAML stream -> documents -> LabSpec: the entry points of the spec layer.
 
 A lab file is a YAML stream: one document holds `lab:` (racks, routers,
-overlay, links), the others are Kubernetes manifests. Everything is checked
-before a LabSpec exists; all problems are reported together in one SpecError.
+overlay, links, serviceNetwork, dns), the others are Kubernetes manifests.
+Everything is checked before a LabSpec exists; all problems are reported
+together in one SpecError. `parse_manifests` checks manifests applied to a
+lab that is already running.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -20,21 +22,30 @@ import yaml
 from netlab.errors import Problem, SpecError
 from netlab.spec.manifests import check_scheduling, read_manifests
 from netlab.spec.model import (
+    DEFAULT_DNS_TTL,
+    DEFAULT_DNS_ZONE,
     DEFAULT_OVERLAY_NETWORK,
+    DEFAULT_SERVICE_NETWORK,
     DEFAULT_SUBNET_LEN,
     DEFAULT_VNI,
     DEFAULT_VXLAN_PORT,
+    DeploymentSpec,
+    DnsSpec,
     LabSpec,
     LinkSpec,
     OverlaySpec,
+    PodSpec,
     RackSpec,
     RouterSpec,
+    ServiceSpec,
 )
+from netlab.spec.services import check_services
 from netlab.spec.validate import (
     Checker,
     DraftRack,
     LabDraft,
     describe,
+    is_dns_name,
     join,
     parse_network,
     suggest,
@@ -44,7 +55,11 @@ from netlab.spec.validate import (
 OVERLAY_FIELDS = ("Network", "SubnetLen", "Backend")
 BACKEND_FIELDS = ("Type", "VNI", "Port", "DirectRouting")
 LINK_FIELDS = ("bandwidth", "delay", "loss")
+DNS_FIELDS = ("zone", "ttl", "replicas", "enabled")
 MAX_SUBNET_LEN = 28
+MAX_SERVICE_PREFIX = 28  # room for the DNS address (.10) and a few Services
+DNS_TTL_MAX = 3600
+DNS_REPLICAS_MAX = 10
 VNI_MAX = 2**24 - 1
 DELAY_RE = re.compile(r"^\d+(\.\d+)?(us|ms|s)$")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -111,12 +126,52 @@ def check_documents(
     found = read_manifests(manifests, checker)
     if lab is not None and lab_ok:
         check_scheduling(lab, found, checker)
+        check_services(lab, found["Service"], checker)
     if checker.problems or lab is None:
         return None, checker.problems
     pods, deployments = tuple(found["Pod"]), tuple(found["Deployment"])
-    return replace(lab, pods=pods, deployments=deployments, source=source), []
+    services = tuple(found["Service"])
+    return replace(lab, pods=pods, deployments=deployments, services=services, source=source), []
 
 
+@dataclass(frozen=True)
+class ManifestSet:
+    """Manifests validated against a running lab (`parse_manifests`), in document order."""
+
+    pods: tuple[PodSpec, ...] = ()
+    deployments: tuple[DeploymentSpec, ...] = ()
+    services: tuple[ServiceSpec, ...] = ()
+
+
+def parse_manifests(text: str, lab: LabSpec, source: str | None = None) -> ManifestSet:
+    """Validate a YAML stream of manifests (no `lab:` section) against an existing lab:
+    the same checks as in a lab file, scheduling and clusterIPs included; SpecError if
+    anything is wrong. Conflicts with what already runs (a clusterIP in use) are the
+    caller's to find."""
+    documents, problems = _parse_yaml(text)
+    if documents is None:
+        raise SpecError(problems, source)
+    checker = Checker()
+    manifests: list[tuple[int, dict]] = []
+    for index, doc in enumerate(documents):
+        where = f"documents[{index}]"
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            checker.add(where, f"expected a mapping, got {describe(doc)}", _MANIFEST_FIX)
+        elif "lab" in doc:
+            checker.add(where, "a 'lab:' section cannot be applied to a running lab", "remove it")
+        else:
+            manifests.append((index, doc))
+    found = read_manifests(manifests, checker)
+    check_scheduling(lab, found, checker)
+    check_services(lab, found["Service"], checker)
+    if problems or checker.problems:
+        raise SpecError(problems + checker.problems, source)
+    return ManifestSet(tuple(found["Pod"]), tuple(found["Deployment"]), tuple(found["Service"]))
+
+
+_MANIFEST_FIX = "each document is a Kubernetes manifest with apiVersion, kind and metadata"
 _DOC_FIX = "a document is either 'lab:' (one per file) or a manifest with apiVersion and kind"
 
 
@@ -199,10 +254,20 @@ def _lab(lab_docs: list[tuple[int, dict]], checker: Checker) -> LabSpec | None:
     _check_subnets(draft, overlay.network if overlay_ok else None, checker)
     if overlay_ok:
         _check_pod_cidr(overlay, sum(rack.node_count for rack in draft.racks), checker)
-    if len(checker.problems) > before:
+    service_network = _service_network(draft, overlay.network if overlay_ok else None, checker)
+    dns = _dns(draft.lab.get("dns"), checker)
+    if len(checker.problems) > before or service_network is None:
         return None
     racks = tuple(RackSpec(r.name, r.subnet, tuple(r.nodes)) for r in draft.racks)
-    return LabSpec(draft.name, racks, tuple(draft.routers), overlay, links)
+    return LabSpec(
+        draft.name,
+        racks,
+        tuple(draft.routers),
+        overlay,
+        links,
+        service_network=service_network,
+        dns=dns,
+    )
 
 
 def _overlay(value: Any, checker: Checker) -> tuple[OverlaySpec, bool]:
@@ -264,6 +329,63 @@ def _links(value: Any, checker: Checker) -> LinkSpec:
         float(bandwidth) if bandwidth is not None else None,
         delay,
         float(loss) if loss is not None else None,
+    )
+
+
+def _service_network(
+    draft: LabDraft, overlay: IPv4Network | None, checker: Checker
+) -> IPv4Network | None:
+    """lab.serviceNetwork (default 10.96.0.0/12): a /28 or larger, clear of racks and overlay."""
+    path, value = "lab.serviceNetwork", draft.lab.get("serviceNetwork")
+    network = DEFAULT_SERVICE_NETWORK
+    what = f"the default serviceNetwork {network}" if value is None else str(value)
+    if value is not None:
+        network = parse_network(checker, value, path)
+    if network is None:
+        return None
+    fix = "set lab.serviceNetwork to a range outside the racks' subnets and lab.overlay.Network"
+    if network.prefixlen > MAX_SERVICE_PREFIX:
+        checker.add(
+            path,
+            f"{network} is too small for Services (at most /{MAX_SERVICE_PREFIX})",
+            f"use a /{MAX_SERVICE_PREFIX} or larger network, e.g. 10.96.0.0/12",
+        )
+        return None
+    ok = True
+    for rack in draft.racks:
+        if rack.subnet is not None and network.overlaps(rack.subnet):
+            checker.add(path, f"{what} overlaps rack {rack.name!r} ({rack.subnet})", fix)
+            ok = False
+    if overlay is not None and network.overlaps(overlay):
+        checker.add(path, f"{what} overlaps the overlay Network ({overlay})", fix)
+        ok = False
+    return network if ok else None
+
+
+def _dns(value: Any, checker: Checker) -> DnsSpec:
+    """lab.dns: the cluster DNS's zone, record TTL, replicas, and whether it runs at all."""
+    if value is None:
+        return DnsSpec()
+    path = "lab.dns"
+    conf = checker.mapping(value, path, DNS_FIELDS) or {}
+    zone = checker.take(conf, "zone", path, "string", default=DEFAULT_DNS_ZONE)
+    if zone is not None and zone.endswith(".") and is_dns_name(zone[:-1]):
+        checker.add(join(path, "zone"), f"{zone!r} ends in a dot", f"write {zone[:-1]}")
+    elif zone is not None and not is_dns_name(zone):
+        checker.add(
+            join(path, "zone"),
+            f"zone {zone!r} is not a valid DNS name",
+            "use lowercase labels of letters, digits and '-' (each at most 63) joined by dots, "
+            "e.g. cluster.local",
+        )
+    ttl = checker.int_in(conf, "ttl", path, 0, DNS_TTL_MAX, DEFAULT_DNS_TTL)
+    replicas = checker.int_in(conf, "replicas", path, 0, DNS_REPLICAS_MAX, 1)
+    enabled = checker.take(conf, "enabled", path, "boolean", default=True)
+    return DnsSpec(
+        zone or DEFAULT_DNS_ZONE,
+        DEFAULT_DNS_TTL if ttl is None else ttl,
+        1 if replicas is None else replicas,
+        True if enabled is None else enabled,
     )
 
 

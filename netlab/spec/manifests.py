@@ -1,13 +1,14 @@
-"""Kubernetes manifests -> PodSpec / DeploymentSpec, and whether the lab can schedule them.
+"""Kubernetes manifests -> Pod/Deployment/ServiceSpec, and whether the lab can schedule them.
 
 Each supported kind is a row of `KINDS` (apiVersion, name limit, where its pod
-spec sits, reader); a later `kind: Service` slots in as one more row. Readers
-record problems on a `Checker` and never raise.
+spec sits, reader, name rule); Services are read in `netlab.spec.services`.
+Readers record problems on a `Checker` and never raise.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from netlab.spec.model import (
     DEFAULT_NAMESPACE,
     HOSTNAME_LABEL,
+    PROBE_HANDLERS,
     RESTART_POLICIES,
     ZONE_LABEL,
     ContainerPort,
@@ -23,14 +25,18 @@ from netlab.spec.model import (
     LabSpec,
     PodSpec,
     PodTemplate,
+    ProbeSpec,
     frozen_map,
 )
+from netlab.spec.services import read_service
 from netlab.spec.validate import (
+    DNS_1035_LABEL_RE,
     DNS_LABEL_MAX,
     DNS_LABEL_RE,
-    IANA_SVC_NAME_RE,
+    IANA_SVC_NAME_RULE,
     Checker,
     did_you_mean,
+    is_iana_svc_name,
     item,
     join,
     suggest,
@@ -39,10 +45,22 @@ from netlab.spec.validate import (
 TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec")
 METADATA_FIELDS = ("name", "namespace", "labels", "annotations")
 POD_FIELDS = ("containers", "nodeSelector", "nodeName", "restartPolicy")
-CONTAINER_FIELDS = ("name", "image", "command", "args", "env", "ports")
+CONTAINER_FIELDS = ("name", "image", "command", "args", "env", "ports", "readinessProbe")
 ENV_FIELDS = ("name", "value")
 PORT_FIELDS = ("containerPort", "name", "protocol")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+PROBE_FIELDS = (
+    *PROBE_HANDLERS,
+    "initialDelaySeconds",
+    "periodSeconds",
+    "timeoutSeconds",
+    "successThreshold",
+    "failureThreshold",
+)
+HANDLER_FIELDS = {"tcpSocket": ("port",), "httpGet": ("path", "port"), "exec": ("command",)}
+PROBE_SECONDS_MAX = 3600
+PROBE_PERIOD_MIN = 0.1  # fractional seconds are allowed (Kubernetes: whole seconds, >= 1)
+PROBE_THRESHOLD_MAX = 100
 DEPLOYMENT_FIELDS = ("replicas", "selector", "template")
 TEMPLATE_FIELDS = ("metadata", "spec")
 TEMPLATE_METADATA_FIELDS = ("labels", "annotations")
@@ -70,6 +88,7 @@ class Kind:
     max_name: int  # metadata.name length limit
     pod_path: str | None  # where its pod spec sits, for scheduling messages
     read: Callable[[Manifest, Any, Checker], Any]  # (manifest, its spec, checker) -> a spec
+    name_re: re.Pattern[str] = DNS_LABEL_RE  # metadata.name's rule (Services: DNS-1035)
 
 
 def _env(container: dict, path: str, checker: Checker) -> list[tuple[str, str]]:
@@ -89,16 +108,6 @@ def _env(container: dict, path: str, checker: Checker) -> list[tuple[str, str]]:
     return env
 
 
-def _iana_name(value: str) -> bool:
-    """IANA_SVC_NAME: <= 15 lowercase alnum or '-', a letter, no '--' or '-' at an end."""
-    return (
-        len(value) <= 15
-        and bool(IANA_SVC_NAME_RE.fullmatch(value))
-        and "--" not in value
-        and any(c.isalpha() for c in value)
-    )
-
-
 def _ports(container: dict, path: str, checker: Checker, names: dict) -> list[ContainerPort]:
     entries = checker.take(container, "ports", path, "list", default=[]) or []
     ports = []
@@ -110,11 +119,11 @@ def _ports(container: dict, path: str, checker: Checker, names: dict) -> list[Co
         number = checker.int_in(port, "containerPort", here, 1, 65535)
         name = checker.take(port, "name", here, "string")
         protocol = checker.take(port, "protocol", here, "string", default="TCP")
-        if name is not None and not _iana_name(name):
+        if name is not None and not is_iana_svc_name(name):
             checker.add(
                 join(here, "name"),
                 f"port name {name!r} is not a valid IANA service name",
-                "use at most 15 lowercase letters, digits and '-', with at least one letter",
+                IANA_SVC_NAME_RULE,
             )
         elif name is not None and name in names:
             checker.add(
@@ -131,6 +140,100 @@ def _ports(container: dict, path: str, checker: Checker, names: dict) -> list[Co
         if number is not None and protocol in PROTOCOLS:
             ports.append(ContainerPort(number, name, protocol))
     return ports
+
+
+def _port_protocols(container: dict) -> dict[str, Any]:
+    """The container's port names as written -> their protocol (for probes' named ports)."""
+    entries = container.get("ports")
+    found: dict[str, Any] = {}
+    for entry in entries if isinstance(entries, list) else ():
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            found.setdefault(entry["name"], entry.get("protocol", "TCP"))
+    return found
+
+
+def _probe_handler(
+    probe: dict, kind: str, path: str, ports: dict[str, Any], checker: Checker
+) -> dict[str, Any] | None:
+    """The handler's fields as ProbeSpec keyword arguments; None if invalid."""
+    here = join(path, kind)
+    needed = ("command",) if kind == "exec" else ("port",)
+    handler = checker.mapping(probe[kind], here, HANDLER_FIELDS[kind], required=needed)
+    if handler is None:
+        return None
+    if kind == "exec":
+        command = checker.str_list(handler, "command", here)
+        if command == [] and "command" in handler:
+            checker.add(
+                join(here, "command"), "an empty command", "give it e.g. [test, -f, /ready]"
+            )
+        return {"command": tuple(command)} if command else None
+    port = checker.port_ref(handler, "port", here)
+    if isinstance(port, str) and port not in ports:
+        fix = did_you_mean(port, list(ports), "this container's port names are")
+        checker.add(
+            join(here, "port"),
+            f"no port named {port!r} in this container",
+            fix or "add it to the container's ports, or give the port number",
+        )
+        return None
+    if isinstance(port, str) and ports[port] != "TCP":
+        checker.add(
+            join(here, "port"),
+            f"port {port!r} is {ports[port]}, but a {kind} probe connects over TCP",
+            "name a TCP port, or give the port number",
+        )
+        return None
+    fields: dict[str, Any] = {"port": port}
+    if kind == "httpGet":
+        url = checker.take(handler, "path", here, "string", default="/")
+        if url is not None and not url.startswith("/"):
+            checker.add(join(here, "path"), f"{url!r} is not an absolute path", f"write /{url}")
+            url = None
+        fields["path"] = url
+    return None if None in fields.values() else fields
+
+
+def _probe(container: dict, path: str, checker: Checker) -> ProbeSpec | None:
+    """A container's readinessProbe (None if absent or invalid; problems are recorded)."""
+    if container.get("readinessProbe") is None:
+        return None
+    path = join(path, "readinessProbe")
+    probe = checker.mapping(container["readinessProbe"], path, (*PROBE_FIELDS, "grpc"))
+    if probe is None:
+        return None
+    if probe.get("grpc") is not None:
+        checker.add(join(path, "grpc"), "grpc probes are not emulated", "use tcpSocket or httpGet")
+    handlers = [kind for kind in PROBE_HANDLERS if probe.get(kind) is not None]
+    if len(handlers) > 1 or not (handlers or probe.get("grpc") is not None):
+        found = " and ".join(handlers) if handlers else "none"
+        checker.add(
+            path,
+            f"a readinessProbe needs exactly one handler, found {found}",
+            "keep one of tcpSocket, httpGet or exec" if handlers else "add tcpSocket: {port: 80}",
+        )
+    fields = {
+        "initial_delay": checker.number_in(
+            probe, "initialDelaySeconds", path, 0, PROBE_SECONDS_MAX, 0.0
+        ),
+        "period": checker.number_in(
+            probe, "periodSeconds", path, PROBE_PERIOD_MIN, PROBE_SECONDS_MAX, 1.0
+        ),
+        "timeout": checker.number_in(
+            probe, "timeoutSeconds", path, PROBE_PERIOD_MIN, PROBE_SECONDS_MAX, 1.0
+        ),
+        "success_threshold": checker.int_in(
+            probe, "successThreshold", path, 1, PROBE_THRESHOLD_MAX, 1
+        ),
+        "failure_threshold": checker.int_in(
+            probe, "failureThreshold", path, 1, PROBE_THRESHOLD_MAX, 1
+        ),
+    }
+    ports = _port_protocols(container)
+    read = [_probe_handler(probe, kind, path, ports, checker) for kind in handlers]
+    if len(handlers) != 1 or read[0] is None or None in fields.values():
+        return None
+    return ProbeSpec(handlers[0], **read[0], **fields)
 
 
 def _containers(value: Any, path: str, checker: Checker) -> list[ContainerSpec]:
@@ -168,9 +271,10 @@ def _containers(value: Any, path: str, checker: Checker) -> list[ContainerSpec]:
             )
         env = _env(spec, here, checker)
         ports = _ports(spec, here, checker, port_names)
+        probe = _probe(spec, here, checker)
         if isinstance(name, str):
             argv = (tuple(command or ()), tuple(args or ()))
-            containers.append(ContainerSpec(name, *argv, tuple(env), tuple(ports), image))
+            containers.append(ContainerSpec(name, *argv, tuple(env), tuple(ports), image, probe))
     return containers
 
 
@@ -271,6 +375,7 @@ def _deployment(manifest: Manifest, value: Any, checker: Checker) -> DeploymentS
 KINDS: dict[str, Kind] = {
     "Pod": Kind("v1", DNS_LABEL_MAX, "spec", _pod),
     "Deployment": Kind("apps/v1", DEPLOYMENT_NAME_MAX, "spec.template.spec", _deployment),
+    "Service": Kind("v1", DNS_LABEL_MAX, None, read_service, DNS_1035_LABEL_RE),
 }
 
 
@@ -299,7 +404,8 @@ def _metadata(doc: dict, kind: str, where: str, checker: Checker) -> Manifest | 
         return None
     path = prefix + "metadata"
     if name is not None:
-        checker.name(name, join(path, "name"), f"{kind} name", KINDS[kind].max_name, DNS_LABEL_RE)
+        rule = KINDS[kind]
+        checker.name(name, join(path, "name"), f"{kind} name", rule.max_name, rule.name_re)
     if not isinstance(name, str):
         return None
     namespace = checker.take(meta, "namespace", path, "string", default=DEFAULT_NAMESPACE)

@@ -1,15 +1,15 @@
 """What the user asked for, validated: plain frozen dataclasses.
 
-The `lab:` section (racks, routers, overlay, links) is emulator-only; pods and
-Deployments are subsets of the Kubernetes manifests of those kinds. Every
-object here has passed validation (see `netlab.spec.load`); the plan layer
-relies on that and never re-checks.
+The `lab:` section (racks, routers, overlay, links, serviceNetwork, dns) is
+emulator-only; pods, Deployments and Services are subsets of the Kubernetes
+manifests of those kinds. Every object here has passed validation (see
+`netlab.spec.load`); the plan layer relies on that and never re-checks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from types import MappingProxyType
 from typing import Any
 
@@ -19,12 +19,22 @@ DEFAULT_SUBNET_LEN = 24
 DEFAULT_VNI = 1
 DEFAULT_VXLAN_PORT = 8472
 DEFAULT_ROUTER = "spine"
+DEFAULT_SERVICE_NETWORK = IPv4Network("10.96.0.0/12")  # kube-apiserver's --service-cluster-ip-range
+DEFAULT_DNS_ZONE = "cluster.local"
+DEFAULT_DNS_TTL = 5  # seconds, CoreDNS' kubernetes plugin default
+DNS_SERVICE_NAMESPACE = "kube-system"
+DNS_SERVICE_NAME = "kube-dns"  # the lab's DNS Service, reserved while lab.dns is enabled
+DNS_HOST_OFFSET = 10  # its ClusterIP: the service network's address + 10 (10.96.0.10)
 
 # Labels every node carries, as a kubelet sets them.
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 ZONE_LABEL = "topology.kubernetes.io/zone"  # the node's rack
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
+SERVICE_PROTOCOLS = ("TCP", "UDP")
+SESSION_AFFINITIES = ("None", "ClientIP")
+DEFAULT_AFFINITY_TIMEOUT = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds: 3 hours
+PROBE_HANDLERS = ("tcpSocket", "httpGet", "exec")
 
 
 def frozen_map(data: dict[str, str] | None = None) -> MappingProxyType:
@@ -81,6 +91,27 @@ class ContainerPort:
 
 
 @dataclass(frozen=True)
+class ProbeSpec:
+    """readinessProbe: exactly one of tcpSocket / httpGet / exec.
+
+    periodSeconds and failureThreshold default to 1 here (Kubernetes: 10 and 3)
+    so that a Service's endpoints follow a pod's readiness within about a
+    second; a manifest that sets them gets what it sets. Durations may be
+    fractional (Kubernetes takes whole seconds).
+    """
+
+    kind: str  # "tcpSocket" | "httpGet" | "exec"
+    port: int | str | None = None  # tcpSocket/httpGet: a number or a container port name
+    path: str = "/"  # httpGet
+    command: tuple[str, ...] = ()  # exec
+    initial_delay: float = 0.0  # initialDelaySeconds
+    period: float = 1.0  # periodSeconds (the lab's default; Kubernetes' is 10)
+    timeout: float = 1.0  # timeoutSeconds
+    success_threshold: int = 1
+    failure_threshold: int = 1  # the lab's default (Kubernetes: 3)
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     name: str
     command: tuple[str, ...] = ()
@@ -88,6 +119,7 @@ class ContainerSpec:
     env: tuple[tuple[str, str], ...] = ()
     ports: tuple[ContainerPort, ...] = ()
     image: str | None = None  # accepted and shown, not pulled: processes run from the host
+    readiness_probe: ProbeSpec | None = None  # None: the manifest gives no readinessProbe
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -128,6 +160,41 @@ class DeploymentSpec:
 
 
 @dataclass(frozen=True)
+class ServicePort:
+    port: int
+    target_port: int | str  # a number, or a container port name
+    protocol: str = "TCP"  # TCP | UDP
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A `kind: Service` (type ClusterIP, the only one emulated)."""
+
+    name: str
+    namespace: str
+    ports: tuple[ServicePort, ...]
+    selector: MappingProxyType = field(default_factory=frozen_map)  # empty: no endpoints managed
+    headless: bool = False  # spec.clusterIP: None
+    cluster_ip: IPv4Address | None = None  # an explicitly requested spec.clusterIP
+    session_affinity: str = "None"  # None | ClientIP
+    # sessionAffinityConfig.clientIP.timeoutSeconds (used with ClientIP affinity)
+    affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT
+    labels: MappingProxyType = field(default_factory=frozen_map)
+    manifest: dict[str, Any] = field(compare=False, hash=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DnsSpec:
+    """The lab's cluster DNS (`lab.dns`): the kube-dns Service in kube-system."""
+
+    zone: str = DEFAULT_DNS_ZONE
+    ttl: int = DEFAULT_DNS_TTL
+    replicas: int = 1
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class LabSpec:
     name: str
     racks: tuple[RackSpec, ...]
@@ -137,6 +204,9 @@ class LabSpec:
     pods: tuple[PodSpec, ...] = ()
     deployments: tuple[DeploymentSpec, ...] = ()
     source: str | None = None  # the file it came from, for messages
+    services: tuple[ServiceSpec, ...] = ()
+    service_network: IPv4Network = DEFAULT_SERVICE_NETWORK  # where ClusterIPs come from
+    dns: DnsSpec = DnsSpec()
 
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:

@@ -34,6 +34,10 @@ DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$|^[a-z]$")  # racks, nodes, routers
 LABEL_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 IANA_SVC_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+DNS_1035_LABEL_RE = NAME_RE  # a letter first: Service names
+DNS_NAME_MAX = 253
+IANA_SVC_NAME_MAX = 15
+IANA_SVC_NAME_RULE = "use at most 15 lowercase letters, digits and '-', with at least one letter"
 
 # kind word -> (accepted Python types, article form, how to write one)
 _KINDS: dict[str, tuple[tuple[type, ...], str, str]] = {
@@ -90,6 +94,25 @@ def did_you_mean(word: object, known: Sequence[str], what: str = "known fields")
     if close is not None:
         return f"did you mean {close!r}?"
     return f"{what}: {', '.join(known)}" if known else ""
+
+
+def is_iana_svc_name(value: str) -> bool:
+    """IANA_SVC_NAME: <= 15 lowercase alnum or '-', a letter, no '--' or '-' at an end."""
+    return (
+        len(value) <= IANA_SVC_NAME_MAX
+        and bool(IANA_SVC_NAME_RE.fullmatch(value))
+        and "--" not in value
+        and any(c.isalpha() for c in value)
+    )
+
+
+def is_dns_name(value: str) -> bool:
+    """A DNS name of lowercase labels (RFC 1123), each <= 63, <= 253 in all, no final dot."""
+    return (
+        len(value) <= DNS_NAME_MAX
+        and bool(DNS_SUBDOMAIN_RE.fullmatch(value))
+        and all(len(label) <= DNS_LABEL_MAX for label in value.split("."))
+    )
 
 
 class Checker:
@@ -152,6 +175,45 @@ class Checker:
             self.add(join(path, key), f"{value} is out of range", f"use {low}..{high}")
             return None
         return value
+
+    def number_in(
+        self, obj: dict, key: str, path: str, low: float, high: float, default: Any = None
+    ) -> Any:
+        """A number field (integer or not) within [low, high] as a float; default if absent."""
+        if obj.get(key) is None:
+            return default
+        value = self.take(obj, key, path, "number")
+        if value is not None and not low <= value <= high:
+            self.add(join(path, key), f"{value} is out of range", f"use {low:g}..{high:g}")
+            return None
+        return None if value is None else float(value)
+
+    def port_ref(self, obj: dict, key: str, path: str, default: Any = None) -> Any:
+        """A port given as a number (1..65535) or a port name (IANA_SVC_NAME); None if invalid."""
+        value = obj.get(key)
+        if value is None:
+            return default
+        here = join(path, key)
+        if isinstance(value, str):
+            if value.strip().isdigit():
+                self.add(
+                    here,
+                    f"{value!r} is a string, so it would name a port, and names need a letter",
+                    f"write the number without quotes: {value.strip()}",
+                )
+                return None
+            if not is_iana_svc_name(value):
+                self.add(here, f"port name {value!r} is not a valid name", IANA_SVC_NAME_RULE)
+                return None
+            return value
+        if not is_kind(value, "integer"):
+            self.add(
+                here,
+                f"expected a port number or name, got {describe(value)}",
+                "write a number, e.g. 8080, or a container port name, e.g. http",
+            )
+            return None
+        return self.int_in(obj, key, path, 1, 65535)
 
     def str_list(self, obj: dict, key: str, path: str) -> list[str] | None:
         """A list of strings (an absent field is an empty list)."""
@@ -228,7 +290,7 @@ class Checker:
 
 # ---------------------------------------------------------------- the lab: section
 
-LAB_FIELDS = ("name", "racks", "routers", "overlay", "links")
+LAB_FIELDS = ("name", "racks", "routers", "overlay", "links", "serviceNetwork", "dns")
 RACK_FIELDS = ("name", "subnet", "nodes")
 NODE_FIELDS = ("name", "labels")
 ROUTER_FIELDS = ("name", "racks")

@@ -189,3 +189,58 @@ def test_down_leaves_no_files(lab_file):
         else []
     )
     assert not leftovers
+
+
+SERVICE = textwrap.dedent(
+    """\
+    apiVersion: v1
+    kind: Service
+    metadata: {name: web}
+    spec:
+      selector: {app: web}
+      ports: [{name: http, port: 80, targetPort: 8080}]
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: web-pods}
+    spec:
+      clusterIP: None
+      selector: {app: web}
+    """
+)
+
+
+def test_apply_then_get_services_and_endpoints(lab_file, tmp_path):
+    netlab("up", "-d", lab_file("tapply"))
+    try:
+        manifests = tmp_path / "svc.yaml"
+        manifests.write_text(SERVICE)
+        out = netlab("--lab", "tapply", "apply", str(manifests)).stdout
+        assert out.split("\n")[:2] == ["service/web created", "service/web-pods created"]
+        assert (
+            "service/web unchanged"
+            in netlab("--lab", "tapply", "apply", "-f", str(manifests)).stdout
+        )
+        services = netlab("--lab", "tapply", "get", "services").stdout
+        assert "CLUSTER-IP" in services and "80/TCP" in services and "None" in services
+        vip = json.loads(netlab("--lab", "tapply", "get", "svc", "web", "-o", "json").stdout)
+        assert vip["spec"]["clusterIP"].startswith("10.")
+        pods = json.loads(netlab("--lab", "tapply", "get", "pods", "-o", "json").stdout)["items"]
+        ips = sorted(p["status"]["podIP"] for p in pods)
+        # nothing listens on the target port 8080 in these pods: known, but not ready
+        ep = json.loads(netlab("--lab", "tapply", "get", "ep", "web-pods", "-o", "json").stdout)
+        assert sorted(a["ip"] for s in ep["subsets"] for a in s["notReadyAddresses"]) == ips
+        assert all("addresses" not in s for s in ep["subsets"])
+        assert ips[0] in netlab("--lab", "tapply", "get", "endpoints", "-o", "wide").stdout
+        system = netlab("--lab", "tapply", "get", "svc", "-n", "kube-system").stdout
+        assert "kube-dns" in system and "10.96.0.10" in system
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(SERVICE.replace("port: 80,", "port: 80000,"))
+        refused = netlab("--lab", "tapply", "apply", str(bad), check=False)
+        assert refused.returncode != 0 and "ports[0].port" in refused.stderr
+        netlab("--lab", "tapply", "delete", "service", "web")
+        assert "web-pods" in netlab("--lab", "tapply", "get", "svc").stdout
+        assert " web " not in netlab("--lab", "tapply", "get", "svc").stdout
+    finally:
+        netlab("down", "--lab", "tapply")
+    assert not [n for n in lab_namespaces() if n.startswith("nl-tapply")]

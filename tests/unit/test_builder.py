@@ -22,9 +22,16 @@ def demo_builder() -> LabBuilder:
     b.add_deployment(
         "web",
         replicas=3,
-        command=["python3", "-m", "http.server", "80"],
+        command=["python3", "-m", "netlab.apps.echo", "80"],
         ports=[{"containerPort": 80, "name": "http"}],
         labels={"app": "web"},
+        readiness_probe={"tcpSocket": {"port": "http"}},
+    )
+    b.add_service(
+        "web", ports=[{"name": "http", "port": 80, "targetPort": "http"}], selector={"app": "web"}
+    )
+    b.add_service(
+        "web-pods", ports=[{"name": "http", "port": 80}], selector={"app": "web"}, headless=True
     )
     b.add_pod("client", command=["sleep", "infinity"], labels={"app": "client"})
     return b

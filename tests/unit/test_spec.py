@@ -448,9 +448,12 @@ def test_demo_contents() -> None:
     ]
     (web,) = spec.deployments
     (container,) = web.template.containers
-    assert container.argv == ("python3", "-m", "http.server", "80")
+    assert container.argv == ("python3", "-m", "netlab.apps.echo", "80")
     assert container.ports == (ContainerPort(80, "http", "TCP"),)
+    assert container.readiness_probe.kind == "tcpSocket"
+    assert container.readiness_probe.port == "http"
     assert dict(web.match_labels) == {"app": "web"}
+    assert [(s.name, s.headless) for s in spec.services] == [("web", False), ("web-pods", True)]
     (client,) = spec.pods
     assert client.template.containers[0].argv == ("sleep", "infinity")
 

@@ -1,0 +1,123 @@
+"""The lab API served from the lab's own thread and event loop.
+
+Every running lab serves its API, supervised (`netlab up`) or not (a
+topology script's `with Lab(...)`): the lab's DNS server and, later, its
+sidecars are pods that watch the lab through it, as CoreDNS and Envoy watch
+the Kubernetes API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from netlab.api import make_app, serve
+from netlab.errors import ApiError, NetlabError, NotFound
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from netlab.lab import Lab
+
+SOCKET_NAME = "api.sock"
+
+
+def socket_path(run_dir: Path) -> Path:
+    return run_dir / SOCKET_NAME
+
+
+class LabActions:
+    """What the API may ask of the lab (netlab.api.Actions). Lab calls run on
+    worker threads; the lab's lock serializes them."""
+
+    def __init__(self, lab: Lab, on_shutdown: Callable[[], None]):
+        self.lab = lab
+        self.on_shutdown = on_shutdown
+
+    async def _run(self, call: Callable, *args):
+        try:
+            return await asyncio.to_thread(call, *args)
+        except NotFound as exc:
+            raise ApiError(404, str(exc)) from exc
+        except NetlabError as exc:
+            raise ApiError(400, str(exc)) from exc
+
+    async def delete_pod(self, namespace: str, name: str) -> dict:
+        obj = self.lab.store.get("pods", namespace, name)
+        await self._run(self.lab.delete_pod, name, namespace)
+        return obj
+
+    async def delete_deployment(self, namespace: str, name: str) -> dict:
+        obj = self.lab.store.get("deployments", namespace, name)
+        await self._run(self.lab.delete_deployment, name, namespace)
+        return obj
+
+    async def delete_service(self, namespace: str, name: str) -> dict:
+        obj = self.lab.store.get("services", namespace, name)
+        await self._run(self.lab.delete_service, name, namespace)
+        return obj
+
+    async def apply(self, text: str) -> list[dict]:
+        return await self._run(self.lab.apply_text, text)
+
+    async def shutdown(self) -> None:
+        self.on_shutdown()
+
+    def log_path(self, namespace: str, pod: str, container: str | None) -> Path:
+        runtime = self.lab.pods.get((namespace, pod))
+        if runtime is None:
+            raise ApiError(404, f'pods "{pod}" not found')
+        names = [c.name for c in runtime.plan.template.containers]
+        if container is None:
+            if len(names) > 1:
+                raise ApiError(
+                    400,
+                    f"a container name must be specified for pod {pod}, choose one of: {names}",
+                )
+            container = names[0]
+        if container not in names:
+            raise ApiError(400, f"container {container} is not valid for pod {pod}")
+        return self.lab.log_path(runtime.plan, container)
+
+
+class ApiServer:
+    """aiohttp's runner on a unix socket, in a thread of its own."""
+
+    def __init__(self, app: web.Application, path: Path):
+        self.app = app
+        self.path = path
+        self.loop = asyncio.new_event_loop()
+        self.runner: web.AppRunner | None = None
+        self.thread = threading.Thread(target=self.loop.run_forever, name="lab-api", daemon=True)
+
+    @classmethod
+    def for_lab(cls, lab: Lab, on_shutdown: Callable[[], None]) -> ApiServer:
+        return cls(make_app(lab.store, LabActions(lab, on_shutdown)), socket_path(lab.run_dir))
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.thread.start()
+        future: Future = asyncio.run_coroutine_threadsafe(serve(self.app, self.path), self.loop)
+        try:
+            self.runner = future.result(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End every watch and log stream, remove the socket, end the thread."""
+        if self.runner is not None and self.thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop)
+            try:
+                future.result(timeout)
+            except Exception:  # the socket is removed by the lab's cleanup anyway
+                pass
+            self.runner = None
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout)
+        if not self.thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()

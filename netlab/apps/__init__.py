@@ -1,0 +1,1 @@
+"""Small workloads for labs: run them in containers as `python3 -m netlab.apps.<name>`."""
