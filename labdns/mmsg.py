@@ -107,7 +107,7 @@ class MsgBatch:
             length = unpack(rhdr, i * _HDR + _LEN_AT)[0]
             try:
                 resp = answer(bytes(view[i * size : i * size + length]))
-            except Exception:  # noqa: BLE001 - one bad query must not stop the loop
+            except Exception:  # one bad query must not stop the loop
                 resp = None
             if resp is None:
                 continue

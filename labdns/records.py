@@ -130,11 +130,12 @@ def split_objects(items: Iterable[dict]) -> tuple[list[dict], list[dict], list[d
 
 
 def _guess_kind(obj: dict) -> str:
+    status, spec = obj.get("status"), obj.get("spec")
     if "subsets" in obj:
         return "Endpoints"
-    if "podIP" in (obj.get("status") or {}):
+    if isinstance(status, dict) and "podIP" in status:
         return "Pod"
-    if "clusterIP" in (obj.get("spec") or {}):
+    if isinstance(spec, dict) and "clusterIP" in spec:
         return "Service"
     return ""
 

@@ -99,7 +99,7 @@ class UdpThread:
                 self._run_batched()
             else:
                 self._run_plain()
-        except Exception:  # noqa: BLE001 - log why UDP died instead of dying silently
+        except Exception:  # log why UDP died instead of dying silently
             log.exception("UDP loop failed")
 
     def _run_batched(self) -> None:
@@ -119,7 +119,7 @@ class UdpThread:
                 resp = answer(data)
                 if resp is not None:
                     send(resp, peer)
-            except Exception:  # noqa: BLE001, S112 - one bad query or peer must not stop the loop
+            except Exception:  # one bad query or peer must not stop the loop
                 continue
 
 
@@ -142,7 +142,9 @@ class DnsServer:
         try:
             udp, tcp = bind_pair(self.host, self.port)
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot listen on {self.host}:{self.port}: {exc}") from exc
+            raise OSError(
+                exc.errno, f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
+            ) from exc
         self.port = udp.getsockname()[1]
         self.udp = UdpThread(udp, self.answer, self.batched)
         self._tcp_server = await asyncio.start_server(self._tcp_client, sock=tcp)
@@ -174,7 +176,7 @@ class DnsServer:
                 query = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE)
                 try:
                     resp = self.answer(query, True)
-                except Exception:  # noqa: BLE001 - drop the query, keep the connection
+                except Exception:  # drop the query, keep the connection
                     resp = None
                 if resp is not None:
                     writer.write(len(resp).to_bytes(2, "big") + resp)

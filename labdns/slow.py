@@ -86,11 +86,11 @@ def respond(
         msg = DNSRecord.parse(q)
         if len(q) > TCP_MAX:
             raise ValueError("too long")
-    except Exception:  # noqa: BLE001 - any parse failure of untrusted bytes is FORMERR
+    except Exception:  # any parse failure of untrusted bytes is FORMERR
         return _header_only(qid, flags, NOTIMP if opcode else FORMERR)
     try:
         return _respond(table, msg, qid, flags, tcp, rotation)
-    except Exception:  # noqa: BLE001 - e.g. names dnslib cannot represent
+    except Exception:  # e.g. names dnslib cannot represent
         return _header_only(qid, flags, FORMERR)
 
 
@@ -148,8 +148,8 @@ def _finish(resp: DNSRecord, opt, ext_rcode: int, tcp: bool) -> bytes:
     data = resp.pack()
     limit = TCP_MAX if tcp else udp_limit(edns_size)
     if len(data) <= limit:
-        return data
+        return bytes(data)
     resp.header.tc = 1
     resp.rr, resp.auth = [], []
     resp.ar = resp.ar[-1:] if opt is not None else []
-    return resp.pack()
+    return bytes(resp.pack())

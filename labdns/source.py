@@ -18,6 +18,8 @@ from pathlib import Path
 
 import aiohttp
 
+from labdns.records import split_objects
+
 log = logging.getLogger("labdns")
 
 RESOURCES = {"services": "Service", "endpoints": "Endpoints", "pods": "Pod"}
@@ -58,21 +60,6 @@ class Objects:
         return tuple(list(self.items[r].values()) for r in RESOURCES)  # type: ignore[return-value]
 
 
-def _kind_to_resource(obj: dict) -> str | None:
-    kind = obj.get("kind")
-    if not kind:
-        if "subsets" in obj:
-            kind = "Endpoints"
-        elif "podIP" in (obj.get("status") or {}):
-            kind = "Pod"
-        elif "clusterIP" in (obj.get("spec") or {}):
-            kind = "Service"
-    for resource, k in RESOURCES.items():
-        if k == kind:
-            return resource
-    return None
-
-
 class FileSource:
     """`{"items": [objects...]}` from a file; reloaded when the file changes."""
 
@@ -92,12 +79,7 @@ class FileSource:
         items = doc.get("items") if isinstance(doc, dict) else None
         if not isinstance(items, list):
             raise SourceError(f'{self.path}: want {{"items": [objects...]}}')
-        grouped: dict[str, list] = {r: [] for r in RESOURCES}
-        for obj in items:
-            resource = _kind_to_resource(obj) if isinstance(obj, dict) else None
-            if resource:
-                grouped[resource].append(obj)
-        for resource, objs in grouped.items():
+        for resource, objs in zip(RESOURCES, split_objects(items), strict=True):
             self.objects.replace(resource, objs)
         self._stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
@@ -185,14 +167,14 @@ class ApiSource:
                 continue  # the watch ended normally: resume from the last version
             except Gone:
                 log.info("%s: watch expired (410); listing again", resource)
-            except Exception as exc:  # noqa: BLE001 - keep serving the last table, retry
+            except Exception as exc:  # keep serving the last table, retry
                 log.warning("%s: watch failed (%s); listing again in %.1f s", resource, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
             try:
                 await self._list(resource)
                 self.on_change()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("%s: list failed (%s)", resource, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)

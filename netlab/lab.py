@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from netlab import objects
@@ -86,6 +87,7 @@ class Lab:
             lambda: [str(self.fabric.host_path(n)) for n in self.nodes] if self.fabric else [],
         )
         self.on_shutdown: Callable[[], None] | None = None  # an API client asked to stop
+        self.last_pod_address: dict[str, IPv4Address] = {}  # per node: host-local IPAM
         self.shutdown_requested = threading.Event()
 
     @classmethod
@@ -138,6 +140,8 @@ class Lab:
         self.fabric = Fabric(self.plan, self.pid_record.add)
         self.fabric.build()
         self.nodes = {node.name: node for node in self.plan.nodes}
+        for pod in self.plan.pods:  # the plan handed addresses out in this order
+            self.last_pod_address[pod.node] = pod.address.ip
         for node in self.plan.nodes:
             self._setup_overlay(node)
         for deployment in self.spec.deployments:
@@ -406,6 +410,7 @@ class Lab:
                     self.spec.name,
                     list(self.nodes.values()),
                     [rt.plan for rt in self.pods.values()],
+                    self.last_pod_address,
                 )
                 plan = placer.add_bare(pod.name, pod.namespace, pod.template)
                 self._create_pods([plan])
@@ -483,8 +488,13 @@ class Lab:
                 timer = threading.Timer(delay, self._restart_container, (rt, index))
                 timer.daemon = True
                 timer.start()
+            # not running: out of the endpoints now, and probed afresh once restarted
+            if self.prober is not None:
+                self.prober.reset(rt.plan.key)
+            rt.status.probes_ready = False
             self._publish_pod(rt)
             self._publish_deployments()
+            self._sync_services()
 
     def _restart_container(self, rt: PodRuntime, index: int) -> None:
         with self.lock:
@@ -563,7 +573,10 @@ class Lab:
         created: list[PodPlan] = []
         with self.lock:
             placer = PodPlacer(
-                self.spec.name, list(self.nodes.values()), [rt.plan for rt in self.pods.values()]
+                self.spec.name,
+                list(self.nodes.values()),
+                [rt.plan for rt in self.pods.values()],
+                self.last_pod_address,
             )
             for (namespace, name), dep in self.deployments.items():
                 have = len(self._owned_by(namespace, name))

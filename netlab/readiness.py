@@ -138,6 +138,13 @@ class Prober:
                 ]
             self.targets[target.key] = target
 
+    def reset(self, key: Key) -> None:
+        """A container of the pod ended: every check must pass again."""
+        with self.lock:
+            target = self.targets.get(key)
+            for check in target.checks if target else ():
+                check.ready, check.passed, check.failed = False, 0, 0
+
     def remove(self, key: Key) -> None:
         with self.lock:
             self.targets.pop(key, None)

@@ -126,10 +126,19 @@ def allocate_lease(overlay: OverlaySpec, taken: Iterable[IPv4Network]) -> IPv4Ne
     )
 
 
-def allocate_pod_address(cidr: IPv4Network, taken: Iterable[IPv4Address]) -> IPv4Interface:
-    """The lowest free pod address: .1 is cni0, pods start at .2."""
+def allocate_pod_address(
+    cidr: IPv4Network, taken: Iterable[IPv4Address], last: IPv4Address | None = None
+) -> IPv4Interface:
+    """The next free pod address after `last` (wrapping around), as the CNI
+    host-local IPAM does, so a new pod does not take the address a deleted
+    pod just gave up; .1 is cni0, pods start at .2."""
     used = set(taken)
-    for index, host in enumerate(cidr.hosts()):
-        if index >= 1 and host not in used:
+    hosts = list(cidr.hosts())[1:]
+    start = 0
+    if last is not None and last in cidr:
+        start = next((i + 1 for i, host in enumerate(hosts) if host == last), 0)
+    for offset in range(len(hosts)):
+        host = hosts[(start + offset) % len(hosts)]
+        if host not in used:
             return IPv4Interface(f"{host}/{cidr.prefixlen}")
     raise AddressExhausted(f"node subnet {cidr} has no free pod address left")

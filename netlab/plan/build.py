@@ -84,6 +84,7 @@ def plan_pod(
     taken_addresses: Iterable[IPv4Address],
     owner: str | None = None,
     pod_hash: str | None = None,
+    last_address: IPv4Address | None = None,
 ) -> PodPlan:
     netns = names.pod_netns(prefix, namespace, name)
     labels = dict(template.labels)
@@ -94,7 +95,7 @@ def plan_pod(
         namespace=namespace,
         node=node.name,
         netns=netns,
-        address=addressing.allocate_pod_address(node.pod_cidr, taken_addresses),
+        address=addressing.allocate_pod_address(node.pod_cidr, taken_addresses, last_address),
         gateway=node.pod_gateway,
         host_ifname=names.host_veth(netns),
         labels=MappingProxyType(labels),
@@ -114,11 +115,20 @@ class PodPlacer:
     and load, so that a running lab places replacements the way the first
     plan placed the originals."""
 
-    def __init__(self, lab: str, nodes: Sequence[NodePlan], pods: Iterable[PodPlan] = ()):
+    def __init__(
+        self,
+        lab: str,
+        nodes: Sequence[NodePlan],
+        pods: Iterable[PodPlan] = (),
+        last_addresses: dict[str, IPv4Address] | None = None,
+    ):
         self.lab = lab
         self.prefix = names.lab_prefix(lab)
         self.nodes = list(nodes)
         self.pods: list[PodPlan] = list(pods)
+        # per node, the address handed out last (updated in place: a running
+        # lab keeps this map, so addresses advance across placers)
+        self.last = last_addresses if last_addresses is not None else {}
 
     def _taken_on(self, node: str) -> set[IPv4Address]:
         return {p.address.ip for p in self.pods if p.node == node}
@@ -151,8 +161,17 @@ class PodPlacer:
     def _add(self, name, namespace, template, node_name, owner, pod_hash) -> PodPlan:
         node = next(n for n in self.nodes if n.name == node_name)
         pod = plan_pod(
-            self.prefix, name, namespace, template, node, self._taken_on(node_name), owner, pod_hash
+            self.prefix,
+            name,
+            namespace,
+            template,
+            node,
+            self._taken_on(node_name),
+            owner,
+            pod_hash,
+            self.last.get(node_name),
         )
+        self.last[node_name] = pod.address.ip
         self.pods.append(pod)
         return pod
 

@@ -205,3 +205,18 @@ def test_names_are_valid_interface_names():
     assert len(set(p.host_ifname for p in plan.pods)) == len(plan.pods)
     macs = [n.vtep_mac for n in plan.nodes]
     assert len(set(macs)) == len(macs) and all(int(m[:2], 16) & 0b11 == 0b10 for m in macs)
+
+
+def test_pod_addresses_advance_like_host_local_ipam():
+    """A new pod does not take the address a deleted pod just gave up."""
+    from ipaddress import IPv4Address, IPv4Network
+
+    from netlab.plan.addressing import allocate_pod_address
+
+    cidr = IPv4Network("10.244.1.0/24")
+    taken = [IPv4Address("10.244.1.2"), IPv4Address("10.244.1.4")]
+    assert str(allocate_pod_address(cidr, taken).ip) == "10.244.1.3"
+    # .3 was handed out and deleted since: the next one goes after it
+    assert str(allocate_pod_address(cidr, taken, IPv4Address("10.244.1.3")).ip) == "10.244.1.5"
+    # wraps around to the lowest free address after the end of the subnet
+    assert str(allocate_pod_address(cidr, taken, IPv4Address("10.244.1.254")).ip) == "10.244.1.3"
