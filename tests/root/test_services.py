@@ -197,3 +197,39 @@ spec:
     assert slab.apply_text(changed)[0]["action"] == "unchanged"
     slab.delete_service("added")
     assert wait_for(lambda: "NXDOMAIN" in dig(slab, f"added.default.svc.{ZONE}"), 1)
+
+
+def test_apply_creates_and_scales_a_deployment_behind_a_service(slab):
+    manifest = f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}}}
+    spec:
+      containers:
+        - name: api
+          command: {ECHO!r}
+          ports: [{{name: http, containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: api}}
+spec:
+  selector: {{app: api}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+"""
+    actions = {(r["kind"], r["action"]) for r in slab.apply_text(manifest)}
+    assert actions == {("Deployment", "created"), ("Service", "created")}
+    assert len(slab.wait_endpoints("default", "api", count=2, timeout=15)) == 2
+    out = sh(slab, "for i in $(seq 4); do curl -s --max-time 5 http://api/; done")
+    assert len({line.split()[0] for line in out.splitlines()}) == 2
+    scaled = slab.apply_text(manifest.replace("replicas: 2", "replicas: 1"))
+    assert ("Deployment", "configured") in {(r["kind"], r["action"]) for r in scaled}
+    api_pods = [p for p in slab.pod_list() if p.labels.get("app") == "api"]
+    assert len(api_pods) == 1
+    ep = slab.store.get("endpoints", "default", "api")
+    assert [a["ip"] for s in ep["subsets"] for a in s["addresses"]] == [str(api_pods[0].address.ip)]
