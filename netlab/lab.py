@@ -38,7 +38,7 @@ from netlab.readiness import Prober, Target, checks_for
 from netlab.realize import cleanup, netlink, netns, overlay, pods, preflight, ready, rtnl_batch
 from netlab.realize.fabric import Fabric
 from netlab.realize.processes import ExitMonitor, PidRecord, start_container, stop_processes
-from netlab.services import Candidate, Services
+from netlab.services import Candidate, Services, selects
 from netlab.spec.load import load_lab, parse_manifests
 from netlab.spec.model import DeploymentSpec, LabSpec, NodeSpec, ServiceSpec, frozen_map
 from netlab.store import Store
@@ -315,7 +315,7 @@ class Lab:
                 {
                     port.target_port
                     for service in self.services.specs.values()
-                    if _selects(service, plan)
+                    if selects(service, plan)
                     for port in service.ports
                     if port.protocol == "TCP" and isinstance(port.target_port, int)
                 }
@@ -631,9 +631,3 @@ def _run_in(netns_name: str, argv: Sequence[str], kwargs: dict) -> subprocess.Co
 
 def _result(kind: str, namespace: str, name: str, action: str) -> dict:
     return {"kind": kind, "namespace": namespace, "name": name, "action": action}
-
-
-def _selects(service: ServiceSpec, pod: PodPlan) -> bool:
-    if not service.selector or service.namespace != pod.namespace:
-        return False
-    return all(pod.labels.get(k) == v for k, v in service.selector.items())

@@ -18,6 +18,7 @@ from typing import Any
 
 from netlab import objects
 from netlab.errors import NotFound
+from netlab.plan import PodPlan
 from netlab.plan.proxy import Endpoint, Ruleset, ServiceRule, render, teardown, transaction
 from netlab.plan.services import allocate_cluster_ips, resolve_target_port
 from netlab.realize import nftables
@@ -42,7 +43,7 @@ class Candidate:
     containers: Sequence[ContainerSpec]
 
 
-def selects(service: ServiceSpec, pod: Candidate) -> bool:
+def selects(service: ServiceSpec, pod: Candidate | PodPlan) -> bool:
     """A Service selects the pods of its namespace whose labels include its selector."""
     if not service.selector or pod.namespace != service.namespace:
         return False
