@@ -121,6 +121,22 @@ REF = {
 OVERLAY_MTU = 1450
 
 
+def cni_and_pod(node: str, pod: str, index: int) -> list[list[str]]:
+    """A node's cni0 with the lease 10.244.<index>.0/24 and one pod behind it."""
+    return [
+        ["ip", "-n", node, "link", "add", "cni0", "mtu", str(OVERLAY_MTU), "type", "bridge",
+         "stp_state", "0", "forward_delay", "0"],
+        ["ip", "-n", node, "addr", "add", f"10.244.{index}.1/24", "dev", "cni0"],
+        ["ip", "-n", node, "link", "set", "cni0", "up"],
+        ["ip", "-n", node, "link", "add", f"veth-p{index}", "mtu", str(OVERLAY_MTU), "type",
+         "veth", "peer", "name", "eth0", "mtu", str(OVERLAY_MTU), "netns", pod],
+        ["ip", "-n", node, "link", "set", f"veth-p{index}", "master", "cni0", "up"],
+        ["ip", "-n", pod, "addr", "add", f"10.244.{index}.2/24", "dev", "eth0"],
+        ["ip", "-n", pod, "link", "set", "eth0", "up"],
+        ["ip", "-n", pod, "route", "add", "default", "via", f"10.244.{index}.1"],
+    ]  # fmt: skip
+
+
 def ref_commands() -> list[list[str]]:
     """The reference VXLAN path, Flannel's way, as plain `ip`/`bridge` commands."""
     sw, rt = REF["sw"], REF["rt"]
@@ -156,16 +172,7 @@ def ref_commands() -> list[list[str]]:
             ["ip", "-n", node, "addr", "add", f"10.244.{rack}.0/32", "dev", "flannel.1"],
             ["ip", "-n", node, "link", "set", "flannel.1", "up"],
             # cni0 and the pod behind it
-            ["ip", "-n", node, "link", "add", "cni0", "mtu", str(OVERLAY_MTU), "type", "bridge",
-             "stp_state", "0", "forward_delay", "0"],
-            ["ip", "-n", node, "addr", "add", f"10.244.{rack}.1/24", "dev", "cni0"],
-            ["ip", "-n", node, "link", "set", "cni0", "up"],
-            ["ip", "-n", node, "link", "add", f"veth-p{rack}", "mtu", str(OVERLAY_MTU), "type",
-             "veth", "peer", "name", "eth0", "mtu", str(OVERLAY_MTU), "netns", pod],
-            ["ip", "-n", node, "link", "set", f"veth-p{rack}", "master", "cni0", "up"],
-            ["ip", "-n", pod, "addr", "add", f"10.244.{rack}.2/24", "dev", "eth0"],
-            ["ip", "-n", pod, "link", "set", "eth0", "up"],
-            ["ip", "-n", pod, "route", "add", "default", "via", f"10.244.{rack}.1"],
+            *cni_and_pod(node, pod, rack),
             # the peer, Flannel's order: neighbour, FDB (self permanent), onlink route
             ["ip", "-n", node, "neigh", "replace", f"10.244.{other}.0",
              "lladdr", f"02:00:00:00:0{other}:00", "dev", "flannel.1", "nud", "permanent"],
@@ -204,16 +211,7 @@ def ref_direct_commands() -> list[list[str]]:
             ["ip", "-n", node, "addr", "add", f"192.168.1.{k + 1}/24", "dev", "eth0"],
             ["ip", "-n", node, "link", "set", "eth0", "up"],
             ["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
-            ["ip", "-n", node, "link", "add", "cni0", "mtu", str(OVERLAY_MTU), "type", "bridge",
-             "stp_state", "0", "forward_delay", "0"],
-            ["ip", "-n", node, "addr", "add", f"10.244.{k}.1/24", "dev", "cni0"],
-            ["ip", "-n", node, "link", "set", "cni0", "up"],
-            ["ip", "-n", node, "link", "add", f"veth-p{k}", "mtu", str(OVERLAY_MTU), "type",
-             "veth", "peer", "name", "eth0", "mtu", str(OVERLAY_MTU), "netns", pod],
-            ["ip", "-n", node, "link", "set", f"veth-p{k}", "master", "cni0", "up"],
-            ["ip", "-n", pod, "addr", "add", f"10.244.{k}.2/24", "dev", "eth0"],
-            ["ip", "-n", pod, "link", "set", "eth0", "up"],
-            ["ip", "-n", pod, "route", "add", "default", "via", f"10.244.{k}.1"],
+            *cni_and_pod(node, pod, k),
             ["ip", "-n", node, "route", "add", f"10.244.{other}.0/24",
              "via", f"192.168.1.{other + 1}"],
         ]  # fmt: skip

@@ -88,7 +88,6 @@ class Lab:
         )
         self.on_shutdown: Callable[[], None] | None = None  # an API client asked to stop
         self.last_pod_address: dict[str, IPv4Address] = {}  # per node: host-local IPAM
-        self.shutdown_requested = threading.Event()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **kwargs) -> Lab:
@@ -459,7 +458,6 @@ class Lab:
         return str(vip)
 
     def _request_shutdown(self) -> None:
-        self.shutdown_requested.set()
         if self.on_shutdown is not None:
             self.on_shutdown()
 

@@ -156,7 +156,7 @@ class Services:
             self.specs[key] = service
             changed.append(key)
         if fresh:
-            taken = [vip for key, vip in self.vips.items()]
+            taken = list(self.vips.values())
             self.vips.update(allocate_cluster_ips(fresh, self.network, taken, dns=self.dns))
         for key in changed:
             service = self.specs[key]
@@ -183,7 +183,7 @@ class Services:
         rules: list[ServiceRule] = []
         for key, service in self.specs.items():
             subsets = endpoint_subsets(service, pods)
-            if self.subsets.get(key) != subsets or not self._published(key):
+            if key not in self.subsets or self.subsets[key] != subsets:
                 self.subsets[key] = subsets
                 self.store.apply(objects.endpoints_object(service, subsets))
             if key in self.vips:
@@ -210,13 +210,6 @@ class Services:
 
     def unprogram_node(self, path: str) -> None:
         nftables.apply(path, teardown())
-
-    def _published(self, key: Key) -> bool:
-        try:
-            self.store.get("endpoints", *key)
-        except Exception:
-            return False
-        return True
 
 
 def _text(value: Any) -> str | None:

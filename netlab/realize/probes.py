@@ -9,7 +9,6 @@ a few milliseconds.
 from __future__ import annotations
 
 import errno
-import os
 import select
 import socket
 import subprocess
@@ -93,7 +92,6 @@ def run_command(pod_netns: str, argv: Sequence[str], timeout: float) -> bool:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             timeout=timeout,
-            env={**os.environ},
         )
     except (subprocess.TimeoutExpired, OSError):
         return False
