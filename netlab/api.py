@@ -66,6 +66,10 @@ class Actions(Protocol):
         """The log file of a container; ApiError 404 (no such container) or 400 (ambiguous)."""
         ...
 
+    def topology(self) -> dict:
+        """Racks, routers, nodes and their namespaces (objects.topology_object)."""
+        ...
+
 
 def status(code: int, message: str, reason: str | None = None) -> dict:
     """A Kubernetes `Status` object."""
@@ -397,6 +401,10 @@ async def _apply(request: web.Request) -> web.Response:
     return web.json_response({"kind": "ApplyResult", "items": results})
 
 
+async def _topology(request: web.Request) -> web.Response:
+    return web.json_response(request.app[ACTIONS].topology())
+
+
 async def _on_shutdown(app: web.Application) -> None:
     app[CLOSING].set()
     for close in list(app[STREAMS]):
@@ -413,6 +421,7 @@ def make_app(store: Store, actions: Actions) -> web.Application:
         _add_resource(app, res)
     app.router.add_post("/netlab/v1/shutdown", _shutdown)
     app.router.add_post("/netlab/v1/apply", _apply)
+    app.router.add_get("/netlab/v1/topology", _topology)
     app.on_shutdown.append(_on_shutdown)
     return app
 

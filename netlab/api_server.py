@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from netlab import objects
 from netlab.api import make_app, serve
 from netlab.errors import ApiError, NetlabError, NotFound
 
@@ -82,6 +83,12 @@ class LabActions:
         if container not in names:
             raise ApiError(400, f"container {container} is not valid for pod {pod}")
         return self.lab.log_path(runtime.plan, container)
+
+    def topology(self) -> dict:
+        lab = self.lab
+        with lab.lock:
+            nodes = list(lab.nodes.values())
+        return objects.topology_object(lab.plan, nodes, lab.spec.service_network)
 
 
 class ApiServer:

@@ -139,6 +139,10 @@ class LabClient:
         """Send a YAML stream of manifests; what the lab did with each object."""
         return self._json("POST", "/netlab/v1/apply", body=text.encode())["items"]
 
+    def topology(self) -> dict:
+        """Racks, routers and nodes with their namespaces and interfaces."""
+        return self._json("GET", "/netlab/v1/topology")
+
     def healthz(self) -> bool:
         """True if a lab answers on the socket."""
         try:

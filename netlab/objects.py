@@ -5,11 +5,14 @@ serves them; watchers (DNS, sidecars, controllers) consume them."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from ipaddress import IPv4Network
 from typing import Any
 
-from netlab.plan import NodePlan, PodPlan
+from netlab.plan import LabPlan, NodePlan, PodPlan
+from netlab.plan.model import CNI_BRIDGE, NODE_UPLINK, VTEP_DEVICE
 from netlab.spec.model import DeploymentSpec, OverlaySpec, ServiceSpec
 
 NETNS_ANNOTATION = "netlab.io/netns"
@@ -243,3 +246,65 @@ def endpoints_object(service: ServiceSpec, subsets: list[dict[str, Any]]) -> dic
     if service.labels:
         metadata["labels"] = dict(service.labels)
     return {"apiVersion": "v1", "kind": "Endpoints", "metadata": metadata, "subsets": subsets}
+
+
+def topology_object(
+    plan: LabPlan, nodes: Iterable[NodePlan], service_network: IPv4Network
+) -> dict[str, Any]:
+    """The lab's machine room as data (racks, routers, nodes and their namespaces):
+    what `netlab capture` needs to find interfaces and `netlab draw` to draw them.
+    Not a Kubernetes kind; served at /netlab/v1/topology."""
+    overlay = plan.overlay
+    return {
+        "apiVersion": "netlab.io/v1",
+        "kind": "Topology",
+        "metadata": {"name": plan.name},
+        "prefix": plan.prefix,
+        "netns": plan.netns,
+        "overlay": {
+            "backend": overlay.backend_type,
+            "vni": overlay.vni,
+            "port": overlay.port,
+            "network": str(overlay.network),
+            "directRouting": overlay.direct_routing,
+            "device": VTEP_DEVICE,
+            "bridge": CNI_BRIDGE,
+            "mtu": plan.overlay_mtu,
+        },
+        "serviceNetwork": str(service_network),
+        "racks": [
+            {"name": r.name, "subnet": str(r.subnet), "bridge": r.bridge} for r in plan.racks
+        ],
+        "routers": [
+            {
+                "name": router.name,
+                "netns": router.netns,
+                "ports": [
+                    {
+                        "rack": port.rack,
+                        "ifname": port.ifname,
+                        "labIfname": port.lab_ifname,
+                        "address": str(port.address),
+                    }
+                    for port in router.ports
+                ],
+            }
+            for router in plan.routers
+        ],
+        "nodes": [
+            {
+                "name": node.name,
+                "rack": node.rack,
+                "netns": node.netns,
+                "address": str(node.address),
+                "uplink": NODE_UPLINK,
+                "labIfname": node.lab_ifname,
+                "podCIDR": str(node.pod_cidr),
+                "vtepIP": str(node.vtep_ip),
+                "vtepMAC": node.vtep_mac,
+                "cniAddress": str(node.cni_address),
+                "cniMAC": node.cni_mac,
+            }
+            for node in nodes
+        ],
+    }

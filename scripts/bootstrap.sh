@@ -16,6 +16,9 @@ DEB_PACKAGES=(
   dnsperf          # bench/dns: the load generator
   dnsmasq-base     # bench/dns: the reference server (the binary only; `dnsmasq` would start a system service)
   bind9-dnsutils   # dig: bench/dns checks both servers' answers
+  libpcap0.8       # netlab capture -f: tcpdump's filter language, compiled by libpcap
+  tshark           # tests and bench/inspect: a real pcapng reader to check ours against
+  graphviz         # netlab draw: dot lays the lab out
   python3-venv python3-pip
 )
 

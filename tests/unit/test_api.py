@@ -52,6 +52,9 @@ class FakeLab:
     async def shutdown(self) -> None:
         self.shut_down.set()
 
+    def topology(self) -> dict:
+        return {"apiVersion": "netlab.io/v1", "kind": "Topology", "racks": [{"name": "r1"}]}
+
     def log_path(self, namespace: str, pod: str, container: str | None) -> Path:
         if container not in (None, "main"):
             raise ApiError(404, f"container {container} is not valid for pod {pod}")
@@ -320,6 +323,11 @@ def test_logs_tail_and_follow(lab, tmp_path):
     lab.store.delete("pods", "default", "a")  # the pod is gone: the stream ends
     thread.join(5)
     assert out == [b"three\nfour\nfive\n"]
+
+
+def test_topology_comes_from_the_lab(lab):
+    topology = lab.client.topology()
+    assert topology["kind"] == "Topology" and topology["racks"] == [{"name": "r1"}]
 
 
 def test_shutdown_endpoint_calls_the_lab(lab):

@@ -1,0 +1,1 @@
+"""Capture on the lab's interfaces: packet sockets, pcapng, the address book."""
