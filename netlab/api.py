@@ -13,13 +13,14 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
 
-from netlab import __version__
+from netlab import __version__, crilog
 from netlab.errors import ApiError
 from netlab.resources import Resource, discovery_documents
 from netlab.store import Store, parse_revision
@@ -322,11 +323,32 @@ def _tail_offset(path: Path, lines: int) -> int:
         return 0
 
 
+def _log_since(request: web.Request) -> int | None:
+    """`sinceSeconds` or `sinceTime` as nanoseconds since the epoch (None: all)."""
+    seconds, since_time = _int(request, "sinceSeconds"), request.query.get("sinceTime")
+    if seconds is not None and since_time:
+        raise ApiError(400, "at most one of sinceTime or sinceSeconds may be specified")
+    if seconds is not None:
+        if seconds == 0:
+            raise ApiError(400, "invalid sinceSeconds=0: must be greater than 0")
+        return time.time_ns() - seconds * 1_000_000_000
+    if since_time:
+        try:
+            return crilog.parse_time(since_time)
+        except ValueError as exc:
+            raise ApiError(400, f"invalid sinceTime: {exc}") from None
+    return None
+
+
 async def _get_log(request: web.Request) -> web.StreamResponse:
+    """GET .../pods/NAME/log: the container's output as it wrote it (the records of its
+    CRI log file), with kubelet's query: container, follow, tailLines (counted in
+    records), sinceSeconds or sinceTime, timestamps (each line prefixed with its time)."""
     store = request.app[STORE]
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     follow = _flag(request, "follow")
     tail = _int(request, "tailLines")
+    reader = crilog.Reader(timestamps=_flag(request, "timestamps"), since=_log_since(request))
     uid = store.get("pods", namespace, name)["metadata"]["uid"]
     path = Path(request.app[ACTIONS].log_path(namespace, name, request.query.get("container")))
     position = _tail_offset(path, tail) if tail is not None else 0
@@ -340,17 +362,28 @@ async def _get_log(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         await response.write(b"")
         while True:
+            last = not follow or _gone(request) or not _same_pod(store, namespace, name, uid)
             try:
                 with path.open("rb") as f:
                     if f.seek(0, os.SEEK_END) < position:
                         position = 0  # truncated: start over
                     f.seek(position)
                     while chunk := f.read(65536):
-                        position += len(chunk)
-                        await response.write(chunk)
+                        # whole records only; a last piece without newline waits, unless
+                        # this is the last read (a file not written by the lab's writer)
+                        end = len(chunk) if last and len(chunk) < 65536 else chunk.rfind(b"\n") + 1
+                        if end == 0:
+                            if len(chunk) < 65536:
+                                break
+                            end = len(chunk)  # one record longer than a read: send it as is
+                        position += end
+                        out = b"".join(reader.render(line) for line in _lines(chunk[:end]))
+                        if out:
+                            await response.write(out)
+                        f.seek(position)
             except FileNotFoundError:
                 pass
-            if not follow or _gone(request) or not _same_pod(store, namespace, name, uid):
+            if last:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(closed.wait(), LOG_POLL)
@@ -362,6 +395,13 @@ async def _get_log(request: web.Request) -> web.StreamResponse:
     finally:
         request.app[STREAMS].discard(closed.set)
     return response
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """Split at newlines only (a record may hold a carriage return), keeping them."""
+    lines = [line + b"\n" for line in data.split(b"\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
 
 
 def _same_pod(store: Store, namespace: str, name: str, uid: str) -> bool:

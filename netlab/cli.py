@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from netlab import __version__, tables
+from netlab import logs as lab_logs
 from netlab.client import LabClient
 from netlab.errors import ApiError, LabNotFound, NetlabError
 from netlab.lab import RUN_ROOT, Lab
@@ -211,13 +212,7 @@ def cmd_get(args) -> int:
 
 
 def cmd_logs(args) -> int:
-    client = _client(args)
-    for chunk in client.logs(
-        args.namespace, args.pod, container=args.container, follow=args.follow, tail=args.tail
-    ):
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.flush()
-    return 0
+    return lab_logs.run(args, _client(args))
 
 
 def cmd_exec(args) -> int:
@@ -278,6 +273,25 @@ def cmd_delete(args) -> int:
         client.delete(resource.plural, name, args.namespace)
         print(f'{resource.singular} "{name}" deleted')
     return 0
+
+
+def cmd_capture(args) -> int:
+    from netlab.capture import command
+
+    lab = _pick_lab(args.lab)
+    return command.run(args, LabClient(str(socket_path(RUN_ROOT / lab))), RUN_ROOT / lab)
+
+
+def cmd_inspect(args) -> int:
+    from netlab.inspect import command
+
+    return command.run(args)
+
+
+def cmd_draw(args) -> int:
+    from netlab import draw
+
+    return draw.run(args, _client(args))
 
 
 def cmd_version(args) -> int:
@@ -355,12 +369,10 @@ def parser() -> argparse.ArgumentParser:
     get.add_argument("-A", "--all-namespaces", action="store_true")
     get.set_defaults(func=cmd_get)
 
-    logs = sub.add_parser("logs", help="a container's output")
-    logs.add_argument("pod")
-    logs.add_argument("-c", "--container")
-    logs.add_argument("-f", "--follow", action="store_true")
-    logs.add_argument("--tail", type=int)
-    logs.add_argument("-n", "--namespace", default="default")
+    logs = sub.add_parser(
+        "logs", help="a container's output, or many pods' (-l app=web, --all) merged in time"
+    )
+    lab_logs.configure_parser(logs)
     logs.set_defaults(func=cmd_logs)
 
     ex = sub.add_parser("exec", help="run a command in a pod: netlab exec POD -- CMD...")
@@ -385,6 +397,24 @@ def parser() -> argparse.ArgumentParser:
     delete.add_argument("-n", "--namespace", default="default")
     delete.set_defaults(func=cmd_delete)
 
+    capture = sub.add_parser(
+        "capture",
+        help="capture packets anywhere in the lab into pcapng: pod/NAME, node/NAME, rack/NAME, "
+        "router/NAME, service/NAME, all",
+    )
+    _configure("netlab.capture.command", capture)
+    capture.set_defaults(func=cmd_capture)
+
+    inspect = sub.add_parser(
+        "inspect", help="read captures: VXLAN decoded, addresses named, DNS/HTTP/traces shown"
+    )
+    _configure("netlab.inspect.command", inspect)
+    inspect.set_defaults(func=cmd_inspect)
+
+    draw = sub.add_parser("draw", help="a picture of the running lab (graphviz): -o lab.svg|png")
+    _configure("netlab.draw", draw)
+    draw.set_defaults(func=cmd_draw)
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)
 
@@ -394,6 +424,16 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("file", nargs="?")
     demo.set_defaults(func=cmd_demo)
     return p
+
+
+def _configure(module: str, p: argparse.ArgumentParser) -> None:
+    """A command's options from its own module (imported only when parsing)."""
+    import importlib
+
+    try:
+        importlib.import_module(module).configure_parser(p)
+    except ModuleNotFoundError:  # TEMPORARY while the module is being written
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

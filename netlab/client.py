@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
 from netlab.errors import ApiError, LabNotFound
@@ -114,20 +116,28 @@ class LabClient:
         container: str | None = None,
         follow: bool = False,
         tail: int | None = None,
-    ) -> Iterator[bytes]:
-        """A container's log as chunks of bytes; with `follow`, until the pod is deleted."""
+        since_seconds: int | None = None,
+        since_time: str | datetime | None = None,
+        timestamps: bool = False,
+    ) -> LogStream:
+        """A container's log as chunks of bytes; with `follow`, until the pod is deleted.
+
+        `since_seconds` / `since_time` (RFC3339 text or an aware datetime) leave out older
+        lines; `timestamps` prefixes each line with its RFC3339Nano time and a space.
+        The stream can be closed from another thread (it then just ends)."""
+        if isinstance(since_time, datetime):
+            since_time = since_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
         query = {
             "container": container,
             "follow": "true" if follow else None,
             "tailLines": None if tail is None else str(tail),
+            "sinceSeconds": None if since_seconds is None else str(since_seconds),
+            "sinceTime": since_time,
+            "timestamps": "true" if timestamps else None,
         }
         path = self.resources.resolve("pods").path(namespace, pod) + "/log"
         conn, response = self._open("GET", path, query, None if follow else self.timeout)
-        try:
-            while chunk := self._guard(lambda: response.read1(65536)):
-                yield chunk
-        finally:
-            conn.close()
+        return LogStream(conn, response, self._guard)
 
     # -- the lab ---------------------------------------------------------------
 
@@ -230,3 +240,44 @@ class LabClient:
                 f"lost the connection to the lab API at {self.socket_path} ({exc}); "
                 "is the lab still running? (`netlab up`)"
             ) from exc
+
+
+class LogStream:
+    """The body of a log request as an iterator of byte chunks; `close()` (from any
+    thread) ends it, and so does its end of file."""
+
+    def __init__(self, conn: UnixHTTPConnection, response: http.client.HTTPResponse, guard):
+        self.conn, self.response, self.guard = conn, response, guard
+        self.closed = False
+
+    def __iter__(self) -> LogStream:
+        return self
+
+    def __next__(self) -> bytes:
+        if self.closed:
+            raise StopIteration
+        try:
+            chunk = self.guard(lambda: self.response.read1(65536))
+        except Exception:
+            if self.closed:  # closed by another thread: just the end
+                raise StopIteration from None
+            self.close()
+            raise
+        if not chunk:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        self.closed = True
+        sock = self.conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+        self.conn.close()
+
+    def __enter__(self) -> LogStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

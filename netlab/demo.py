@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from netlab import tables, wire
+from netlab import crilog, tables, wire
 from netlab.lab import Lab
 from netlab.spec.load import load_lab
 
@@ -62,10 +62,32 @@ def show_services(lab: Lab, client: str) -> None:
     console.print(
         "  connections per pod: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     )
+    if lab.services.vip("default", "frontend") is not None:
+        show_chain(lab, client)
     step("`netlab get services` and `netlab get endpoints`, as the lab API serves them")
     for resource in ("services", "endpoints"):
         items, _ = lab.store.list(resource, "default")
         console.print(tables.render(resource, items), markup=False, highlight=False)
+
+
+def show_chain(lab: Lab, client: str) -> None:
+    """One request through two tiers, found again in both pods' logs by its id."""
+    lab.wait_endpoints("default", "frontend", count=1)
+    step("client -> frontend -> web: the frontend passes the x-request-id on, both pods log it")
+    curl = ["curl", "-s", "--max-time", "5", "-H", "x-request-id: demo-1", "http://frontend/"]
+    show(lab.exec(client, curl))
+    time.sleep(0.3)  # the lines reach the log files
+    for pod in lab.pod_list():
+        for container in pod.template.containers:
+            path = lab.log_path(pod, container.name)
+            if not path.exists():
+                continue
+            reader = crilog.Reader()
+            for line in path.read_bytes().splitlines(keepends=True):
+                text = reader.render(line).decode(errors="replace").rstrip("\n")
+                if "demo-1" in text:
+                    console.print(f"  [pod/{pod.name} {pod.node}] {text}", markup=False)
+    console.print("  (`netlab logs --all --grep ID` finds them in a running lab)")
 
 
 def run_demo(lab_file: Path) -> int:

@@ -1,11 +1,13 @@
-"""Containers as real processes in a pod's namespace, and the record of
-every process the lab starts (so cleanup ends exactly those, by PID)."""
+"""Containers as real processes in a pod's namespace, their logs (timestamped
+CRI records, written by one thread for the whole lab), and the record of every
+process the lab starts (so cleanup ends exactly those, by PID)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -15,7 +17,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+from netlab import crilog
 from netlab.plan import PodPlan
 from netlab.spec.model import ContainerSpec
 
@@ -93,22 +97,141 @@ def container_env(pod: PodPlan, container: ContainerSpec) -> dict[str, str]:
     return env
 
 
-def start_container(pod: PodPlan, container: ContainerSpec, log_path: Path) -> subprocess.Popen:
+class ContainerProcess(subprocess.Popen):
+    """A container's process; its output (stdout and stderr on one pipe, `stdout`)
+    goes to `log_path` once an `OutputWriter` reads it (ExitMonitor.watch hands it one)."""
+
+    log_path: Path
+
+
+def start_container(pod: PodPlan, container: ContainerSpec, log_path: Path) -> ContainerProcess:
     """Start one container: its command in the pod's namespace through
     `ip netns exec`, which also shows it the pod's /etc/netns files as
     /etc/resolv.conf and /etc/hosts. A session of its own, so the whole
-    process group can be signalled; output appended to its log file."""
+    process group can be signalled. Its output comes out of a pipe: the lab's
+    `ExitMonitor.watch` appends it to its log file as timestamped CRI records,
+    like a container runtime (stderr shares the pipe, so the order the two were
+    written in is kept)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            ["ip", "netns", "exec", pod.netns, *container.argv],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=container_env(pod, container),
-            cwd="/",
-            start_new_session=True,
-        )
+    proc = ContainerProcess(
+        ["ip", "netns", "exec", pod.netns, *container.argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=container_env(pod, container),
+        cwd="/",
+        start_new_session=True,
+    )
+    proc.log_path = log_path
+    return proc
+
+
+@dataclass
+class _Pipe:
+    path: Path
+    stream: bytes
+    pending: bytes = b""  # an unfinished line
+    waiting_since: float = 0.0  # monotonic time the unfinished line started to wait
+
+
+class OutputWriter:
+    """Every container's output, for a whole lab, from one thread: reads the pipes
+    as they become readable and appends CRI records (netlab.crilog) to their log
+    files, each line stamped with the time it was read (as containerd's shim
+    does). A line waits for its newline, at most `hold` seconds (a prompt still
+    shows). A process that restarts gets a new pipe and appends to the same file.
+    The log file is opened per batch, so a container costs one descriptor here."""
+
+    def __init__(self, clock: Callable[[], int] = time.time_ns, hold: float = 0.5) -> None:
+        self.clock, self.hold = clock, hold
+        self.selector = selectors.DefaultSelector()
+        self.lock = threading.Lock()
+        self.wake_r, self.wake_w = os.pipe()
+        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+        self.running = True
+        self.thread = threading.Thread(target=self._run, name="container-output", daemon=True)
+        self.thread.start()
+
+    def add(self, pipe: IO[bytes], path: Path, stream: bytes = crilog.STDOUT) -> None:
+        """Take over `pipe` (closed at its end of file) and log what comes out of it."""
+        fd = os.dup(pipe.fileno())
+        pipe.close()  # the Popen keeps no reader of its own
+        os.set_blocking(fd, False)
+        with self.lock:
+            if not self.running:
+                os.close(fd)
+                return
+            self.selector.register(fd, selectors.EVENT_READ, _Pipe(path, stream))
+        os.write(self.wake_w, b"x")
+
+    def _run(self) -> None:
+        while self.running:
+            with self.lock:
+                waiting = [k for k in self.selector.get_map().values() if k.data and k.data.pending]
+            events = self.selector.select(timeout=self.hold / 2 if waiting else 1.0)
+            for key, _ in events:
+                if key.data is None:
+                    os.read(self.wake_r, 4096)
+                else:
+                    self._pump(key.fd, key.data)
+            now = time.monotonic()
+            for key in waiting:
+                pipe: _Pipe = key.data
+                if pipe.pending and now - pipe.waiting_since >= self.hold:
+                    self._write(pipe, b"", flush=True)
+
+    def _pump(self, fd: int, pipe: _Pipe) -> None:
+        """Read what the pipe has now; at its end of file, forget it."""
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._write(pipe, b"", flush=True)
+            with self.lock:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(fd)
+                os.close(fd)
+            return
+        self._write(pipe, data)
+
+    def _write(self, pipe: _Pipe, data: bytes, flush: bool = False) -> None:
+        had = pipe.pending
+        records, pipe.pending = crilog.split(self.clock(), pipe.stream, pipe.pending, data, flush)
+        if pipe.pending and (not had or records):
+            pipe.waiting_since = time.monotonic()
+        if not records:
+            return
+        try:
+            out = os.open(pipe.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(out, records)
+            finally:
+                os.close(out)
+        except OSError as exc:  # e.g. the run directory is being removed
+            log.debug("cannot write %s: %s", pipe.path, exc)
+
+    def close(self) -> None:
+        """Stop, after writing what the pipes hold right now."""
+        with self.lock:
+            self.running = False
+        os.write(self.wake_w, b"x")
+        self.thread.join(timeout=2.0)
+        with self.lock:
+            keys = [k for k in self.selector.get_map().values() if k.data is not None]
+        for key in keys:
+            self._pump(key.fd, key.data)  # one last read each
+            if key.data.pending:
+                self._write(key.data, b"", flush=True)
+        with self.lock:
+            for key in list(self.selector.get_map().values()):
+                if key.data is not None:
+                    os.close(key.fd)
+            self.selector.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
 
 
 def signal_group(pid: int, sig: int) -> None:
@@ -143,9 +266,15 @@ class Watched:
 
 class ExitMonitor:
     """Calls back when a watched process exits, via pidfds in one thread:
-    no polling, and no waitpid(-1) that would steal other code's children."""
+    no polling, and no waitpid(-1) that would steal other code's children.
+    Like a container monitor (conmon, containerd's shim) it also keeps the
+    containers' logs: the output of a watched `ContainerProcess` goes to its
+    log file through one `OutputWriter` (a thread of its own, so that a slow
+    exit callback never holds up the output of other containers)."""
 
     def __init__(self) -> None:
+        raise_fd_limit()  # a pidfd and a pipe per container
+        self.output = OutputWriter()
         self.selector = selectors.DefaultSelector()
         self.lock = threading.Lock()
         self.wake_r, self.wake_w = os.pipe()
@@ -155,6 +284,8 @@ class ExitMonitor:
         self.thread.start()
 
     def watch(self, proc: subprocess.Popen, on_exit: Callable[[subprocess.Popen], None]) -> None:
+        if isinstance(proc, ContainerProcess) and proc.stdout is not None:
+            self.output.add(proc.stdout, proc.log_path)
         try:
             fd = os.pidfd_open(proc.pid)
         except ProcessLookupError:
@@ -202,3 +333,15 @@ class ExitMonitor:
             self.selector.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
+        self.output.close()
+
+
+def raise_fd_limit() -> None:
+    """Let this process open as many descriptors as its hard limit allows (as Go
+    programs do at start): a 512-pod lab holds two per container. Only this process's
+    own limit changes, nothing machine-wide."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))

@@ -33,6 +33,19 @@ def demo_builder() -> LabBuilder:
     b.add_service(
         "web-pods", ports=[{"name": "http", "port": 80}], selector={"app": "web"}, headless=True
     )
+    b.add_deployment(
+        "frontend",
+        command=["python3", "-m", "netlab.apps.echo", "80"],
+        ports=[{"containerPort": 80, "name": "http"}],
+        labels={"app": "frontend"},
+        env={"UPSTREAM": "http://web/"},
+        readiness_probe={"tcpSocket": {"port": "http"}},
+    )
+    b.add_service(
+        "frontend",
+        ports=[{"name": "http", "port": 80, "targetPort": "http"}],
+        selector={"app": "frontend"},
+    )
     b.add_pod("client", command=["sleep", "infinity"], labels={"app": "client"})
     return b
 

@@ -428,7 +428,7 @@ def test_error_names_path_and_fix(text: str, path: str, message: str, fix: str) 
 
 @pytest.mark.parametrize(
     ("name", "racks", "nodes", "replicas", "pods"),
-    [("demo", 2, 4, 3, 1), ("four", 4, 16, 128, 0), ("eight", 8, 64, 512, 0)],
+    [("demo", 2, 4, 4, 1), ("four", 4, 16, 128, 0), ("eight", 8, 64, 512, 0)],
 )
 def test_topologies_load(name: str, racks: int, nodes: int, replicas: int, pods: int) -> None:
     file = {"demo": "demo", "four": "four-racks", "eight": "eight-racks"}[name]
@@ -446,14 +446,22 @@ def test_demo_contents() -> None:
         ("rack1", "192.168.1.0/24", ["n1", "n2"]),
         ("rack2", "192.168.2.0/24", ["n3", "n4"]),
     ]
-    (web,) = spec.deployments
+    web, frontend = spec.deployments
     (container,) = web.template.containers
     assert container.argv == ("python3", "-m", "netlab.apps.echo", "80")
     assert container.ports == (ContainerPort(80, "http", "TCP"),)
     assert container.readiness_probe.kind == "tcpSocket"
     assert container.readiness_probe.port == "http"
     assert dict(web.match_labels) == {"app": "web"}
-    assert [(s.name, s.headless) for s in spec.services] == [("web", False), ("web-pods", True)]
+    (upstream,) = frontend.template.containers
+    assert dict(upstream.env) == {"UPSTREAM": "http://web/"} and frontend.replicas == 1
+    assert upstream.readiness_probe.kind == "tcpSocket"
+    assert dict(frontend.match_labels) == {"app": "frontend"}
+    assert [(s.name, s.headless) for s in spec.services] == [
+        ("web", False),
+        ("web-pods", True),
+        ("frontend", False),
+    ]
     (client,) = spec.pods
     assert client.template.containers[0].argv == ("sleep", "infinity")
 
