@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay bench-dns bench-endpoints clean
+.PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect clean
 
 bootstrap:
 	@$(SUDO) scripts/bootstrap.sh
@@ -28,7 +28,7 @@ fmt: bootstrap
 	$(VENV)/bin/ruff format netlab labdns tests bench topologies
 	$(VENV)/bin/ruff check --fix netlab labdns tests bench topologies
 
-bench: bench-bringup bench-overlay bench-dns bench-endpoints
+bench: bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect
 
 bench-bringup: bootstrap
 	$(SUDO) $(PY) bench/bringup.py
@@ -41,6 +41,9 @@ bench-dns: bootstrap  # loopback only, high ports: needs no root
 
 bench-endpoints: bootstrap
 	$(SUDO) $(PY) bench/endpoints.py
+
+bench-inspect: bootstrap  # files only (no lab): needs no root
+	$(PY) bench/inspect_flows.py
 
 clean:
 	@if [ -x $(VENV)/bin/netlab ]; then $(SUDO) $(VENV)/bin/netlab clean --all; fi

@@ -18,17 +18,12 @@ from typing import TYPE_CHECKING
 from netlab import objects
 from netlab.api import make_app, serve
 from netlab.errors import ApiError, NetlabError, NotFound
+from netlab.paths import socket_path
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from netlab.lab import Lab
-
-SOCKET_NAME = "api.sock"
-
-
-def socket_path(run_dir: Path) -> Path:
-    return run_dir / SOCKET_NAME
 
 
 class LabActions:

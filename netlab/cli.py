@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -17,11 +18,11 @@ from netlab import __version__, tables
 from netlab import logs as lab_logs
 from netlab.client import LabClient
 from netlab.errors import ApiError, LabNotFound, NetlabError
-from netlab.lab import RUN_ROOT, Lab
-from netlab.realize import cleanup
+from netlab.paths import RUN_ROOT, socket_path
 from netlab.resources import DEFAULT_TABLE, Resource
-from netlab.spec.load import load_lab
-from netlab.supervisor import socket_path
+
+if TYPE_CHECKING:
+    from netlab.lab import Lab
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 DEFAULT_LAB_FILE = TOPOLOGIES / "demo.yaml"
@@ -32,7 +33,9 @@ def _lab_file(path: str | None) -> Path:
 
 
 def _running_labs() -> list[str]:
-    return [lab for lab in cleanup.known_labs(RUN_ROOT) if socket_path(RUN_ROOT / lab).exists()]
+    if not RUN_ROOT.is_dir():
+        return []
+    return sorted(p.name for p in RUN_ROOT.iterdir() if socket_path(p).exists())
 
 
 def _pick_lab(name: str | None) -> str:
@@ -64,6 +67,11 @@ def _print_ready(lab: Lab) -> None:
 
 
 def cmd_up(args) -> int:
+    from netlab.lab import (
+        Lab,
+    )  # the heavy part (Mininet, aiohttp): only for the commands that build
+    from netlab.spec.load import load_lab
+
     spec = load_lab(_lab_file(args.file))  # validated completely before anything is built
     lab = Lab(spec)
     if args.detach:
@@ -130,6 +138,8 @@ def _up_detached(lab: Lab) -> int:
 
 
 def cmd_down(args) -> int:
+    from netlab.realize import cleanup
+
     name = _pick_lab(args.lab)
     run_dir = RUN_ROOT / name
     pid = cleanup.supervisor_pid(run_dir)
@@ -148,6 +158,8 @@ def cmd_down(args) -> int:
 
 
 def cmd_clean(args) -> int:
+    from netlab.realize import cleanup
+
     labs = cleanup.known_labs(RUN_ROOT) if args.all or not args.lab else [args.lab]
     if not labs:
         print("nothing of netlab's to clean")
@@ -430,10 +442,7 @@ def _configure(module: str, p: argparse.ArgumentParser) -> None:
     """A command's options from its own module (imported only when parsing)."""
     import importlib
 
-    try:
-        importlib.import_module(module).configure_parser(p)
-    except ModuleNotFoundError:  # TEMPORARY while the module is being written
-        pass
+    importlib.import_module(module).configure_parser(p)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 
-from netlab import crilog, tables, wire
+from netlab import crilog, tables
 from netlab.lab import Lab
 from netlab.spec.load import load_lab
 
@@ -22,6 +23,29 @@ def step(text: str) -> None:
 def show(result) -> None:
     out = (result.stdout or "") + (result.stderr or "")
     console.print(out.rstrip(), markup=False, highlight=False)
+
+
+def _netlab(lab: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "netlab.cli", "--lab", lab, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _start_capture(lab: str, args: list[str]) -> subprocess.Popen:
+    """`netlab capture ...` in the background, once its sockets are open."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netlab.cli", "--lab", lab, "capture", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stderr.readline()  # "capturing on ..."
+    return proc
 
 
 def _pick_pods(lab: Lab):
@@ -112,14 +136,16 @@ def run_demo(lab_file: Path) -> int:
 
         router = lab.plan.routers[0]
         port = next(p for p in router.ports if p.rack == rack_of[client.node])
-        pcap = Path(lab.run_dir) / "demo-vxlan.pcap"
+        kept = Path.cwd() / "demo-vxlan.pcapng"
+        capture_args = [
+            f"router/{router.name}", "-i", port.ifname, "-f", f"udp port {spec.overlay.port}",
+            "-c", "12", "--duration", "10", "-q", "-w", str(kept),
+        ]  # fmt: skip
         step(
-            f"HTTP across racks, captured on router {router.name} ({port.ifname}, "
-            f"rack {port.rack}): udp port {spec.overlay.port}"
+            f"HTTP across racks, captured on router {router.name}'s port to {port.rack}: "
+            f"netlab capture {' '.join(capture_args[:-2])} -w {kept.name}"
         )
-        capture = wire.Capture(
-            router.netns, port.ifname, f"udp port {spec.overlay.port}", pcap, count=8
-        )
+        capture = _start_capture(spec.name, capture_args)
         url = f"http://{web.address.ip}:80/"
         for _ in range(50):  # the web server may still be starting
             result = lab.exec(
@@ -139,18 +165,18 @@ def run_demo(lab_file: Path) -> int:
             time.sleep(0.1)
         show(result)
         lab.exec(client.name, ["ping", "-c", "2", "-i", "0.2", str(web.address.ip)])
-        capture.stop()
+        capture.wait(15)
+        capture.stderr.close()
         step(
-            "the same packets on the wire: outer underlay addresses, VXLAN header, inner pod addresses"
+            f"`netlab inspect {kept.name}`: the underlay hop as node names with the VNI, "
+            "the inner packets as pod names"
         )
-        for packet in wire.decode_vxlan(pcap, spec.overlay.port):
-            console.print(
-                "  " + wire.describe(packet, spec.overlay.port), markup=False, highlight=False
-            )
-        kept = Path.cwd() / "demo-vxlan.pcap"
-        shutil.copy(pcap, kept)
+        result = _netlab(spec.name, "inspect", str(kept))
+        sys.stdout.write(result.stdout + result.stderr)  # a wide table: not wrapped
+        sys.stdout.flush()
         console.print(
-            f"saved as {kept}: open it in Wireshark (Decode As: UDP port {spec.overlay.port} -> VXLAN)"
+            f"saved as {kept} (+ {kept.name}.names.json, the lab's address book): "
+            "Wireshark opens it; `netlab inspect --flows` summarizes it"
         )
         if lab.services.vip("default", "web") is not None:
             show_services(lab, client.name)

@@ -18,8 +18,9 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from netlab import objects
-from netlab.api_server import ApiServer, socket_path
+from netlab.api_server import ApiServer
 from netlab.errors import NetlabError, NotFound, RealizeError
+from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
     VTEP_DEVICE,
     NodePlan,
@@ -44,7 +45,6 @@ from netlab.spec.model import DeploymentSpec, LabSpec, NodeSpec, ServiceSpec, fr
 from netlab.store import Store
 from netlab.system import with_system_workloads
 
-RUN_ROOT = Path("/run/netlab")
 BACKOFF_START = 0.5  # seconds before the first restart; doubles up to BACKOFF_MAX
 BACKOFF_MAX = 30.0
 

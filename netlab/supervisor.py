@@ -9,8 +9,9 @@ import asyncio
 import signal
 from collections.abc import Callable
 
-from netlab.api_server import SOCKET_NAME, LabActions, socket_path
+from netlab.api_server import LabActions
 from netlab.lab import Lab
+from netlab.paths import SOCKET_NAME, socket_path
 from netlab.realize import cleanup
 
 __all__ = ["SOCKET_NAME", "LabActions", "run", "socket_path"]
