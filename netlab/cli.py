@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from netlab import __version__, tables
+from netlab import __version__, draw, tables
 from netlab import logs as lab_logs
+from netlab.capture import command as capture_command
 from netlab.client import LabClient
 from netlab.errors import ApiError, LabNotFound, NetlabError
+from netlab.inspect import command as inspect_command
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.resources import DEFAULT_TABLE, Resource
 
@@ -67,9 +69,8 @@ def _print_ready(lab: Lab) -> None:
 
 
 def cmd_up(args) -> int:
-    from netlab.lab import (
-        Lab,
-    )  # the heavy part (Mininet, aiohttp): only for the commands that build
+    # the heavy part (Mininet, aiohttp): imported only by the commands that build a lab
+    from netlab.lab import Lab
     from netlab.spec.load import load_lab
 
     spec = load_lab(_lab_file(args.file))  # validated completely before anything is built
@@ -288,21 +289,15 @@ def cmd_delete(args) -> int:
 
 
 def cmd_capture(args) -> int:
-    from netlab.capture import command
-
     lab = _pick_lab(args.lab)
-    return command.run(args, LabClient(str(socket_path(RUN_ROOT / lab))), RUN_ROOT / lab)
+    return capture_command.run(args, LabClient(str(socket_path(RUN_ROOT / lab))), RUN_ROOT / lab)
 
 
 def cmd_inspect(args) -> int:
-    from netlab.inspect import command
-
-    return command.run(args)
+    return inspect_command.run(args)
 
 
 def cmd_draw(args) -> int:
-    from netlab import draw
-
     return draw.run(args, _client(args))
 
 
@@ -414,18 +409,20 @@ def parser() -> argparse.ArgumentParser:
         help="capture packets anywhere in the lab into pcapng: pod/NAME, node/NAME, rack/NAME, "
         "router/NAME, service/NAME, all",
     )
-    _configure("netlab.capture.command", capture)
+    capture_command.configure_parser(capture)
     capture.set_defaults(func=cmd_capture)
 
     inspect = sub.add_parser(
         "inspect", help="read captures: VXLAN decoded, addresses named, DNS/HTTP/traces shown"
     )
-    _configure("netlab.inspect.command", inspect)
+    inspect_command.configure_parser(inspect)
     inspect.set_defaults(func=cmd_inspect)
 
-    draw = sub.add_parser("draw", help="a picture of the running lab (graphviz): -o lab.svg|png")
-    _configure("netlab.draw", draw)
-    draw.set_defaults(func=cmd_draw)
+    draw_parser = sub.add_parser(
+        "draw", help="a picture of the running lab (graphviz): -o lab.svg|png"
+    )
+    draw.configure_parser(draw_parser)
+    draw_parser.set_defaults(func=cmd_draw)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)
@@ -436,13 +433,6 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("file", nargs="?")
     demo.set_defaults(func=cmd_demo)
     return p
-
-
-def _configure(module: str, p: argparse.ArgumentParser) -> None:
-    """A command's options from its own module (imported only when parsing)."""
-    import importlib
-
-    importlib.import_module(module).configure_parser(p)
 
 
 def main(argv: list[str] | None = None) -> int:
