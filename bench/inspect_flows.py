@@ -413,19 +413,8 @@ def compare(ours: dict, theirs: dict) -> list[str]:
 
 
 def tools() -> dict[str, list[str]]:
-    """The commands timed: `netlab inspect` through the CLI (when it is wired),
-    the same command's module alone (no CLI imports), and tshark."""
-    found = {}
-    probe = subprocess.run(
-        [sys.executable, "-m", "netlab.cli", "inspect", "--help"],
-        capture_output=True,
-        cwd=common.REPO,
-        timeout=60,
-        check=False,
-    )
-    if probe.returncode == 0 and b"--flows" in probe.stdout:
-        found["netlab"] = [sys.executable, "-m", "netlab.cli", "inspect", "--flows", "-o", "json"]
-    found["module"] = [sys.executable, "-m", "netlab.inspect.command", "--flows", "-o", "json"]
+    """The commands timed: `netlab inspect` through the CLI, and tshark."""
+    found = {"netlab": [sys.executable, "-m", "netlab.cli", "inspect", "--flows", "-o", "json"]}
     found["tshark"] = [
         "tshark",
         "-n",
@@ -547,8 +536,7 @@ def report(sizes: list[int], results: dict, ours: list[str]) -> str:
     headers = ["packets", "tool", "seconds", "packets/s", "peak MB", "x tshark", "goal"]
     return table(headers, rows) + (
         "\nseconds: the child's wall time, peak MB: its ru_maxrss (medians of the rounds);"
-        " x tshark: median of per-round tshark/netlab time (= packets/s ratio);"
-        " module: `python -m netlab.inspect.command`, the same code without the CLI's imports"
+        " x tshark: median of per-round tshark/netlab time (= packets/s ratio)"
     )
 
 

@@ -215,21 +215,3 @@ def _start(readers, info, merged: bool) -> int:
         if r.name == info.file and r.start_ns is not None:
             return r.start_ns
     return info.ts_ns
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m netlab.inspect.command ...` (until the CLI has `inspect`)."""
-    parser = argparse.ArgumentParser(prog="netlab inspect")
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except NetlabError as exc:
-        print(f"netlab: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
