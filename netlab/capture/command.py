@@ -151,14 +151,14 @@ def _printer(book: AddressBook, stream):
 
     bind_vxlan(book.overlay_ports)
     table = PacketTable(stream, batch=1)
-    start: list[int] = []
+    first: dict[str, int] = {}  # the first packet's time: lines show time since it
 
     def show(index: int, label: str, ts_ns: int, frame: bytes) -> None:
-        start.append(ts_ns) if not start else None
+        start = first.setdefault("ts", ts_ns)
         info = PacketInfo("", index, ts_ns, label, len(frame), len(frame))
         describe(info, frame, 1, book, book.overlay_ports)  # never raises for bad packets
         with contextlib.suppress(BrokenPipeError):
-            table.add(info, start[0])
+            table.add(info, start)
 
     return show
 

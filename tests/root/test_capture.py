@@ -333,3 +333,32 @@ def test_follow_trace_lines_up_one_request_captured_on_two_racks(clab, tmp_path)
         inspect("--follow-trace", TRACE, str(first), str(second), "-o", "json").stdout
     )]  # fmt: skip
     assert stamps == sorted(stamps) and len(stamps) >= 12  # each packet seen on both nodes
+
+
+def test_live_lines_name_what_they_show(clab):
+    pinger = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            clab.pod("a").netns,
+            "ping",
+            "-i",
+            "0.05",
+            "-c",
+            "60",
+            web_ip(clab),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        result = netlab("capture", "pod/a", "-c", "4", "-f", "icmp", "--duration", "20")
+    finally:
+        pinger.kill()
+        pinger.wait()
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5 and "INTERFACE" in lines[0], result.stdout  # a header, 4 packets
+    for line in lines[1:]:
+        assert "pod/a:eth0" in line and "ICMP" in line and "echo" in line, line
+        ends = line.split()[4:7]  # SOURCE -> DESTINATION
+        assert ends in (["a", "->", "web"], ["web", "->", "a"]), line
