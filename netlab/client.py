@@ -8,6 +8,7 @@ import json
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
@@ -31,6 +32,16 @@ class UnixHTTPConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+@dataclass(frozen=True)
+class LabView:
+    """The lab at one moment: its topology and its pods, Services and Endpoints."""
+
+    topology: dict
+    pods: list[dict]
+    services: list[dict]
+    endpoints: list[dict]
 
 
 class LabClient:
@@ -152,6 +163,15 @@ class LabClient:
     def topology(self) -> dict:
         """Racks, routers and nodes with their namespaces and interfaces."""
         return self._json("GET", "/netlab/v1/topology")
+
+    def view(self, namespace: str | None = None, all_namespaces: bool = False) -> LabView:
+        """What capture and draw name and draw: topology, pods, services, endpoints."""
+
+        def items(resource: str) -> list[dict]:
+            listing = self.list(resource, namespace, all_namespaces=all_namespaces)
+            return listing.get("items") or []
+
+        return LabView(self.topology(), items("pods"), items("services"), items("endpoints"))
 
     def healthz(self) -> bool:
         """True if a lab answers on the socket."""

@@ -58,14 +58,11 @@ def run(args: argparse.Namespace, client: LabClient, run_dir: Path) -> int:
     if args.duration is not None and args.duration <= 0:
         raise NetlabError(f"--duration {args.duration}: give a positive number of seconds")
     program = bpf.compile_filter(args.filter) if args.filter else None
-    topology = client.topology()
-    pods = client.list("pods", all_namespaces=True)["items"]
-    services = client.list("services", all_namespaces=True)["items"]
-    endpoints = client.list("endpoints", all_namespaces=True)["items"]
+    lab = client.view(all_namespaces=True)
     interfaces = targets.resolve(
-        args.targets, args.interface, topology, pods, endpoints, args.namespace
+        args.targets, args.interface, lab.topology, lab.pods, lab.endpoints, args.namespace
     )
-    book = AddressBook.from_objects(topology, pods, services, endpoints)
+    book = AddressBook.from_objects(lab.topology, lab.pods, lab.services, lab.endpoints)
     names = [(ip, entry.label) for ip, entry in book.addresses.items()]
     to_stdout = args.write == "-"
     session = CaptureSession(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from netlab.draw import render
 from netlab.draw.picture import build_dot
@@ -40,20 +40,12 @@ def run(args: argparse.Namespace, client: LabClient, stdout: IO[bytes] | None = 
     """`netlab draw`: fetch the lab's state through `client`, draw it, write the file
     (or SVG to `stdout` for `-o -`); the exit status."""
     fmt, path = render.output_target(args.output)
-    scope: dict[str, Any] = (
-        {"all_namespaces": True}
-        if args.all_namespaces
-        else {"namespace": args.namespace or "default"}
-    )
-    topology = client.topology()
-    pods = client.list("pods", **scope).get("items") or []
-    services = client.list("services", **scope).get("items") or []
-    endpoints = client.list("endpoints", **scope).get("items") or []
+    view = client.view(args.namespace or "default", all_namespaces=bool(args.all_namespaces))
     text = build_dot(
-        topology,
-        pods,
-        services,
-        endpoints,
+        view.topology,
+        view.pods,
+        view.services,
+        view.endpoints,
         show_pods=not args.no_pods,
         show_namespace=bool(args.all_namespaces),
     )
@@ -64,6 +56,6 @@ def run(args: argparse.Namespace, client: LabClient, stdout: IO[bytes] | None = 
         out.flush()
         return 0
     render.write_atomic(path, data)
-    nodes = len(topology.get("nodes") or [])
-    print(f"wrote {path} ({len(pods)} pods, {nodes} nodes)")
+    nodes = len(view.topology.get("nodes") or [])
+    print(f"wrote {path} ({len(view.pods)} pods, {nodes} nodes)")
     return 0

@@ -134,7 +134,45 @@ class _Pipe:
     waiting_since: float = 0.0  # monotonic time the unfinished line started to wait
 
 
-class OutputWriter:
+class _SelectorThread:
+    """One thread waiting on a selector. Other threads register descriptors
+    under `lock` (data: anything but None) and call `_wake()`; the wake pipe's
+    own key has data None. Subclasses set their state before calling this
+    __init__, which starts the thread on their `_run`."""
+
+    def __init__(self, name: str) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.lock = threading.Lock()
+        self.wake_r, self.wake_w = os.pipe()
+        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+        self.running = True
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        os.write(self.wake_w, b"x")
+
+    def _stop_thread(self) -> None:
+        with self.lock:
+            self.running = False
+        self._wake()
+        self.thread.join(timeout=2.0)
+
+    def _close_all(self) -> None:
+        """Close every registered descriptor, the selector and the wake pipe."""
+        with self.lock:
+            for key in list(self.selector.get_map().values()):
+                if key.data is not None:
+                    os.close(key.fd)
+            self.selector.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+
+class OutputWriter(_SelectorThread):
     """Every container's output, for a whole lab, from one thread: reads the pipes
     as they become readable and appends CRI records (netlab.crilog) to their log
     files, each line stamped with the time it was read (as containerd's shim
@@ -144,13 +182,7 @@ class OutputWriter:
 
     def __init__(self, clock: Callable[[], int] = time.time_ns, hold: float = 0.5) -> None:
         self.clock, self.hold = clock, hold
-        self.selector = selectors.DefaultSelector()
-        self.lock = threading.Lock()
-        self.wake_r, self.wake_w = os.pipe()
-        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
-        self.running = True
-        self.thread = threading.Thread(target=self._run, name="container-output", daemon=True)
-        self.thread.start()
+        super().__init__("container-output")
 
     def add(self, pipe: IO[bytes], path: Path, stream: bytes = crilog.STDOUT) -> None:
         """Take over `pipe` (closed at its end of file) and log what comes out of it."""
@@ -162,7 +194,7 @@ class OutputWriter:
                 os.close(fd)
                 return
             self.selector.register(fd, selectors.EVENT_READ, _Pipe(path, stream))
-        os.write(self.wake_w, b"x")
+        self._wake()
 
     def _run(self) -> None:
         while self.running:
@@ -215,23 +247,14 @@ class OutputWriter:
 
     def close(self) -> None:
         """Stop, after writing what the pipes hold right now."""
-        with self.lock:
-            self.running = False
-        os.write(self.wake_w, b"x")
-        self.thread.join(timeout=2.0)
+        self._stop_thread()
         with self.lock:
             keys = [k for k in self.selector.get_map().values() if k.data is not None]
         for key in keys:
             self._pump(key.fd, key.data)  # one last read each
             if key.data.pending:
                 self._write(key.data, b"", flush=True)
-        with self.lock:
-            for key in list(self.selector.get_map().values()):
-                if key.data is not None:
-                    os.close(key.fd)
-            self.selector.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+        self._close_all()
 
 
 def signal_group(pid: int, sig: int) -> None:
@@ -264,7 +287,7 @@ class Watched:
     on_exit: Callable[[subprocess.Popen], None]
 
 
-class ExitMonitor:
+class ExitMonitor(_SelectorThread):
     """Calls back when a watched process exits, via pidfds in one thread:
     no polling, and no waitpid(-1) that would steal other code's children.
     Like a container monitor (conmon, containerd's shim) it also keeps the
@@ -275,13 +298,7 @@ class ExitMonitor:
     def __init__(self) -> None:
         raise_fd_limit()  # a pidfd and a pipe per container
         self.output = OutputWriter()
-        self.selector = selectors.DefaultSelector()
-        self.lock = threading.Lock()
-        self.wake_r, self.wake_w = os.pipe()
-        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
-        self.running = True
-        self.thread = threading.Thread(target=self._run, name="exit-monitor", daemon=True)
-        self.thread.start()
+        super().__init__("exit-monitor")
 
     def watch(self, proc: subprocess.Popen, on_exit: Callable[[subprocess.Popen], None]) -> None:
         if isinstance(proc, ContainerProcess) and proc.stdout is not None:
@@ -293,7 +310,7 @@ class ExitMonitor:
             return
         with self.lock:
             self.selector.register(fd, selectors.EVENT_READ, Watched(proc, on_exit))
-        os.write(self.wake_w, b"x")
+        self._wake()
 
     def forget(self, proc: subprocess.Popen) -> None:
         with self.lock:
@@ -323,16 +340,8 @@ class ExitMonitor:
                     log.exception("exit callback failed")
 
     def close(self) -> None:
-        self.running = False
-        os.write(self.wake_w, b"x")
-        self.thread.join(timeout=2.0)
-        with self.lock:
-            for key in list(self.selector.get_map().values()):
-                if key.data is not None:
-                    os.close(key.fd)
-            self.selector.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+        self._stop_thread()
+        self._close_all()
         self.output.close()
 
 

@@ -4,6 +4,7 @@ pipe; and `netlab inspect` on those captures, checked against tshark."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -91,28 +92,24 @@ def web_ip(lab: Lab) -> str:
     return str(lab.pod("web").address.ip)
 
 
-def test_count_stops_by_itself_with_exactly_that_many_packets(clab, tmp_path):
-    out = tmp_path / "ten.pcapng"
+@contextlib.contextmanager
+def pinging(lab: Lab):
+    """Pod a pings the web pod every 50 ms (bounded: 60 pings) while the body runs."""
     pinger = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            clab.pod("a").netns,
-            "ping",
-            "-i",
-            "0.05",
-            "-c",
-            "60",
-            web_ip(clab),
-        ],
+        ["ip", "netns", "exec", lab.pod("a").netns, "ping", "-i", "0.05", "-c", "60", web_ip(lab)],
         stdout=subprocess.DEVNULL,
     )
     try:
-        result = netlab("capture", "pod/a", "-c", "10", "-q", "-w", str(out), "--duration", "20")
+        yield
     finally:
         pinger.kill()
         pinger.wait()
+
+
+def test_count_stops_by_itself_with_exactly_that_many_packets(clab, tmp_path):
+    out = tmp_path / "ten.pcapng"
+    with pinging(clab):
+        result = netlab("capture", "pod/a", "-c", "10", "-q", "-w", str(out), "--duration", "20")
     assert "stopped by count" in result.stderr
     frames = tshark("-r", str(out), "-T", "fields", "-e", "frame.interface_name").split()
     assert frames == ["pod/a:eth0"] * 10
@@ -336,26 +333,8 @@ def test_follow_trace_lines_up_one_request_captured_on_two_racks(clab, tmp_path)
 
 
 def test_live_lines_name_what_they_show(clab):
-    pinger = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            clab.pod("a").netns,
-            "ping",
-            "-i",
-            "0.05",
-            "-c",
-            "60",
-            web_ip(clab),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
+    with pinging(clab):
         result = netlab("capture", "pod/a", "-c", "4", "-f", "icmp", "--duration", "20")
-    finally:
-        pinger.kill()
-        pinger.wait()
     lines = result.stdout.splitlines()
     assert len(lines) == 5 and "INTERFACE" in lines[0], result.stdout  # a header, 4 packets
     for line in lines[1:]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from netlab import draw
+from netlab.client import LabClient
 from netlab.draw import picture
 from netlab.draw import render as draw_render
 from netlab.errors import NetlabError
@@ -275,6 +276,8 @@ class FakeClient:
         self.calls.append((resource, namespace, all_namespaces))
         items = {"pods": self.lab[1], "services": self.lab[2], "endpoints": self.lab[3]}[resource]
         return {"items": items}
+
+    view = LabClient.view  # the real fetch, over the fake list() and topology()
 
 
 def args(*argv: str) -> argparse.Namespace:
