@@ -21,12 +21,12 @@ unit: bootstrap
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: bootstrap
-	$(VENV)/bin/ruff check netlab labdns tests bench topologies
-	$(VENV)/bin/ruff format --check netlab labdns tests bench topologies
+	$(VENV)/bin/ruff check netlab labdns mesh labwatch tests bench topologies
+	$(VENV)/bin/ruff format --check netlab labdns mesh labwatch tests bench topologies
 
 fmt: bootstrap
-	$(VENV)/bin/ruff format netlab labdns tests bench topologies
-	$(VENV)/bin/ruff check --fix netlab labdns tests bench topologies
+	$(VENV)/bin/ruff format netlab labdns mesh labwatch tests bench topologies
+	$(VENV)/bin/ruff check --fix netlab labdns mesh labwatch tests bench topologies
 
 bench: bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect
 

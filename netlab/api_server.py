@@ -19,6 +19,7 @@ from netlab import objects
 from netlab.api import make_app, serve
 from netlab.errors import ApiError, NetlabError, NotFound
 from netlab.paths import socket_path
+from netlab.system import SIDECAR_CONTAINER
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -57,6 +58,20 @@ class LabActions:
         await self._run(self.lab.delete_service, name, namespace)
         return obj
 
+    async def _delete_policy(self, plural: str, namespace: str, name: str) -> dict:
+        obj = self.lab.store.get(plural, namespace, name)
+        await self._run(self.lab.delete_policy, plural, name, namespace)
+        return obj
+
+    async def delete_virtualservice(self, namespace: str, name: str) -> dict:
+        return await self._delete_policy("virtualservices", namespace, name)
+
+    async def delete_destinationrule(self, namespace: str, name: str) -> dict:
+        return await self._delete_policy("destinationrules", namespace, name)
+
+    async def delete_ratelimitpolicy(self, namespace: str, name: str) -> dict:
+        return await self._delete_policy("ratelimitpolicies", namespace, name)
+
     async def apply(self, text: str) -> list[dict]:
         return await self._run(self.lab.apply_text, text)
 
@@ -69,12 +84,16 @@ class LabActions:
             raise ApiError(404, f'pods "{pod}" not found')
         names = [c.name for c in runtime.plan.template.containers]
         if container is None:
-            if len(names) > 1:
+            apps = [n for n in names if n != SIDECAR_CONTAINER]
+            if len(apps) == 1:  # kubectl's default-container: the app, not its sidecar
+                container = apps[0]
+            elif len(names) > 1:
                 raise ApiError(
                     400,
                     f"a container name must be specified for pod {pod}, choose one of: {names}",
                 )
-            container = names[0]
+            else:
+                container = names[0]
         if container not in names:
             raise ApiError(400, f"container {container} is not valid for pod {pod}")
         return self.lab.log_path(runtime.plan, container)

@@ -238,7 +238,8 @@ def cmd_exec(args) -> int:
     netns_name = pod["metadata"].get("annotations", {}).get("netlab.io/netns")
     containers = pod["spec"]["containers"]
     names = [c["name"] for c in containers]
-    chosen = args.container or names[0]
+    apps = [n for n in names if n != "netlab-proxy"] or names  # the app, not its sidecar
+    chosen = args.container or apps[0]
     if chosen not in names:
         raise NetlabError(
             f"container {chosen} is not in pod {args.pod}; it has: {', '.join(names)}"
@@ -280,12 +281,27 @@ def _read_manifests(filename: str) -> str:
 def cmd_delete(args) -> int:
     resource = _resource(args.resource)
     if "delete" not in resource.verbs:
-        raise NetlabError("netlab deletes pods, deployments and services: `netlab delete pod NAME`")
+        raise NetlabError(
+            "netlab deletes pods, deployments, services and mesh policies "
+            "(virtualservices, destinationrules, ratelimitpolicies): `netlab delete pod NAME`"
+        )
     client = _client(args)
     for name in args.names:
         client.delete(resource.plural, name, args.namespace)
         print(f'{resource.singular} "{name}" deleted')
     return 0
+
+
+def cmd_trace(args) -> int:
+    from netlab import meshview
+
+    return meshview.run_trace(args, _client(args))
+
+
+def cmd_top(args) -> int:
+    from netlab import meshview
+
+    return meshview.run_top(args, _client(args))
 
 
 def cmd_capture(args) -> int:
@@ -313,6 +329,18 @@ def cmd_demo(args) -> int:
 
 
 # -- parsing ----------------------------------------------------------------
+
+
+def configure_trace(p: argparse.ArgumentParser) -> None:
+    from netlab import meshview
+
+    meshview.configure_trace(p)
+
+
+def configure_top(p: argparse.ArgumentParser) -> None:
+    from netlab import meshview
+
+    meshview.configure_top(p)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -367,7 +395,9 @@ def parser() -> argparse.ArgumentParser:
     apply.set_defaults(func=cmd_apply)
 
     get = sub.add_parser(
-        "get", help="list nodes, pods, deployments, services, endpoints, namespaces"
+        "get",
+        help="list nodes, pods, deployments, services, endpoints, namespaces, "
+        "virtualservices, destinationrules, ratelimitpolicies",
     )
     get.add_argument("resource")
     get.add_argument("name", nargs="?")
@@ -403,6 +433,21 @@ def parser() -> argparse.ArgumentParser:
     delete.add_argument("names", nargs="+")
     delete.add_argument("-n", "--namespace", default="default")
     delete.set_defaults(func=cmd_delete)
+
+    trace = sub.add_parser(
+        "trace",
+        help="recent traces from the mesh; `netlab trace ID` draws one as a waterfall; "
+        "--export zipkin|otlp FILE",
+    )
+    configure_trace(trace)
+    trace.set_defaults(func=cmd_trace)
+
+    top = sub.add_parser(
+        "top",
+        help="requests, success rate, RPS and latency per service pair (the sidecars' metrics)",
+    )
+    configure_top(top)
+    top.set_defaults(func=cmd_top)
 
     capture = sub.add_parser(
         "capture",

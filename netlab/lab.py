@@ -8,6 +8,7 @@ Store as Kubernetes objects, so watchers see the lab as it is.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import threading
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from netlab import objects
 from netlab.api_server import ApiServer
-from netlab.errors import NetlabError, NotFound, RealizeError
+from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
     VTEP_DEVICE,
@@ -33,17 +34,36 @@ from netlab.plan import (
     plan_node,
 )
 from netlab.plan.build import deployment_hash
+from netlab.plan.interception import interception_script
 from netlab.plan.scheduler import name_rng, pod_name
 from netlab.plan.services import DNS_SERVICE, dns_ip
 from netlab.readiness import Prober, Target, checks_for
-from netlab.realize import cleanup, netlink, netns, overlay, pods, preflight, ready, rtnl_batch
+from netlab.realize import (
+    cleanup,
+    netlink,
+    netns,
+    nftables,
+    overlay,
+    pods,
+    preflight,
+    ready,
+    rtnl_batch,
+)
 from netlab.realize.fabric import Fabric
 from netlab.realize.processes import ExitMonitor, PidRecord, start_container, stop_processes
 from netlab.services import Candidate, Services, selects
-from netlab.spec.load import load_lab, parse_manifests
-from netlab.spec.model import DeploymentSpec, LabSpec, NodeSpec, ServiceSpec, frozen_map
+from netlab.spec.load import ManifestSet, load_lab, parse_manifests
+from netlab.spec.mesh import MeshContext
+from netlab.spec.model import (
+    DeploymentSpec,
+    LabSpec,
+    NodeSpec,
+    PolicySpec,
+    ServiceSpec,
+    frozen_map,
+)
 from netlab.store import Store
-from netlab.system import with_system_workloads
+from netlab.system import inject_all, is_meshed, with_system_workloads
 
 BACKOFF_START = 0.5  # seconds before the first restart; doubles up to BACKOFF_MAX
 BACKOFF_MAX = 30.0
@@ -86,6 +106,9 @@ class Lab:
             self.spec.dns.enabled,
             lambda: [str(self.fabric.host_path(n)) for n in self.nodes] if self.fabric else [],
         )
+        self.namespace_labels: dict[str, dict[str, str]] = {
+            ns.name: dict(ns.labels) for ns in spec.namespaces
+        }
         self.on_shutdown: Callable[[], None] | None = None  # an API client asked to stop
         self.last_pod_address: dict[str, IPv4Address] = {}  # per node: host-local IPAM
 
@@ -150,15 +173,20 @@ class Lab:
             for pod in self.plan.pods:
                 if pod.owner == deployment.name and pod.namespace == deployment.namespace:
                     drawn.add(pod_name(deployment.name, runtime.pod_hash, runtime.rng, drawn))
-        for namespace in sorted({p.namespace for p in self.plan.pods} | {"default"}):
-            self.store.apply(objects.namespace_object(namespace))
+        namespaces = (
+            {p.namespace for p in self.plan.pods} | {"default"} | set(self.namespace_labels)
+        )
+        for namespace in sorted(namespaces):
+            labels = self.namespace_labels.get(namespace)
+            self.store.apply(objects.namespace_object(namespace, labels))
         for node in self.nodes.values():
             self._publish_node(node)
         self.services.set(self.spec.services)
+        for policy in self.spec.policies:  # before the sidecars start: their first table has them
+            self.store.apply(policy.manifest)
         self._create_pods(self.plan.pods)
         self._wait_ready(self.plan.pods, timeout)
-        for pod in self.plan.pods:
-            self._start_containers(self.pods[pod.key])
+        self._start_pods(self.plan.pods)
         self._publish_deployments()
         self._sync_services()
 
@@ -298,6 +326,16 @@ class Lab:
         for pod in plans:
             self.pods[pod.key].status.network_ready = True
 
+    def _start_pods(self, plans: Sequence[PodPlan]) -> None:
+        """Intercept the meshed pods' traffic (all at once), then start every container."""
+        meshed = [p for p in plans if is_meshed(p.template)]
+        if meshed:
+            nftables.apply_each(
+                {str(netns.netns_path(p.netns)): interception_script(p.gateway) for p in meshed}
+            )
+        for pod in plans:
+            self._start_containers(self.pods[pod.key])
+
     def _start_containers(self, rt: PodRuntime) -> None:
         for index in range(len(rt.plan.template.containers)):
             self._start_container(rt, index)
@@ -387,9 +425,27 @@ class Lab:
     def apply_text(self, text: str, source: str = "apply") -> list[dict]:
         """`netlab apply`: Services, Deployments and Pods from a YAML stream,
         validated as a whole against this lab before anything changes."""
-        found = parse_manifests(text, self.spec, source)
+        with self.lock:
+            existing = self._mesh_context()
+        found = parse_manifests(text, self.spec, source, existing)
         results = []
         with self.lock:
+            for namespace in found.namespaces:
+                old = self.store.list(
+                    "namespaces", field_selector=f"metadata.name={namespace.name}"
+                )[0]
+                labels = dict(namespace.labels)
+                action = (
+                    "created"
+                    if not old
+                    else "unchanged"
+                    if old[0]["metadata"].get("labels", {}) == labels
+                    else "configured"
+                )
+                self.namespace_labels[namespace.name] = labels
+                self.store.apply(objects.namespace_object(namespace.name, labels))
+                results.append(_result("Namespace", "", namespace.name, action))
+            found = self._injected(found)
             for service in found.services:
                 key = (service.namespace, service.name)
                 if key == DNS_SERVICE and self.spec.dns.enabled:
@@ -414,13 +470,65 @@ class Lab:
                 plan = placer.add_bare(pod.name, pod.namespace, pod.template)
                 self._create_pods([plan])
                 self._wait_ready([plan], timeout=10.0)
-                self._start_containers(self.pods[plan.key])
+                self._start_pods([plan])
                 results.append(_result("Pod", pod.namespace, pod.name, "created"))
             if found.services:
                 self.apply_services(found.services)
+            for policy in found.policies:  # the sidecars watch these
+                results.append(self._apply_policy(policy))
             self.reconcile()
             self._sync_services()
         return results
+
+    def _injected(self, found: ManifestSet) -> ManifestSet:
+        deployments, pods = inject_all(
+            self.spec,
+            socket_path(self.run_dir),
+            found.deployments,
+            found.pods,
+            self.namespace_labels,
+        )
+        return dataclasses.replace(found, deployments=deployments, pods=pods)
+
+    def _mesh_context(self) -> MeshContext:
+        """The running lab's Services and policies, that applied policies may name."""
+        policies = {}
+        for plural in ("virtualservices", "destinationrules"):
+            policies[plural] = [
+                PolicySpec(o["kind"], o["metadata"]["name"], o["metadata"]["namespace"], o)
+                for o in self.store.list(plural)[0]
+            ]
+        return MeshContext(
+            dict(self.services.specs),
+            policies["destinationrules"],
+            policies["virtualservices"],
+            self.spec.dns.zone,
+        )
+
+    def _apply_policy(self, policy: PolicySpec) -> dict:
+        plural = {
+            "VirtualService": "virtualservices",
+            "DestinationRule": "destinationrules",
+            "RateLimitPolicy": "ratelimitpolicies",
+        }[policy.kind]
+        try:
+            old = self.store.get(plural, policy.namespace, policy.name)
+        except ApiError:
+            old = None
+        if old is not None and _same_manifest(old, policy.manifest):
+            return _result(policy.kind, policy.namespace, policy.name, "unchanged")
+        self.store.apply(policy.manifest)
+        action = "created" if old is None else "configured"
+        return _result(policy.kind, policy.namespace, policy.name, action)
+
+    def delete_policy(self, plural: str, name: str, namespace: str = "default") -> None:
+        """Delete a VirtualService, DestinationRule or RateLimitPolicy: the
+        sidecars see it go and recompile their tables."""
+        with self.lock:
+            try:
+                self.store.delete(plural, namespace, name)
+            except ApiError as exc:
+                raise NotFound(f"no {plural} {namespace}/{name}") from exc
 
     def _apply_deployment(self, deployment: DeploymentSpec) -> dict:
         """A new Deployment is created; a changed template replaces its pods
@@ -583,8 +691,7 @@ class Lab:
             if created:
                 self._create_pods(created)
                 self._wait_ready(created, timeout=10.0)
-                for pod in created:
-                    self._start_containers(self.pods[pod.key])
+                self._start_pods(created)
                 self._sync_services()
             self._publish_deployments()
         return created
@@ -625,6 +732,16 @@ def _run_in(netns_name: str, argv: Sequence[str], kwargs: dict) -> subprocess.Co
     kwargs.setdefault("text", True)
     kwargs.setdefault("timeout", 60)
     return subprocess.run(["ip", "netns", "exec", netns_name, *argv], check=False, **kwargs)
+
+
+def _same_manifest(stored: dict, manifest: dict) -> bool:
+    """The stored object says what the manifest says (the store adds its own metadata)."""
+    meta = {k: v for k, v in stored.get("metadata", {}).items() if k not in _STORE_FIELDS}
+    want = {k: v for k, v in manifest.get("metadata", {}).items() if k not in _STORE_FIELDS}
+    return meta == want and stored.get("spec") == manifest.get("spec")
+
+
+_STORE_FIELDS = ("uid", "creationTimestamp", "resourceVersion", "generation")
 
 
 def _result(kind: str, namespace: str, name: str, action: str) -> dict:

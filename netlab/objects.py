@@ -197,11 +197,14 @@ def deployment_object(
     }
 
 
-def namespace_object(name: str) -> dict[str, Any]:
+def namespace_object(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if labels:
+        metadata["labels"] = dict(labels)
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": name},
+        "metadata": metadata,
         "spec": {"finalizers": ["kubernetes"]},
         "status": {"phase": "Active"},
     }

@@ -93,7 +93,36 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("apps", "v1", "Deployment", "deployments", True, ("deploy",), (*READ_VERBS, "delete")),
     Resource("", "v1", "Service", "services", True, ("svc",), (*READ_VERBS, "delete")),
     Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
+    # mesh policy (Istio's shapes, and netlab's rate limit); the sidecars watch these
+    Resource(
+        "networking.istio.io",
+        "v1",
+        "VirtualService",
+        "virtualservices",
+        True,
+        ("vs",),
+        (*READ_VERBS, "delete"),
+    ),
+    Resource(
+        "networking.istio.io",
+        "v1",
+        "DestinationRule",
+        "destinationrules",
+        True,
+        ("dr",),
+        (*READ_VERBS, "delete"),
+    ),
+    Resource(
+        "netlab.io",
+        "v1alpha1",
+        "RateLimitPolicy",
+        "ratelimitpolicies",
+        True,
+        ("rlp",),
+        (*READ_VERBS, "delete"),
+    ),
 )
+MESH_RESOURCES = ("virtualservices", "destinationrules", "ratelimitpolicies")
 
 
 class ResourceTable:

@@ -1,15 +1,28 @@
 """The lab's own workloads, added to every lab as kube-system is to a cluster:
 the DNS server (`labdns`, in the role of CoreDNS) as a Deployment in
-`kube-system` behind the `kube-dns` Service at the service network's .10.
+`kube-system` behind the `kube-dns` Service at the service network's .10; when
+the mesh is on, the trace collector (`mesh.collector`, in the role of Istio's
+Zipkin addon) behind `kube-system/zipkin`; and the sidecar injection (Istio's
+mutating webhook): a meshed pod template gets the `netlab-proxy` container.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+from netlab.plan.interception import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, SIDECAR_MARK
 from netlab.plan.services import dns_service_spec
+from netlab.spec.mesh import (
+    COLLECTOR_LABELS,
+    COLLECTOR_NAME,
+    COLLECTOR_NAMESPACE,
+    COLLECTOR_PORT,
+    collector_service,
+    injected,
+)
 from netlab.spec.model import (
     ContainerPort,
     ContainerSpec,
@@ -22,6 +35,7 @@ from netlab.spec.model import (
 DNS_DEPLOYMENT = "netlab-dns"
 DNS_NAMESPACE = "kube-system"
 DNS_LABELS = {"k8s-app": "kube-dns"}
+SIDECAR_CONTAINER = "netlab-proxy"  # Istio's is istio-proxy
 
 
 def dns_deployment(spec: LabSpec, api_socket: Path) -> DeploymentSpec:
@@ -59,12 +73,103 @@ def dns_deployment(spec: LabSpec, api_socket: Path) -> DeploymentSpec:
     )
 
 
+def collector_deployment() -> DeploymentSpec:
+    """The trace collector: Zipkin's v2 API and OTLP/HTTP JSON on 9411."""
+    container = ContainerSpec(
+        name="collector",
+        command=(sys.executable, "-m", "mesh.collector", "--listen", f"0.0.0.0:{COLLECTOR_PORT}"),
+        ports=(ContainerPort(COLLECTOR_PORT, "http-query", "TCP"),),
+        image="netlab/collector",
+    )
+    labels = frozen_map(COLLECTOR_LABELS)
+    template = PodTemplate(labels=labels, containers=(container,))
+    return DeploymentSpec(COLLECTOR_NAME, COLLECTOR_NAMESPACE, 1, labels, template, labels)
+
+
+def sidecar_container(spec: LabSpec, api_socket: Path) -> ContainerSpec:
+    """The injected proxy: it watches the lab API for its routes (as Envoy
+    watches istiod) and binds its admin port, which the readiness check
+    probes, once its first table is built."""
+    command = (
+        sys.executable,
+        "-m",
+        "mesh",
+        "--api-socket",
+        str(api_socket),
+        "--zone",
+        spec.dns.zone,
+        "--sampling",
+        f"{spec.mesh.sampling:g}",
+        "--mark",
+        f"{SIDECAR_MARK:#x}",
+        "--outbound-port",
+        str(OUTBOUND_PORT),
+        "--inbound-port",
+        str(INBOUND_PORT),
+        "--admin-port",
+        str(ADMIN_PORT),
+    )
+    return ContainerSpec(
+        name=SIDECAR_CONTAINER,
+        command=command,
+        ports=(ContainerPort(ADMIN_PORT, "proxy-admin", "TCP"),),
+        image="netlab/proxy",
+    )
+
+
+def is_meshed(template: PodTemplate) -> bool:
+    return any(c.name == SIDECAR_CONTAINER for c in template.containers)
+
+
+def inject(
+    template: PodTemplate,
+    namespace_labels: Mapping[str, str],
+    spec: LabSpec,
+    api_socket: Path,
+) -> PodTemplate:
+    """The template with the sidecar added when it or its namespace asks for one."""
+    if is_meshed(template) or not injected(template.labels, namespace_labels):
+        return template
+    containers = (*template.containers, sidecar_container(spec, api_socket))
+    return dataclasses.replace(template, containers=containers)
+
+
+def inject_all(
+    spec: LabSpec,
+    api_socket: Path,
+    deployments: tuple[DeploymentSpec, ...],
+    pods: tuple,
+    namespace_labels: Mapping[str, Mapping[str, str]],
+) -> tuple[tuple[DeploymentSpec, ...], tuple]:
+    """Deployments and Pods with their sidecars injected."""
+
+    def one(item):
+        labels = namespace_labels.get(item.namespace, {})
+        return dataclasses.replace(item, template=inject(item.template, labels, spec, api_socket))
+
+    return tuple(one(d) for d in deployments), tuple(one(p) for p in pods)
+
+
+def mesh_enabled(spec: LabSpec) -> bool:
+    """lab.mesh.enabled, or (auto) whether anything in the lab file is meshed."""
+    if spec.mesh.enabled is not None:
+        return spec.mesh.enabled
+    labels = {ns.name: ns.labels for ns in spec.namespaces}
+    templates = [(w.namespace, w.template) for w in (*spec.deployments, *spec.pods)]
+    return bool(spec.policies) or any(injected(t.labels, labels.get(ns, {})) for ns, t in templates)
+
+
 def with_system_workloads(spec: LabSpec, api_socket: Path) -> LabSpec:
-    """The spec plus the lab's DNS Deployment and Service (when enabled)."""
-    if not spec.dns.enabled:
-        return spec
+    """The spec plus the lab's DNS and collector, and sidecars injected."""
+    deployments, services = list(spec.deployments), list(spec.services)
+    if spec.dns.enabled:
+        deployments.append(dns_deployment(spec, api_socket))
+        services.append(dns_service_spec(spec.dns))
+    if mesh_enabled(spec):
+        deployments.append(collector_deployment())
+        services.append(collector_service())
+    labels = {ns.name: ns.labels for ns in spec.namespaces}
+    injected_deployments, pods = inject_all(spec, api_socket, tuple(deployments), spec.pods, labels)
     return dataclasses.replace(
-        spec,
-        deployments=(*spec.deployments, dns_deployment(spec, api_socket)),
-        services=(*spec.services, dns_service_spec(spec.dns)),
+        spec, deployments=injected_deployments, pods=pods, services=tuple(services)
     )

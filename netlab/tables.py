@@ -171,6 +171,65 @@ def _endpoints_row(ep: dict[str, Any], wide: bool) -> list[str]:
     return row
 
 
+def _virtual_service_row(vs: dict[str, Any], wide: bool) -> list[str]:
+    spec = vs.get("spec", {})
+    row = [
+        vs["metadata"]["name"],
+        json.dumps(spec.get("gateways", []), separators=(",", ":")),
+        json.dumps(spec.get("hosts", []), separators=(",", ":")),
+        age(vs["metadata"].get("creationTimestamp")),
+    ]
+    if wide:
+        routes = []
+        for i, http in enumerate(spec.get("http", [])):
+            split = "+".join(
+                f"{r['destination'].get('subset') or r['destination']['host']}"
+                f"{':' + str(r['weight']) if 'weight' in r else ''}"
+                for r in http.get("route", [])
+            )
+            routes.append(f"{http.get('name') or i}={split}")
+        row.append(",".join(routes) or "<none>")
+    return row
+
+
+def _destination_rule_row(dr: dict[str, Any], wide: bool) -> list[str]:
+    spec = dr.get("spec", {})
+    row = [
+        dr["metadata"]["name"],
+        spec.get("host", ""),
+        age(dr["metadata"].get("creationTimestamp")),
+    ]
+    if wide:
+        subsets = [
+            f"{s.get('name')}({','.join(f'{k}={v}' for k, v in s.get('labels', {}).items())})"
+            for s in spec.get("subsets", [])
+        ]
+        row.append(" ".join(subsets) or "<none>")
+    return row
+
+
+def _rate_limit_row(rl: dict[str, Any], wide: bool) -> list[str]:
+    spec = rl.get("spec", {})
+    bucket = spec.get("tokenBucket")
+    if bucket:
+        limit = (
+            f"{bucket.get('maxTokens')} max, {bucket.get('tokensPerFill', bucket.get('maxTokens'))}"
+            f"/{bucket.get('fillInterval', '1s')}"
+        )
+    else:
+        limit = f"{spec.get('requestsPerSecond')}/s"
+    row = [
+        rl["metadata"]["name"],
+        f"service/{spec.get('targetRef', {}).get('name', '')}",
+        limit,
+        age(rl["metadata"].get("creationTimestamp")),
+    ]
+    if wide:
+        source = spec.get("source", {}).get("service")
+        row += [spec.get("route") or "<any>", f"service/{source}" if source else "<any>"]
+    return row
+
+
 COLUMNS = {
     "pods": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE", "NETNS"], _pod_row),
     "nodes": (
@@ -190,6 +249,13 @@ COLUMNS = {
         _service_row,
     ),
     "endpoints": (["NAME", "ENDPOINTS", "AGE"], ["NOT-READY"], _endpoints_row),
+    "virtualservices": (["NAME", "GATEWAYS", "HOSTS", "AGE"], ["ROUTES"], _virtual_service_row),
+    "destinationrules": (["NAME", "HOST", "AGE"], ["SUBSETS"], _destination_rule_row),
+    "ratelimitpolicies": (
+        ["NAME", "TARGET", "LIMIT", "AGE"],
+        ["ROUTE", "SOURCE"],
+        _rate_limit_row,
+    ),
 }
 
 

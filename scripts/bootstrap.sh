@@ -19,6 +19,7 @@ DEB_PACKAGES=(
   libpcap0.8       # netlab capture -f: tcpdump's filter language, compiled by libpcap
   tshark           # tests and bench/inspect: a real pcapng reader to check ours against
   graphviz         # netlab draw: dot lays the lab out
+  wrk              # bench/sidecar: the HTTP load generator
   python3-venv python3-pip
 )
 

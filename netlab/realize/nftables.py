@@ -73,6 +73,23 @@ def listing(netns_path: str | os.PathLike) -> str:
         raise
 
 
+def apply_each(scripts: dict[str, str], workers: int = 4) -> None:
+    """Apply a script of its own in each namespace (path -> script), in parallel;
+    RealizeError naming every namespace where nft refused."""
+    failures: dict[str, str] = {}
+
+    def one(item: tuple[str, str]) -> None:
+        try:
+            apply(*item)
+        except RealizeError as exc:
+            failures[item[0]] = str(exc)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(scripts)))) as pool:
+        list(pool.map(one, scripts.items()))
+    if failures:
+        raise ApplyFailures(failures)
+
+
 def apply_many(paths: Iterable[str | os.PathLike], script: str, workers: int = 4) -> None:
     """Apply the same script in many namespaces, in parallel threads. Every
     namespace is tried; ApplyFailures names those where nft refused."""

@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from netlab.errors import Problem, SpecError
-from netlab.spec.manifests import check_scheduling, read_manifests
+from netlab.spec.manifests import MESH_KINDS, check_scheduling, read_manifests
+from netlab.spec.mesh import MeshContext, check_mesh, collector_service, read_mesh
 from netlab.spec.model import (
     DEFAULT_DNS_TTL,
     DEFAULT_DNS_ZONE,
@@ -33,8 +34,10 @@ from netlab.spec.model import (
     DnsSpec,
     LabSpec,
     LinkSpec,
+    NamespaceSpec,
     OverlaySpec,
     PodSpec,
+    PolicySpec,
     RackSpec,
     RouterSpec,
     ServiceSpec,
@@ -127,11 +130,46 @@ def check_documents(
     if lab is not None and lab_ok:
         check_scheduling(lab, found, checker)
         check_services(lab, found["Service"], checker)
+        check_mesh(_policies(found), mesh_context(lab, found), checker)
     if checker.problems or lab is None:
         return None, checker.problems
     pods, deployments = tuple(found["Pod"]), tuple(found["Deployment"])
     services = tuple(found["Service"])
-    return replace(lab, pods=pods, deployments=deployments, services=services, source=source), []
+    return replace(
+        lab,
+        pods=pods,
+        deployments=deployments,
+        services=services,
+        policies=_policies(found),
+        namespaces=tuple(found["Namespace"]),
+        source=source,
+    ), []
+
+
+def _policies(found: dict[str, list]) -> tuple[PolicySpec, ...]:
+    return tuple(p for kind in MESH_KINDS for p in found[kind])
+
+
+def mesh_context(
+    lab: LabSpec, found: dict[str, list], existing: MeshContext | None = None
+) -> MeshContext:
+    """The Services and DestinationRules that policies may name: the running lab's
+    (`existing`, for `netlab apply`), the trace collector's and the new ones."""
+    services = dict(existing.services) if existing else {}
+    for service in (collector_service(), *found["Service"]):
+        services[(service.namespace, service.name)] = service
+    new = {(p.kind, p.namespace, p.name) for p in _policies(found)}
+
+    def merged(kind: str, old: list[PolicySpec]) -> list[PolicySpec]:
+        kept = [p for p in old if (p.kind, p.namespace, p.name) not in new]
+        return kept + list(found[kind])
+
+    return MeshContext(
+        services,
+        merged("DestinationRule", existing.rules if existing else []),
+        merged("VirtualService", existing.virtual_services if existing else []),
+        lab.dns.zone,
+    )
 
 
 @dataclass(frozen=True)
@@ -141,9 +179,13 @@ class ManifestSet:
     pods: tuple[PodSpec, ...] = ()
     deployments: tuple[DeploymentSpec, ...] = ()
     services: tuple[ServiceSpec, ...] = ()
+    policies: tuple[PolicySpec, ...] = ()
+    namespaces: tuple[NamespaceSpec, ...] = ()
 
 
-def parse_manifests(text: str, lab: LabSpec, source: str | None = None) -> ManifestSet:
+def parse_manifests(
+    text: str, lab: LabSpec, source: str | None = None, existing: MeshContext | None = None
+) -> ManifestSet:
     """Validate a YAML stream of manifests (no `lab:` section) against an existing lab:
     the same checks as in a lab file, scheduling and clusterIPs included; SpecError if
     anything is wrong. Conflicts with what already runs (a clusterIP in use) are the
@@ -166,9 +208,16 @@ def parse_manifests(text: str, lab: LabSpec, source: str | None = None) -> Manif
     found = read_manifests(manifests, checker)
     check_scheduling(lab, found, checker)
     check_services(lab, found["Service"], checker)
+    check_mesh(_policies(found), mesh_context(lab, found, existing), checker)
     if problems or checker.problems:
         raise SpecError(problems + checker.problems, source)
-    return ManifestSet(tuple(found["Pod"]), tuple(found["Deployment"]), tuple(found["Service"]))
+    return ManifestSet(
+        tuple(found["Pod"]),
+        tuple(found["Deployment"]),
+        tuple(found["Service"]),
+        _policies(found),
+        tuple(found["Namespace"]),
+    )
 
 
 _MANIFEST_FIX = "each document is a Kubernetes manifest with apiVersion, kind and metadata"
@@ -256,6 +305,7 @@ def _lab(lab_docs: list[tuple[int, dict]], checker: Checker) -> LabSpec | None:
         _check_pod_cidr(overlay, sum(rack.node_count for rack in draft.racks), checker)
     service_network = _service_network(draft, overlay.network if overlay_ok else None, checker)
     dns = _dns(draft.lab.get("dns"), checker)
+    mesh = read_mesh(draft.lab.get("mesh"), checker)
     if len(checker.problems) > before or service_network is None:
         return None
     racks = tuple(RackSpec(r.name, r.subnet, tuple(r.nodes)) for r in draft.racks)
@@ -267,6 +317,7 @@ def _lab(lab_docs: list[tuple[int, dict]], checker: Checker) -> LabSpec | None:
         links,
         service_network=service_network,
         dns=dns,
+        mesh=mesh,
     )
 
 

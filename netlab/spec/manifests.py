@@ -13,6 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from netlab.spec.mesh import (
+    ISTIO_API,
+    ISTIO_GROUP,
+    ISTIO_VERSIONS,
+    RATE_LIMIT_API,
+    read_destination_rule,
+    read_rate_limit,
+    read_virtual_service,
+)
 from netlab.spec.model import (
     DEFAULT_NAMESPACE,
     HOSTNAME_LABEL,
@@ -23,6 +32,7 @@ from netlab.spec.model import (
     ContainerSpec,
     DeploymentSpec,
     LabSpec,
+    NamespaceSpec,
     PodSpec,
     PodTemplate,
     ProbeSpec,
@@ -89,6 +99,8 @@ class Kind:
     pod_path: str | None  # where its pod spec sits, for scheduling messages
     read: Callable[[Manifest, Any, Checker], Any]  # (manifest, its spec, checker) -> a spec
     name_re: re.Pattern[str] = DNS_LABEL_RE  # metadata.name's rule (Services: DNS-1035)
+    also: tuple[str, ...] = ()  # other apiVersions accepted (Istio's v1beta1, v1alpha3)
+    needs_spec: bool = True  # a Namespace has none
 
 
 def _env(container: dict, path: str, checker: Checker) -> list[tuple[str, str]]:
@@ -372,11 +384,28 @@ def _deployment(manifest: Manifest, value: Any, checker: Checker) -> DeploymentS
     )
 
 
+def _namespace(manifest: Manifest, value: Any, checker: Checker) -> NamespaceSpec | None:
+    """A Namespace: its name and labels (`netlab.io/inject: "true"` meshes its pods)."""
+    checker.mapping(value or {}, manifest.prefix + "spec", ())
+    return NamespaceSpec(manifest.name, frozen_map(manifest.labels))
+
+
+_ISTIO_ALSO = tuple(
+    f"{ISTIO_GROUP}/{v}" for v in ISTIO_VERSIONS if f"{ISTIO_GROUP}/{v}" != ISTIO_API
+)
+
 KINDS: dict[str, Kind] = {
     "Pod": Kind("v1", DNS_LABEL_MAX, "spec", _pod),
     "Deployment": Kind("apps/v1", DEPLOYMENT_NAME_MAX, "spec.template.spec", _deployment),
     "Service": Kind("v1", DNS_LABEL_MAX, None, read_service, DNS_1035_LABEL_RE),
+    "Namespace": Kind("v1", DNS_LABEL_MAX, None, _namespace, needs_spec=False),
+    "VirtualService": Kind(ISTIO_API, DNS_LABEL_MAX, None, read_virtual_service, also=_ISTIO_ALSO),
+    "DestinationRule": Kind(
+        ISTIO_API, DNS_LABEL_MAX, None, read_destination_rule, also=_ISTIO_ALSO
+    ),
+    "RateLimitPolicy": Kind(RATE_LIMIT_API, DNS_LABEL_MAX, None, read_rate_limit),
 }
+MESH_KINDS = ("VirtualService", "DestinationRule", "RateLimitPolicy")
 
 
 def _supported() -> str:
@@ -391,9 +420,11 @@ def _metadata(doc: dict, kind: str, where: str, checker: Checker) -> Manifest | 
     meta = doc.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
     prefix = f"{kind}/{name}: " if isinstance(name, str) and name else f"{where}: "
-    checker.mapping(doc, prefix, TOP_FIELDS, required=("apiVersion", "metadata", "spec"))
-    api, wanted = doc.get("apiVersion"), KINDS[kind].api_version
-    if api is not None and api != wanted:
+    rule = KINDS[kind]
+    needed = ("apiVersion", "metadata", "spec") if rule.needs_spec else ("apiVersion", "metadata")
+    checker.mapping(doc, prefix, TOP_FIELDS, required=needed)
+    api, wanted = doc.get("apiVersion"), rule.api_version
+    if api is not None and api != wanted and api not in rule.also:
         checker.add(
             prefix + "apiVersion", f"{kind} is {wanted}, not {api!r}", f"write apiVersion: {wanted}"
         )
@@ -404,7 +435,6 @@ def _metadata(doc: dict, kind: str, where: str, checker: Checker) -> Manifest | 
         return None
     path = prefix + "metadata"
     if name is not None:
-        rule = KINDS[kind]
         checker.name(name, join(path, "name"), f"{kind} name", rule.max_name, rule.name_re)
     if not isinstance(name, str):
         return None
@@ -451,9 +481,9 @@ def read_manifests(documents: list[tuple[int, dict]], checker: Checker) -> dict[
                 "rename one of them",
             )
         seen.setdefault(key, index)
-        if doc.get("spec") is None:  # reported as missing
+        if doc.get("spec") is None and KINDS[kind].needs_spec:  # reported as missing
             continue
-        spec = KINDS[kind].read(manifest, doc["spec"], checker)
+        spec = KINDS[kind].read(manifest, doc.get("spec"), checker)
         if spec is not None and len(checker.problems) == before:
             found[kind].append(spec)
     return found

@@ -35,6 +35,7 @@ SERVICE_PROTOCOLS = ("TCP", "UDP")
 SESSION_AFFINITIES = ("None", "ClientIP")
 DEFAULT_AFFINITY_TIMEOUT = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds: 3 hours
 PROBE_HANDLERS = ("tcpSocket", "httpGet", "exec")
+INJECT_LABEL = "netlab.io/inject"  # "true" on a namespace or pod template: a sidecar is injected
 
 
 def frozen_map(data: dict[str, str] | None = None) -> MappingProxyType:
@@ -195,6 +196,34 @@ class DnsSpec:
 
 
 @dataclass(frozen=True)
+class MeshSpec:
+    """`lab.mesh`: whether the mesh's collector runs (None: when anything is meshed)
+    and the share of new traces the sidecars sample, in percent."""
+
+    enabled: bool | None = None
+    sampling: float = 100.0
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A mesh policy object (VirtualService, DestinationRule, RateLimitPolicy),
+    validated; `manifest` is what the store serves and the sidecars compile."""
+
+    kind: str
+    name: str
+    namespace: str
+    manifest: dict[str, Any] = field(compare=True, hash=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NamespaceSpec:
+    """A `kind: Namespace`: its labels (netlab.io/inject) matter here."""
+
+    name: str
+    labels: MappingProxyType = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True)
 class LabSpec:
     name: str
     racks: tuple[RackSpec, ...]
@@ -207,6 +236,9 @@ class LabSpec:
     services: tuple[ServiceSpec, ...] = ()
     service_network: IPv4Network = DEFAULT_SERVICE_NETWORK  # where ClusterIPs come from
     dns: DnsSpec = DnsSpec()
+    mesh: MeshSpec = MeshSpec()
+    policies: tuple[PolicySpec, ...] = ()
+    namespaces: tuple[NamespaceSpec, ...] = ()
 
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:

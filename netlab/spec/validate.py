@@ -290,7 +290,7 @@ class Checker:
 
 # ---------------------------------------------------------------- the lab: section
 
-LAB_FIELDS = ("name", "racks", "routers", "overlay", "links", "serviceNetwork", "dns")
+LAB_FIELDS = ("name", "racks", "routers", "overlay", "links", "serviceNetwork", "dns", "mesh")
 RACK_FIELDS = ("name", "subnet", "nodes")
 NODE_FIELDS = ("name", "labels")
 ROUTER_FIELDS = ("name", "racks")
