@@ -19,6 +19,18 @@ from types import MappingProxyType
 HTTP, TCP = "http", "tcp"
 ROUND_ROBIN, RANDOM, LEAST_REQUEST = "ROUND_ROBIN", "RANDOM", "LEAST_REQUEST"
 RETRY_ON = ("connect-failure", "5xx", "reset", "gateway-error", "retriable-status-codes")
+# Istio's retry policy for an HTTP route that sets none (and the conditions of one
+# whose `retryOn` is not given): 2 retries on these, a status code is a word of its own
+ISTIO_RETRY_ON = frozenset(
+    (
+        "connect-failure",
+        "refused-stream",
+        "unavailable",
+        "cancelled",
+        "retriable-status-codes",
+        "503",
+    )
+)
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -35,7 +47,7 @@ class Workload:
     app: str = ""  # the pod's `app` label, else its owner's name, else the pod's name
     version: str = ""  # the pod's `version` label ("unknown" in metrics when empty)
     services: tuple[str, ...] = ()  # names of the Services (same namespace) that select it
-    labels: Mapping[str, str] = _EMPTY
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +56,7 @@ class Endpoint:
     port: int  # the resolved target port
     pod: str = ""  # "namespace/name"
     node: str = ""
-    labels: Mapping[str, str] = _EMPTY
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -114,9 +126,12 @@ class Match:
     uri: UriMatch | None = None
     headers: tuple[HeaderMatch, ...] = ()
     method: str | None = None  # exact method, upper case
+    method_pattern: re.Pattern[str] | None = None  # a prefix or regex method match, full match
 
     def matches(self, method: str, path: str, headers: Mapping[str, str]) -> bool:
         if self.method is not None and method != self.method:
+            return False
+        if self.method_pattern is not None and self.method_pattern.fullmatch(method) is None:
             return False
         if self.uri is not None and not self.uri.matches(path):
             return False
@@ -127,7 +142,10 @@ class Match:
 class Retry:
     attempts: int  # retries after the first try (Istio's `attempts`)
     per_try_timeout: float | None = None  # seconds
-    retry_on: frozenset[str] = frozenset(("connect-failure", "reset"))
+    retry_on: frozenset[str] = ISTIO_RETRY_ON  # Envoy's conditions; digits are status codes
+
+
+DEFAULT_RETRY = Retry(2)  # Istio's, on every HTTP route whose VirtualService sets no retries
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +164,7 @@ class Route:
     destinations: tuple[Destination, ...]  # weights sum to 100 (or one destination)
     matches: tuple[Match, ...] = ()  # any of them; empty = every request
     timeout: float | None = None  # seconds; None = no timeout (Istio's default)
-    retries: Retry | None = None
+    retries: Retry | None = None  # None = no retries (compile fills in DEFAULT_RETRY as Istio)
     fault: Fault | None = None
     virtual_service: str | None = None  # "namespace/name" it came from
 
