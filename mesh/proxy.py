@@ -29,6 +29,7 @@ from mesh.metrics import Metrics
 from mesh.ratelimit import RateLimiter, Verdict
 from mesh.spans import SpanRecorder
 from mesh.table import (
+    DEFAULT_RETRY,
     HTTP,
     Destination,
     Endpoint,
@@ -44,8 +45,6 @@ from mesh.upstream import Pipe, Pool, Upstream
 log = logging.getLogger("mesh")
 
 OUTBOUND, INBOUND = "outbound", "inbound"
-# Istio's default retry policy: 2 attempts on connect failures and refused streams
-DEFAULT_RETRY = Retry(attempts=2, retry_on=frozenset(("connect-failure", "refused-stream")))
 DROP_OUT = http1.HOP_BY_HOP | frozenset(h.encode() for h in TRACE_HEADERS)
 MAX_QUEUED = 16  # pipelined requests waiting behind the one in flight: past it, stop reading
 HEADER_TIMEOUT = 10.0  # seconds from a request's first byte to its full head (else 408)
@@ -586,7 +585,7 @@ class Downstream(asyncio.Protocol):
             self._local(ex, 404, "")
             return
         ex.route = route
-        ex.retry = route.retries or DEFAULT_RETRY
+        ex.retry = route.retries  # compile gives every route Istio's default unless told
         dest = proxy.balancer.choose(route)
         if dest is None:
             proxy.counters["no_healthy_upstream"] += 1
@@ -630,7 +629,7 @@ class Downstream(asyncio.Protocol):
         if dest is None:
             dest = self.inbound_dest = Destination("", "", self.dst[1], (Endpoint(*self.dst),))
         ex.dest = dest
-        ex.retry = DEFAULT_RETRY
+        ex.retry = None  # Envoy retries on the client side only
         if ib is None:
             self._attempt(ex)
             return

@@ -324,8 +324,15 @@ def cmd_version(args) -> int:
 
 def cmd_demo(args) -> int:
     from netlab.demo import run_demo
+    from netlab.demo_mesh import run_mesh_demo
 
-    return run_demo(_lab_file(args.file))
+    if args.file is None:  # the embedded tour: the lab, then the mesh
+        code = run_demo(_lab_file(None))
+        return code or run_mesh_demo(TOPOLOGIES / "mesh-demo.yaml")
+    path = _lab_file(args.file)
+    if "netlab.io/inject" in path.read_text(encoding="utf-8", errors="replace"):
+        return run_mesh_demo(path)
+    return run_demo(path)
 
 
 # -- parsing ----------------------------------------------------------------
@@ -473,7 +480,9 @@ def parser() -> argparse.ArgumentParser:
     version.set_defaults(func=cmd_version)
 
     demo = sub.add_parser(
-        "demo", help="the guided demo: up, ping and HTTP across racks, VXLAN on the wire, down"
+        "demo",
+        help="the guided demo: up, ping and HTTP across racks, VXLAN on the wire, Services, "
+        "then the mesh (split, header route, rate limit, a trace)",
     )
     demo.add_argument("file", nargs="?")
     demo.set_defaults(func=cmd_demo)

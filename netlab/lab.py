@@ -50,7 +50,14 @@ from netlab.realize import (
     rtnl_batch,
 )
 from netlab.realize.fabric import Fabric
-from netlab.realize.processes import ExitMonitor, PidRecord, start_container, stop_processes
+from netlab.realize.processes import (
+    ExitMonitor,
+    PidRecord,
+    container_env,
+    start_container,
+    stop_processes,
+)
+from netlab.realize.zygote import Zygote
 from netlab.services import Candidate, Services, selects
 from netlab.spec.load import ManifestSet, load_lab, parse_manifests
 from netlab.spec.mesh import MeshContext
@@ -63,7 +70,7 @@ from netlab.spec.model import (
     frozen_map,
 )
 from netlab.store import Store
-from netlab.system import inject_all, is_meshed, with_system_workloads
+from netlab.system import SIDECAR_CONTAINER, inject_all, is_meshed, with_system_workloads
 
 BACKOFF_START = 0.5  # seconds before the first restart; doubles up to BACKOFF_MAX
 BACKOFF_MAX = 30.0
@@ -97,6 +104,12 @@ class Lab:
         self.fabric: Fabric | None = None
         self.monitor: ExitMonitor | None = None
         self.pid_record = PidRecord(self.run_dir / "pids")
+        # sidecars are forked from one preloaded parent (NETLAB_SIDECAR_FORK=0: started fresh)
+        self.zygote = (
+            Zygote(self.run_dir / "logs" / "zygote.log", self._record_zygote)
+            if os.environ.get("NETLAB_SIDECAR_FORK", "1") != "0"
+            else None
+        )
         self.stopping = False
         self.api: ApiServer | None = None
         self.prober: Prober | None = None
@@ -215,6 +228,8 @@ class Lab:
             self.monitor.close()
             self.monitor = None
         stop_processes(procs, grace=0.5)
+        if self.zygote is not None:
+            self.zygote.close()
         if self.fabric is not None:
             self.fabric.stop()  # ends the Mininet shells, closes their ptys
             self.fabric = None
@@ -358,7 +373,9 @@ class Lab:
                 }
             )
         )
-        checks = checks_for(plan.template.containers, extra, time.monotonic())
+        checks = checks_for(
+            plan.template.containers, extra, time.monotonic(), frozenset((SIDECAR_CONTAINER,))
+        )
         target = Target(
             plan.key, plan.address.ip, str(self.fabric.host_path(plan.node)), plan.netns, checks
         )
@@ -565,13 +582,25 @@ class Lab:
             raise NotFound(f"no ClusterIP service {namespace}/{name}")
         return str(vip)
 
+    def _record_zygote(self, pid: int) -> None:
+        self.pid_record.add(pid, "zygote", "mesh.zygote")
+
     def _request_shutdown(self) -> None:
         if self.on_shutdown is not None:
             self.on_shutdown()
 
     def _start_container(self, rt: PodRuntime, index: int) -> None:
         container = rt.plan.template.containers[index]
-        proc = start_container(rt.plan, container, self.log_path(rt.plan, container.name))
+        log_path = self.log_path(rt.plan, container.name)
+        if container.name == SIDECAR_CONTAINER and self.zygote is not None:
+            proc = self.zygote.spawn(
+                str(netns.netns_path(rt.plan.netns)),
+                container.argv[3:],  # after `python -m mesh`
+                container_env(rt.plan, container),
+                log_path,
+            )
+        else:
+            proc = start_container(rt.plan, container, log_path)
         self.pid_record.add(
             proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}"
         )

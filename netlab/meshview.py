@@ -203,12 +203,14 @@ def pair_rows(samples: list, before: list | None = None, window: float = 0.0) ->
             if labels.get("reporter") != "source":
                 continue
             row = rows.setdefault(
-                key(labels), {"requests": 0.0, "ok": 0.0, "now": 0.0, "buckets": {}}
+                key(labels), {"requests": 0.0, "ok": 0.0, "now": 0.0, "buckets": {}, "codes": {}}
             )
             if name == "istio_requests_total":
                 if sign > 0:
                     row["requests"] += value
-                    if not labels.get("response_code", "0").startswith("5"):
+                    code = labels.get("response_code", "0")
+                    row["codes"][code] = row["codes"].get(code, 0) + int(value)
+                    if not code.startswith("5"):  # Istio's (and Kiali's) success: not a 5xx
                         row["ok"] += value
                 row["now"] += sign * value
             elif name == "istio_request_duration_milliseconds_bucket" and sign > 0:
@@ -226,6 +228,7 @@ def pair_rows(samples: list, before: list | None = None, window: float = 0.0) ->
                 "destination": destination,
                 "requests": int(row["requests"]),
                 "success": row["ok"] / row["requests"] if row["requests"] else 1.0,
+                "codes": dict(sorted(row["codes"].items())),
                 "rps": row["now"] / window if before is not None and window > 0 else None,
                 "p50_ms": histogram_quantile(0.5, row["buckets"]),
                 "p99_ms": histogram_quantile(0.99, row["buckets"]),
@@ -254,6 +257,11 @@ def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
     return lower
 
 
+def codes_text(codes: dict[str, int]) -> str:
+    """Response codes as `200:92,429:8`."""
+    return ",".join(f"{code}:{n}" for code, n in codes.items()) or "-"
+
+
 def run_top(args: argparse.Namespace, client: LabClient) -> int:
     pods = meshed_pods(client, args.namespace)
     if not pods:
@@ -268,13 +276,14 @@ def run_top(args: argparse.Namespace, client: LabClient) -> int:
     if not rows:
         print("No requests seen by the sidecars yet.")
         return 0
-    header = ["SOURCE", "DESTINATION", "REQUESTS", "SUCCESS", "RPS", "P50", "P99"]
+    header = ["SOURCE", "DESTINATION", "REQUESTS", "SUCCESS", "CODES", "RPS", "P50", "P99"]
     table = [header] + [
         [
             r["source"],
             r["destination"],
             str(r["requests"]),
             f"{100 * r['success']:.1f}%",
+            codes_text(r["codes"]),
             "-" if r["rps"] is None else f"{r['rps']:.1f}",
             _ms(r["p50_ms"]),
             _ms(r["p99_ms"]),

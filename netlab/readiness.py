@@ -83,10 +83,14 @@ class Target:
 
 
 def checks_for(
-    containers: tuple[ContainerSpec, ...], extra_ports: tuple[int, ...], start: float
+    containers: tuple[ContainerSpec, ...],
+    extra_ports: tuple[int, ...],
+    start: float,
+    not_serving: frozenset[str] = frozenset(),
 ) -> list[Check]:
     """The checks of a pod's containers (`extra_ports`: Services' numeric
-    TCP target ports, checked on the first container without a probe)."""
+    TCP target ports, checked on the first container without a probe that is
+    not named in `not_serving`, e.g. a sidecar, which only forwards them)."""
     checks = []
     extra = set(extra_ports)
     for container in containers:
@@ -98,8 +102,9 @@ def checks_for(
             checks.append(Check(container.name, probe, probe_ports, due=due))
             continue
         ports = {p.container_port for p in container.ports if p.protocol == "TCP"}
-        ports |= extra
-        extra = set()
+        if container.name not in not_serving:
+            ports |= extra
+            extra = set()
         checks.append(Check(container.name, None, tuple(sorted(ports)), due=start))
     return checks
 

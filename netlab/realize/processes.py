@@ -301,8 +301,9 @@ class ExitMonitor(_SelectorThread):
         super().__init__("exit-monitor")
 
     def watch(self, proc: subprocess.Popen, on_exit: Callable[[subprocess.Popen], None]) -> None:
-        if isinstance(proc, ContainerProcess) and proc.stdout is not None:
-            self.output.add(proc.stdout, proc.log_path)
+        log_path = getattr(proc, "log_path", None)  # a ContainerProcess or a forked sidecar
+        if log_path is not None and proc.stdout is not None:
+            self.output.add(proc.stdout, log_path)
         try:
             fd = os.pidfd_open(proc.pid)
         except ProcessLookupError:

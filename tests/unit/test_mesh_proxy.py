@@ -19,6 +19,7 @@ from mesh.proxy import Proxy
 from mesh.ratelimit import RateLimiter
 from mesh.spans import SpanRecorder
 from mesh.table import (
+    DEFAULT_RETRY,
     HTTP,
     TCP,
     Destination,
@@ -291,7 +292,7 @@ async def test_refused_endpoint_is_retried_on_another(backends):
     dead = await Backend("dead").start()
     dead.close()
     await dead.server.wait_closed()
-    table = service((route(dest(endpoint(dead), endpoint(backends[0]))),))
+    table = service((route(dest(endpoint(dead), endpoint(backends[0])), retries=DEFAULT_RETRY),))
     async with proxied(table) as (proxy, connect):
         client = await connect()
         bodies = [(await client.get())[2] for _ in range(4)]
@@ -444,3 +445,31 @@ async def test_metrics_recorded_with_istio_names(backends):
     line = next(x for x in text.splitlines() if x.startswith("istio_requests_total{"))
     assert 'response_code="200"' in line and 'destination_service_name="web"' in line
     assert line.endswith(" 3")
+
+
+@run
+async def test_websocket_upgrade_becomes_a_tunnel():
+    async def ws(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"upgrade: websocket" in head.lower()
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n")
+        while data := await reader.read(100):
+            writer.write(b"frame:" + data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(ws, "127.0.0.1", 0)
+    ep = Endpoint("127.0.0.1", server.sockets[0].getsockname()[1])
+    try:
+        async with proxied(service((route(dest(ep)),))) as (_, connect):
+            client = await connect()
+            await client.send(
+                b"GET /chat HTTP/1.1\r\nhost: web\r\nconnection: Upgrade\r\n"
+                b"upgrade: websocket\r\n\r\n"
+            )
+            status, headers, _ = await client.response(head_only=True)
+            assert status == 101 and headers["upgrade"] == "websocket"
+            await client.send(b"hi")
+            assert await asyncio.wait_for(client.reader.read(100), 5) == b"frame:hi"
+    finally:
+        server.close()
