@@ -717,8 +717,9 @@ def report(res: dict[str, list[dict]]) -> str:
         "filter on every request. netlab is reached through nftables interception of the\n"
         "ClusterIP (redirect + conntrack, as Istio's); its RateLimitPolicy is enforced by\n"
         "the destination's inbound sidecar only (mesh/compile.py), and the backends are not\n"
-        "meshed, so no rate limiter runs on netlab's path. The sidecar traces at its own\n"
-        "default sampling unless --sampling is given; Envoy's config has no tracing."
+        "meshed, so no rate limiter runs on netlab's path. The sidecar makes trace context\n"
+        "(traceparent, B3, x-request-id) for every request and records spans for the\n"
+        "--sampling percent (default 1, Istio's default); Envoy's config has no tracing."
     )
     return "\n".join([
         table(headers, rows), "",
@@ -734,8 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS))
-    p.add_argument("--sampling", type=float, default=None,
-                   help="netlab sidecar's --sampling percent (default: the sidecar's own)")  # fmt: skip
+    p.add_argument("--sampling", type=float, default=1.0,
+                   help="netlab sidecar's --sampling percent (default 1: Istio's default "
+                        "trace sampling; the lab's sidecars sample 100%% for the demo)")  # fmt: skip
     p.add_argument("--check-only", action="store_true", help="run the checks, no timing")
     p.add_argument(
         "--serve-backend", nargs=3, metavar=("NAME", "HOST", "PORT"), help=argparse.SUPPRESS

@@ -15,8 +15,10 @@ No netlab imports: only aiohttp and the standard library.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -151,6 +153,10 @@ class ApiSource:
         self.paths = dict(paths)
         self._session: aiohttp.ClientSession | None = None
         self._versions: dict[str, str] = {}
+        self._seeded: set[str] = set()
+        self.events = 0  # watch events received, and their bytes (for stats)
+        self.event_bytes = 0
+        self.lists = 0
         self.revision = 0  # the highest resourceVersion seen (lists and events)
 
     def _client(self) -> aiohttp.ClientSession:
@@ -162,13 +168,23 @@ class ApiSource:
             )
         return self._session
 
+    def seed(self, snapshot: Mapping[str, object]) -> None:
+        """Take lists made elsewhere (a `fetch_lists` result: a fork's parent lists
+        once for many children) instead of listing; watches start from their versions."""
+        for resource, doc in snapshot.items():
+            if resource in self.paths:
+                self._accept(resource, doc)
+                self._seeded.add(resource)
+
     async def start(self) -> None:
-        """The initial lists; retried until all succeed (the API may still be starting)."""
+        """The initial lists (of what `seed` did not give); retried until all succeed
+        (the API may still be starting)."""
         delay = 0.05
         while True:
             try:
                 for resource in self.paths:
-                    await self._list(resource)
+                    if resource not in self._seeded:
+                        await self._list(resource)
                 return
             except (SourceError, aiohttp.ClientError, OSError, ValueError) as exc:
                 log.warning("initial list failed (%s); retrying in %.1f s", exc, delay)
@@ -197,8 +213,12 @@ class ApiSource:
             if resp.status != 200:
                 raise SourceError(f"GET {path}: HTTP {resp.status}")
             doc = await resp.json(content_type=None)
+        self.lists += 1
+        self._accept(resource, doc)
+
+    def _accept(self, resource: str, doc: object) -> None:
         if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
-            raise SourceError(f"GET {path}: not a list")
+            raise SourceError(f"GET {self.paths[resource]}: not a list")
         self.objects.replace(resource, doc["items"])
         self._seen(resource, (doc.get("metadata") or {}).get("resourceVersion"))
 
@@ -246,7 +266,9 @@ class ApiSource:
     def _apply(self, resource: str, lines: list[bytes]) -> bool:
         """Apply watch events; True if the objects changed."""
         changed = False
+        self.events += len(lines)
         for line in lines:
+            self.event_bytes += len(line)
             event = json.loads(line)
             if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
                 raise SourceError(f"{resource}: not a watch event: {line[:80]!r}")
@@ -262,3 +284,40 @@ class ApiSource:
                 self.objects.apply(resource, etype, obj)
                 changed = True
         return changed
+
+
+def fetch_lists(socket_path: str, paths: Mapping[str, str], timeout: float = 5.0) -> dict:
+    """The lists of `paths` over the unix socket, blocking (for a process without
+    an event loop, such as a fork server); {resource: list document}."""
+    out = {}
+    conn = _UnixHTTPConnection(socket_path, timeout)
+    try:
+        for resource, path in paths.items():
+            conn.request("GET", path, headers={"Host": "lab"})
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                raise SourceError(f"GET {path}: HTTP {resp.status}")
+            try:
+                out[resource] = json.loads(body)
+            except ValueError as exc:
+                raise SourceError(f"GET {path}: {exc}") from None
+    finally:
+        conn.close()
+    return out
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("lab", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock

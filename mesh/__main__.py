@@ -67,15 +67,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, snapshot: dict | None = None) -> int:
+    """`snapshot`: the lab's lists, when a fork server fetched them (mesh.zygote)."""
     args = parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr, level=args.log_level.upper(), format="netlab-proxy: %(message)s"
     )
-    return run(args)
+    return run(args, snapshot)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, snapshot: dict | None = None) -> int:
     import uvloop  # the proxied path runs on libuv
 
     from mesh.sidecar import Settings, Sidecar
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         admin=args.admin_port,
         drain=args.drain,
         ready_file=args.ready_file,
+        snapshot=snapshot,
     )
 
     async def go() -> int:

@@ -254,6 +254,7 @@ class Downstream(asyncio.Protocol):
         self.eof_in = False  # TCP mode: the client half-closed
         self.upgrading: Exchange | None = None
         self.inbound_dest: Destination | None = None
+        self._span_bases: dict[tuple, tuple] | None = None
 
     # -- set-up ------------------------------------------------------------------
 
@@ -966,39 +967,36 @@ class Downstream(asyncio.Protocol):
         destination: Workload | None,
         duration: float,
     ) -> dict:
-        ns, svc = ex.service
-        host = f"{svc}.{ns}.svc.{self.proxy.metrics.zone}" if svc else self.dst[0]
-        ep = ex.endpoint
         dest = ex.dest
-        outbound = self.side == OUTBOUND
         subset = (dest.subset or "") if dest is not None else ""
-        zone = self.proxy.metrics.zone
-        tags = {
-            "http.method": ex.method.decode("latin-1"),
-            "http.url": f"http://{ex.hdict.get('host', host)}{ex.path}",
-            "http.status_code": str(ex.status),
-            "request_size": str(ex.body_size),
-            "response_size": str(ex.response_bytes),
-            "response_flags": ex.flags,
-            "upstream_cluster": f"{self.side}|{self.dst[1]}|{subset}|{host}",
-            "istio.namespace": me.namespace,
-            "istio.canonical_service": me.app,
-            "netlab.pod": f"{me.namespace}/{me.pod}",
-            "netlab.node": me.node,
-            "netlab.rack": me.rack,
-            "node_id": f"sidecar~{me.ip}~{me.pod}.{me.namespace}~{me.namespace}.svc.{zone}",
-            "guid:x-request-id": trace.request_id,
-        }
-        if "user-agent" in ex.hdict:
-            tags["http.user_agent"] = ex.hdict["user-agent"][:200]
+        key = (id(me), ex.service, subset, dest.port if dest is not None else self.dst[1])
+        base = self._span_bases.get(key) if self._span_bases is not None else None
+        if base is None or base[4] is not me:  # (an id can be reused once a table is gone)
+            base = self._span_base(key, me)
+        static_tags, local, name, host, _ = base
+        ep = ex.endpoint
+        outbound = self.side == OUTBOUND
+        hdict = ex.hdict
+        tags = static_tags.copy()
+        tags["http.method"] = ex.method.decode("latin-1")
+        tags["http.url"] = f"http://{hdict.get('host', host)}{ex.path}"
+        tags["http.status_code"] = str(ex.status)
+        tags["request_size"] = str(ex.body_size)
+        tags["response_size"] = str(ex.response_bytes)
+        tags["response_flags"] = ex.flags
+        tags["guid:x-request-id"] = trace.request_id
+        agent = hdict.get("user-agent")
+        if agent is not None:
+            tags["http.user_agent"] = agent[:200]
         if ex.route is not None:
             tags["netlab.route"] = ex.route.name
-        if dest is not None and dest.subset:
-            tags["netlab.subset"] = dest.subset
         if ep is not None:
-            tags["peer.address"] = f"{ep.ip}:{ep.port}" if outbound else f"{self.peer[0]}"
-            if ep.pod and outbound:
-                tags["netlab.upstream_pod"] = ep.pod
+            if outbound:
+                tags["peer.address"] = f"{ep.ip}:{ep.port}"
+                if ep.pod:
+                    tags["netlab.upstream_pod"] = ep.pod
+            else:
+                tags["peer.address"] = self.peer[0]
         if ex.limited:
             tags["netlab.rate_limited"] = "true"
         if ex.attempts > 1:
@@ -1009,22 +1007,47 @@ class Downstream(asyncio.Protocol):
             "traceId": trace.trace_id,
             "id": trace.span_id,
             "kind": "CLIENT" if outbound else "SERVER",
-            "name": f"{host}:{dest.port if dest else self.dst[1]}/*",
+            "name": name,
             "timestamp": int(ex.wall * 1_000_000),
             "duration": max(1, int(duration * 1_000_000)),
-            "localEndpoint": {"serviceName": f"{me.app}.{me.namespace}", "ipv4": me.ip},
+            "localEndpoint": local,
             "tags": tags,
         }
         if trace.parent_id:
             span["parentId"] = trace.parent_id
-        if outbound and ep is not None:
-            remote = {"ipv4": ep.ip, "port": ep.port}
-            if destination is not None:
-                remote["serviceName"] = f"{destination.app}.{destination.namespace}"
-            span["remoteEndpoint"] = remote
-        elif not outbound:
+        if outbound:
+            if ep is not None:
+                remote = {"ipv4": ep.ip, "port": ep.port}
+                if destination is not None:
+                    remote["serviceName"] = f"{destination.app}.{destination.namespace}"
+                span["remoteEndpoint"] = remote
+        else:
             span["remoteEndpoint"] = {"ipv4": self.peer[0], "port": self.peer[1]}
         return span
+
+    def _span_base(self, key: tuple, me: Workload) -> tuple[dict, dict, str, str, Workload]:
+        """What every span of this connection to this destination shares (made once;
+        the tags are copied per span, the local endpoint is shared by reference)."""
+        _, (ns, svc), subset, port = key
+        zone = self.proxy.metrics.zone
+        host = f"{svc}.{ns}.svc.{zone}" if svc else self.dst[0]
+        tags = {
+            "upstream_cluster": f"{self.side}|{self.dst[1]}|{subset}|{host}",
+            "istio.namespace": me.namespace,
+            "istio.canonical_service": me.app,
+            "netlab.pod": f"{me.namespace}/{me.pod}",
+            "netlab.node": me.node,
+            "netlab.rack": me.rack,
+            "node_id": f"sidecar~{me.ip}~{me.pod}.{me.namespace}~{me.namespace}.svc.{zone}",
+        }
+        if subset:
+            tags["netlab.subset"] = subset
+        local = {"serviceName": f"{me.app}.{me.namespace}", "ipv4": me.ip}
+        base = (tags, local, f"{host}:{port}/*", host, me)
+        if self._span_bases is None or len(self._span_bases) > 64:
+            self._span_bases = {}
+        self._span_bases[key] = base
+        return base
 
 
 def _retriable_status(status: int, on: frozenset[str]) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from labwatch import ApiSource, FileSource, Objects, split_by_kind
+from labwatch import ApiSource, FileSource, Objects, SourceError, split_by_kind
 from mesh.balance import Balancer
 from mesh.compile import compile_table
 from mesh.metrics import Metrics
@@ -70,6 +70,48 @@ class Settings:
     admin: tuple[str, int] = ("0.0.0.0", 15000)
     drain: float = 2.0  # seconds in-flight requests get at shutdown
     ready_file: str | None = None
+    snapshot: dict | None = None  # lists made by a fork server (mesh.zygote), to watch from
+
+
+MIN_REBUILD_INTERVAL = 0.5  # seconds between tables while changes keep coming (a lab coming up)
+
+
+def _pod_view(pod: dict) -> tuple:
+    """What of a Pod the route table reads (mesh.compile): a change elsewhere, in
+    its conditions or container statuses, is no reason to compile again."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    containers = spec.get("containers") or []
+    return (
+        meta.get("labels"),
+        meta.get("ownerReferences"),
+        spec.get("nodeName"),
+        status.get("podIP"),
+        status.get("phase") in ("Succeeded", "Failed"),
+        [c.get("ports") for c in containers if isinstance(c, dict)],
+    )
+
+
+class WatchedObjects(Objects):
+    """The watched objects, and whether anything the table depends on changed."""
+
+    def __init__(self, resources: Mapping[str, str]) -> None:
+        super().__init__(resources)
+        self.dirty = True
+
+    def replace(self, resource: str, items: Any) -> None:
+        super().replace(resource, items)
+        self.dirty = True
+
+    def apply(self, resource: str, event_type: str, obj: dict) -> None:
+        if resource == "pods" and event_type == "MODIFIED" and isinstance(obj, dict):
+            old = self.items[resource].get(self.key(obj))
+            if old is not None and _pod_view(old) == _pod_view(obj):
+                self.items[resource][self.key(obj)] = obj
+                return
+        super().apply(resource, event_type, obj)
+        self.dirty = True
 
 
 class TableRef:
@@ -82,7 +124,7 @@ class TableRef:
 class Sidecar:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.objects = Objects(RESOURCES)
+        self.objects = WatchedObjects(RESOURCES)
         self.ref = TableRef(RouteTable(0, Workload(settings.namespace, settings.pod, "")))
         self.balancer = Balancer()
         self.limiter = RateLimiter()
@@ -103,11 +145,17 @@ class Sidecar:
             self.source: ApiSource | FileSource = ApiSource(
                 settings.api_socket, self.objects, self.changed, PATHS
             )
+            if settings.snapshot:
+                try:
+                    self.source.seed(settings.snapshot)
+                except SourceError as exc:  # then it lists by itself
+                    log.warning("snapshot not usable: %s", exc)
         else:
             self.source = FileSource(
                 str(settings.objects_file), self.objects, self.changed, split_by_kind(RESOURCES)
             )
         self._pending = False
+        self._last_rebuild = -1.0
         self.rebuilds = 0
         self.last_rebuild_ms = 0.0
         self._runner: web.AppRunner | None = None
@@ -115,12 +163,23 @@ class Sidecar:
     # -- the table -----------------------------------------------------------
 
     def changed(self) -> None:
-        if not self._pending:
-            self._pending = True
-            asyncio.get_running_loop().call_soon(self.rebuild)
+        """A batch of watch events arrived: compile once for all of them, at most every
+        MIN_REBUILD_INTERVAL (the first change after a quiet spell at once)."""
+        if self._pending or not self.objects.dirty:
+            return
+        self._pending = True
+        loop = asyncio.get_running_loop()
+        wait = self._last_rebuild + MIN_REBUILD_INTERVAL - loop.time()
+        if wait > 0:
+            loop.call_later(wait, self.rebuild)
+        else:
+            loop.call_soon(self.rebuild)
 
     def rebuild(self) -> None:
         self._pending = False
+        self.objects.dirty = False
+        with contextlib.suppress(RuntimeError):
+            self._last_rebuild = asyncio.get_running_loop().time()
         started = time.perf_counter()
         lists = {r: self.objects.list(r) for r in RESOURCES}
         revision = getattr(self.source, "revision", 0)
@@ -186,6 +245,9 @@ class Sidecar:
             "rebuilds": self.rebuilds,
             "last_rebuild_ms": round(self.last_rebuild_ms, 3),
             "proxy": self.proxy.stats(),
+            "watch": {
+                key: getattr(self.source, key, 0) for key in ("lists", "events", "event_bytes")
+            },
             "spans": dict(spans),
         }
 

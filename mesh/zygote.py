@@ -25,12 +25,14 @@ import argparse
 import array
 import ctypes
 import gc
+import http.client
 import json
 import os
 import selectors
 import signal
 import socket
 import sys
+import time
 
 CLONE_NEWNET = 0x40000000
 MAX_MESSAGE = 1 << 16
@@ -46,6 +48,8 @@ def setns(fd: int) -> None:
 
 def preload() -> None:
     """Import everything a sidecar runs, so children share it."""
+    import encodings.idna  # noqa: F401  (aiohttp, on first use)
+
     import aiohttp.web  # noqa: F401
     import httptools  # noqa: F401
     import uvloop  # noqa: F401
@@ -65,7 +69,50 @@ def _receive(control: socket.socket) -> tuple[dict | None, list[int]]:
     return json.loads(data), list(fds)
 
 
-def _child(request: dict, output: int, control: socket.socket) -> None:
+SNAPSHOT_MAX_AGE = 0.5  # seconds a snapshot of the lab's lists serves new sidecars
+
+
+class Snapshots:
+    """The lab's lists, fetched once for a burst of spawns: each child starts with
+    them in (copy-on-write) memory and only watches, from their versions, instead
+    of every sidecar listing every Pod of the lab again."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[float, dict]] = {}
+
+    def get(self, argv: list) -> dict | None:
+        socket_path = _option(argv, "--api-socket")
+        if socket_path is None:
+            return None
+        now = time.monotonic()
+        cached = self._cache.get(socket_path)
+        if cached is not None and now - cached[0] < SNAPSHOT_MAX_AGE:
+            return cached[1]
+        from labwatch import SourceError, fetch_lists
+        from mesh.sidecar import PATHS
+
+        try:
+            snapshot = fetch_lists(socket_path, PATHS)
+        except (OSError, SourceError, http.client.HTTPException) as exc:
+            print(f"zygote: no snapshot ({exc}); the sidecar lists by itself", flush=True)
+            return None
+        gc.freeze()  # shared with the children: keep the collector off these pages too
+        self._cache = {socket_path: (now, snapshot)}
+        return snapshot
+
+
+def _option(argv: list, name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return str(argv[i + 1])
+        if isinstance(arg, str) and arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _child(
+    request: dict, output: int, control: socket.socket, snapshot: dict | None = None
+) -> None:
     """In the forked child: become the sidecar. Never returns."""
     code = 1
     try:
@@ -85,10 +132,12 @@ def _child(request: dict, output: int, control: socket.socket) -> None:
         os.environ.update(request.get("env", {}))
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-        gc.unfreeze()  # the child's own objects are collected as usual
+        # the preloaded objects stay frozen: unfreezing would make the next full
+        # collection walk (and dirty the pages of) everything shared with the zygote;
+        # the child's own objects are collected as usual
         from mesh.__main__ import main
 
-        code = main(list(request["argv"]))
+        code = main(list(request["argv"]), snapshot=snapshot)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException as exc:  # report, then exit: never fall back into the zygote's loop
@@ -127,6 +176,7 @@ def serve(control: socket.socket) -> int:
     selector = selectors.DefaultSelector()
     selector.register(control, selectors.EVENT_READ, "control")
     selector.register(wake_r, selectors.EVENT_READ, "signal")
+    snapshots = Snapshots()
     while True:
         for key, _ in selector.select():
             if key.data == "signal":
@@ -145,9 +195,10 @@ def serve(control: socket.socket) -> int:
                     os.close(fd)
                 _send(control, {"error": "want {argv, env, netns} and one descriptor"})
                 continue
+            snapshot = snapshots.get(request["argv"])
             pid = os.fork()
             if pid == 0:
-                _child(request, fds[0], control)
+                _child(request, fds[0], control, snapshot)
             os.close(fds[0])
             _send(control, {"pid": pid})
 

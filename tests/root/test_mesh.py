@@ -345,3 +345,52 @@ def test_bad_requests_do_not_take_the_sidecar_down(mlab):
     assert wait_for(lambda: open_connections() == 0, 5.0), open_connections()
     page = mlab.exec("client", ["curl", "-s", "-m", "10", "http://productpage:9080/"])
     assert json.loads(page.stdout)["productpage"]["service"] == "productpage"
+
+
+OTEL_APP = textwrap.dedent(
+    """
+    import http.client, json, requests
+    from opentelemetry.exporter.zipkin.json import ZipkinExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    session = requests.Session()
+    session.trust_env = False
+    exporter = ZipkinExporter(endpoint="http://zipkin.kube-system:9411/api/v2/spans", session=session)
+    provider = TracerProvider(resource=Resource.create({"service.name": "client-app"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("demo").start_as_current_span("browse") as span:
+        headers = {}
+        TraceContextTextMapPropagator().inject(headers)
+        conn = http.client.HTTPConnection("productpage", 9080, timeout=10)
+        conn.request("GET", "/productpage", headers=headers)
+        status = conn.getresponse().status
+        ctx = span.get_span_context()
+    provider.shutdown()
+    print(json.dumps([format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"), status]))
+    """
+)
+
+
+def test_an_app_traced_with_the_opentelemetry_sdk_joins_the_sidecars_trace(mlab):
+    result = mlab.exec("client", [sys.executable, "-c", OTEL_APP], timeout=60)
+    assert result.returncode == 0, result.stderr
+    trace_id, app_span, status = json.loads(result.stdout)
+    assert status == 200
+
+    def spans():
+        try:
+            return meshview.collector_json(_client(mlab), f"/api/v2/trace/{trace_id}")
+        except Exception:
+            return []
+
+    assert wait_for(lambda: len(spans()) >= 5, 5.0), spans()
+    found = spans()
+    by_id = {s["id"]: s for s in found}
+    app = by_id[app_span]
+    assert app["localEndpoint"]["serviceName"] == "client-app" and "parentId" not in app
+    # the client's sidecar span continues the app's context: the app is its parent
+    (sidecar,) = [s for s in found if s.get("parentId") == app_span]
+    assert sidecar["kind"] == "CLIENT" and sidecar["tags"]["netlab.pod"] == "default/client"
+    assert {s["traceId"] for s in found} == {trace_id}
