@@ -58,6 +58,70 @@ def preload() -> None:
     import mesh.sidecar  # noqa: F401
 
 
+WARM_OBJECTS = {
+    "items": [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "warm", "namespace": "default", "labels": {"app": "warm"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "app"}]},
+            "status": {"podIP": "127.0.0.1", "phase": "Running"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "warm", "namespace": "default"},
+            "spec": {
+                "clusterIP": "127.0.0.2",
+                "selector": {"app": "warm"},
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+            },
+        },
+    ]
+}
+
+
+def warm_up(api_socket: str | None = None, snapshot: dict | None = None) -> None:
+    """Run one sidecar's start and stop here, on loopback port 0, from a throwaway
+    objects file or (at the first spawn) watching the lab's API: what is made
+    lazily on first use (caches, compiled patterns, interned names, aiohttp's
+    client and server machinery) is then made once, shared, instead of once per
+    child."""
+    import asyncio
+    import tempfile
+
+    import uvloop
+
+    from mesh.sidecar import Settings, Sidecar
+
+    loopback = ("127.0.0.1", 0)
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as objects:
+        json.dump(WARM_OBJECTS, objects)
+        objects.flush()
+        settings = Settings(
+            namespace="default",
+            pod="warm",
+            api_socket=api_socket,
+            objects_file=None if api_socket else objects.name,
+            snapshot=snapshot,
+            mark=None,
+            outbound=loopback,
+            inbound=loopback,
+            admin=loopback,
+            drain=0.0,
+        )
+
+        async def once() -> None:
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.1, stop.set)
+            await Sidecar(settings).run(stop)
+
+        try:
+            uvloop.run(once())
+        except Exception as exc:  # a warm-up only: the children still work without it
+            print(f"zygote: warm-up failed: {exc!r}", flush=True)
+
+
 def _receive(control: socket.socket) -> tuple[dict | None, list[int]]:
     fds = array.array("i")
     data, ancdata, _flags, _addr = control.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(4 * 4))
@@ -120,6 +184,7 @@ def _child(
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
+        gc.enable()  # the child's own objects are collected as usual
         os.setsid()
         target = os.open(request["netns"], os.O_RDONLY | os.O_CLOEXEC)
         setns(target)
@@ -177,6 +242,7 @@ def serve(control: socket.socket) -> int:
     selector.register(control, selectors.EVENT_READ, "control")
     selector.register(wake_r, selectors.EVENT_READ, "signal")
     snapshots = Snapshots()
+    warmed_api = False
     while True:
         for key, _ in selector.select():
             if key.data == "signal":
@@ -196,6 +262,10 @@ def serve(control: socket.socket) -> int:
                 _send(control, {"error": "want {argv, env, netns} and one descriptor"})
                 continue
             snapshot = snapshots.get(request["argv"])
+            if not warmed_api and snapshot is not None:
+                warmed_api = True
+                warm_up(_option(request["argv"], "--api-socket"), snapshot)
+                gc.freeze()
             pid = os.fork()
             if pid == 0:
                 _child(request, fds[0], control, snapshot)
@@ -208,8 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--control-fd", type=int, required=True)
     args = p.parse_args(argv)
     control = socket.socket(fileno=args.control_fd)
+    # as the gc docs advise for fork servers: no collection in the parent (it would
+    # leave holes in shared pages that every child's allocations then dirty), and
+    # what is loaded frozen, out of the collector's page-dirtying reach
+    gc.disable()
     preload()
-    gc.collect()
+    warm_up()
     gc.freeze()  # what is loaded now stays out of the collector's (page-dirtying) reach
     return serve(control)
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 from netlab import objects
 from netlab.api_server import ApiServer
@@ -110,6 +111,7 @@ class Lab:
             if os.environ.get("NETLAB_SIDECAR_FORK", "1") != "0"
             else None
         )
+        self.forked: dict[tuple[str, str], Any] = {}  # sidecars forked ahead, by pod key
         self.stopping = False
         self.api: ApiServer | None = None
         self.prober: Prober | None = None
@@ -222,6 +224,8 @@ class Lab:
         with self.lock:
             runtimes = list(self.pods.values())
             procs = [p for rt in runtimes for p in rt.procs.values()]
+            procs += self.forked.values()  # forked ahead, not yet taken by their pod
+            self.forked.clear()
             for rt in runtimes:
                 rt.deleted = True
         if self.monitor is not None:
@@ -348,8 +352,34 @@ class Lab:
             nftables.apply_each(
                 {str(netns.netns_path(p.netns)): interception_script(p.gateway) for p in meshed}
             )
+            if self.zygote is not None:
+                self._fork_sidecars(meshed)
         for pod in plans:
             self._start_containers(self.pods[pod.key])
+
+    def _fork_sidecars(self, plans: Sequence[PodPlan]) -> None:
+        """Ask the zygote for all these pods' sidecars at once (it forks while the
+        apps start); `_start_container` takes them from `self.forked`."""
+        wanted = []
+        for plan in plans:
+            container = next(c for c in plan.template.containers if c.name == SIDECAR_CONTAINER)
+            wanted.append((plan, container))
+        procs = self.zygote.spawn_many(
+            [
+                (
+                    str(netns.netns_path(plan.netns)),
+                    container.argv[3:],  # after `python -m mesh`
+                    container_env(plan, container),
+                    self.log_path(plan, container.name),
+                )
+                for plan, container in wanted
+            ]
+        )
+        for (plan, container), proc in zip(wanted, procs, strict=True):
+            self.pid_record.add(
+                proc.pid, "container", f"{plan.namespace}/{plan.name}/{container.name}"
+            )
+            self.forked[plan.key] = proc
 
     def _start_containers(self, rt: PodRuntime) -> None:
         for index in range(len(rt.plan.template.containers)):
@@ -592,18 +622,24 @@ class Lab:
     def _start_container(self, rt: PodRuntime, index: int) -> None:
         container = rt.plan.template.containers[index]
         log_path = self.log_path(rt.plan, container.name)
+        proc = None
         if container.name == SIDECAR_CONTAINER and self.zygote is not None:
-            proc = self.zygote.spawn(
-                str(netns.netns_path(rt.plan.netns)),
-                container.argv[3:],  # after `python -m mesh`
-                container_env(rt.plan, container),
-                log_path,
-            )
-        else:
+            proc = self.forked.pop(rt.plan.key, None)  # forked ahead (its pid is recorded)
+            if proc is None:
+                proc = self.zygote.spawn(
+                    str(netns.netns_path(rt.plan.netns)),
+                    container.argv[3:],  # after `python -m mesh`
+                    container_env(rt.plan, container),
+                    log_path,
+                )
+                self.pid_record.add(
+                    proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}"
+                )
+        if proc is None:
             proc = start_container(rt.plan, container, log_path)
-        self.pid_record.add(
-            proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}"
-        )
+            self.pid_record.add(
+                proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}"
+            )
         state = rt.status.containers[index]
         state.state, state.started_at, state.pid = "running", objects.now(), proc.pid
         rt.procs[container.name] = proc

@@ -13,6 +13,7 @@ import array
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -135,27 +136,53 @@ class Zygote:
         self, netns_path: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path
     ) -> ForkedProcess:
         """Fork one sidecar into the namespace; its output comes out of a pipe."""
+        return self.spawn_many([(netns_path, argv, env, log_path)])[0]
+
+    def spawn_many(
+        self, requests: Sequence[tuple[str, Sequence[str], Mapping[str, str], Path]]
+    ) -> list[ForkedProcess]:
+        """Fork several sidecars: every request is sent before the first answer is
+        awaited, so the zygote forks while the lab goes on (answers come in order)."""
         with self.lock:
             if self.proc is None or self.proc.poll() is not None:
                 self._start()
-            read_end, write_end = os.pipe()
-            request = json.dumps({"argv": list(argv), "env": dict(env), "netns": netns_path})
-            fds = array.array("i", [write_end])
+            pipes = []
             try:
-                self.control.sendmsg(
-                    [request.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
-                )
-            except OSError as exc:
-                os.close(read_end)
-                raise RealizeError(f"the sidecar zygote is gone: {exc}") from exc
-            finally:
-                os.close(write_end)
-            reply = self._reply()
-            if "pid" not in reply:
-                os.close(read_end)
-                raise RealizeError(f"the sidecar zygote refused: {reply.get('error')}")
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            return ForkedProcess(self, reply["pid"], os.fdopen(read_end, "rb"), log_path)
+                for netns_path, argv, env, _log in requests:
+                    read_end, write_end = os.pipe()
+                    pipes.append(read_end)
+                    request = json.dumps(
+                        {"argv": list(argv), "env": dict(env), "netns": netns_path}
+                    )
+                    fds = array.array("i", [write_end])
+                    try:
+                        self.control.sendmsg(
+                            [request.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
+                        )
+                    except OSError as exc:
+                        raise RealizeError(f"the sidecar zygote is gone: {exc}") from exc
+                    finally:
+                        os.close(write_end)
+                replies = [self._reply() for _ in pipes]
+            except BaseException:
+                for fd in pipes:
+                    os.close(fd)
+                raise
+            out, refused = [], None
+            for (_ns, _argv, _env, log_path), read_end, reply in zip(
+                requests, pipes, replies, strict=True
+            ):
+                if "pid" not in reply:
+                    os.close(read_end)
+                    refused = refused or reply.get("error")
+                    continue
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                out.append(ForkedProcess(self, reply["pid"], os.fdopen(read_end, "rb"), log_path))
+            if refused is not None:
+                for proc in out:  # all or nothing: the caller tears the lab down anyway
+                    proc.send_signal(signal.SIGKILL)
+                raise RealizeError(f"the sidecar zygote refused: {refused}")
+            return out
 
     def _reply(self) -> dict:
         deadline = time.monotonic() + START_TIMEOUT
