@@ -12,16 +12,14 @@ its tokens; `retain` forgets the ones no table names any more.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mesh.table import RateLimit
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):  # a tuple: made per request, cheaper than a frozen dataclass
     """The outcome of one request against the applicable buckets (the most
     restrictive one's numbers, for the draft-03 `x-ratelimit-*` headers)."""
 
@@ -42,7 +40,7 @@ class Verdict:
 
 
 class _Bucket:
-    __slots__ = ("tokens", "origin", "fills", "limit", "interval")
+    __slots__ = ("tokens", "origin", "fills", "limit", "interval", "source", "window")
 
     def __init__(self, limit: RateLimit, now: float) -> None:
         self.limit = limit
@@ -50,10 +48,12 @@ class _Bucket:
         self.tokens = limit.max_tokens
         self.origin = now  # fill k is due at origin + k * fill_interval
         self.fills = 0  # fills accounted so far
+        self.source: RateLimit | None = None  # the table object it was last found by
+        self.window = _window(limit.fill_interval)
 
     def refill(self, now: float) -> None:
         limit = self.limit
-        due = math.floor((now - self.origin) / self.interval)
+        due = int((now - self.origin) // self.interval)
         if due > self.fills:
             self.tokens = min(
                 limit.max_tokens, self.tokens + (due - self.fills) * limit.tokens_per_fill
@@ -62,8 +62,11 @@ class _Bucket:
 
     def reset(self, now: float) -> int:
         """Whole seconds until the next fill, rounded up."""
-        left = self.origin + (self.fills + 1) * self.interval - now
-        return max(0, math.ceil(left - 1e-9))
+        left = self.origin + (self.fills + 1) * self.interval - now - 1e-9
+        if left <= 0:
+            return 0
+        whole = int(left)
+        return whole if whole == left else whole + 1
 
 
 def _window(interval: float) -> int:
@@ -74,6 +77,7 @@ class RateLimiter:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._buckets: dict[tuple, _Bucket] = {}
+        self._by_id: dict[int, _Bucket] = {}  # id(RateLimit) -> its bucket, checked by identity
 
     def check(
         self, limits: Sequence[RateLimit], route: str | None, source_service: str | None
@@ -90,31 +94,44 @@ class RateLimiter:
                 continue
             if limit.source is not None and limit.source != source_service:
                 continue
-            key = limit.key
-            bucket = buckets.get(key)
-            if bucket is None:
-                bucket = buckets[key] = _Bucket(limit, now)
+            bucket = self._by_id.get(id(limit))
+            if bucket is None or bucket.source is not limit:
+                key = limit.key
+                bucket = buckets.get(key)
+                if bucket is None:
+                    bucket = buckets[key] = _Bucket(limit, now)
+                else:
+                    bucket.refill(now)
+                bucket.source = limit
+                self._by_id[id(limit)] = bucket
             else:
                 bucket.refill(now)
             applicable.append(bucket)
         if not applicable:
             return None
-        allowed = all(b.tokens > 0 for b in applicable)
-        if allowed:
-            for b in applicable:
-                b.tokens -= 1
-        tightest = min(applicable, key=_tokens)  # the first of the fewest
+        if len(applicable) == 1:  # the usual case: one policy on the destination
+            tightest = applicable[0]
+            allowed = tightest.tokens > 0
+            if allowed:
+                tightest.tokens -= 1
+        else:
+            allowed = all(b.tokens > 0 for b in applicable)
+            if allowed:
+                for b in applicable:
+                    b.tokens -= 1
+            tightest = min(applicable, key=_tokens)  # the first of the fewest
         reset = tightest.reset(now)
         if tightest.tokens <= 0 and reset < 1:
             reset = 1
         limit = tightest.limit
+        tokens = tightest.tokens
         return Verdict(
             allowed,
             limit.max_tokens,
-            max(0, tightest.tokens),
+            tokens if tokens > 0 else 0,
             reset,
             limit.name,
-            _window(limit.fill_interval),
+            tightest.window,
         )
 
     def retain(self, limits: Iterable[RateLimit]) -> None:
@@ -122,6 +139,7 @@ class RateLimiter:
         keep = {limit.key for limit in limits}
         for key in [k for k in self._buckets if k not in keep]:
             del self._buckets[key]
+        self._by_id.clear()  # the next check finds each bucket by its key again
 
     def tokens(self, limit: RateLimit) -> int | None:
         """The tokens a bucket holds now (None if it was never used): for stats, tests."""
