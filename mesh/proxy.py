@@ -47,6 +47,7 @@ log = logging.getLogger("mesh")
 OUTBOUND, INBOUND = "outbound", "inbound"
 DROP_OUT = http1.HOP_BY_HOP | frozenset(h.encode() for h in TRACE_HEADERS)
 MAX_QUEUED = 16  # pipelined requests waiting behind the one in flight: past it, stop reading
+DRAIN_LIMIT = 1 << 20  # body bytes read past after an early answer; more closes instead
 HEADER_TIMEOUT = 10.0  # seconds from a request's first byte to its full head (else 408)
 IDLE_TIMEOUT = 300.0  # a kept-alive client connection with nothing to do is closed
 _METHOD_START = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -253,6 +254,7 @@ class Downstream(asyncio.Protocol):
         self.sniffing = False
         self.eof_in = False  # TCP mode: the client half-closed
         self.upgrading: Exchange | None = None
+        self.draining: Exchange | None = None  # answered; its body still to be read past
         self.inbound_dest: Destination | None = None
         self._span_bases: dict[tuple, tuple] | None = None
 
@@ -513,10 +515,19 @@ class Downstream(asyncio.Protocol):
         ex.complete = True
         if ex.upgrade:
             return
+        if ex is self.draining:
+            self.draining = None
+            if self.active is None and self.transport is not None:
+                self._next()
+            return
         if ex.chunked:
             self._body(ex, http1.LAST_CHUNK)
 
     def _body(self, ex: Exchange, framed: bytes) -> None:
+        if ex is self.draining:  # its answer is out: the body goes nowhere
+            if ex.body_size > DRAIN_LIMIT:
+                self.close()
+            return
         up = ex.up
         if up is not None and self.active is ex:
             up.write(framed)
@@ -837,7 +848,10 @@ class Downstream(asyncio.Protocol):
     def on_upstream_done(self, up: Upstream) -> None:
         ex = self.active
         ex.up = None
-        self.proxy.pool.put(up)
+        if ex.complete:
+            self.proxy.pool.put(up)
+        else:  # answered before the request's body was all sent: not reusable
+            up.close()
         self._finish(ex, keep=up.keep_alive)
 
     def on_upstream_lost(self, up: Upstream, reason: str) -> None:
@@ -860,14 +874,13 @@ class Downstream(asyncio.Protocol):
         if transport is None:
             return
         ex.status = status
-        close = not ex.keep_alive or self.closing or not ex.complete
+        close = not ex.keep_alive or self.closing
         data = http1.local_response(status, body + "\n" if body else "", extra, close)
         ex.response_bytes = len(data)
         transport.write(data)
         self._finish(ex, keep=not close, local=True)
 
     def _finish(self, ex: Exchange, keep: bool, local: bool = False) -> None:
-        proxy = self.proxy
         self._cancel_timers(ex)
         self._uncount(ex)
         self._report(ex)
@@ -875,11 +888,16 @@ class Downstream(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        if not (keep and ex.keep_alive) or self.closing or not ex.complete:
-            if not ex.complete:
-                self.parser = None  # the rest of its body is not ours to read
+        if not (keep and ex.keep_alive) or self.closing:
             transport.close()
             return
+        if not ex.complete:  # answered early (a 429, a 503): read past its body, then go on
+            self.draining = ex
+            ex.body.clear()
+            return
+        self._next()
+
+    def _next(self) -> None:
         if self.queue:
             nxt = self.queue.popleft()
             if self.reading_paused and len(self.queue) < MAX_QUEUED // 2:
@@ -887,7 +905,7 @@ class Downstream(asyncio.Protocol):
             self.active = nxt
             self._begin(nxt)
         else:
-            self.idle_since = proxy.tick
+            self.idle_since = self.proxy.tick
 
     def _uncount(self, ex: Exchange) -> None:
         if ex.counted is not None:

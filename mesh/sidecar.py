@@ -246,8 +246,10 @@ class Sidecar:
             "last_rebuild_ms": round(self.last_rebuild_ms, 3),
             "proxy": self.proxy.stats(),
             "watch": {
-                key: getattr(self.source, key, 0) for key in ("lists", "events", "event_bytes")
+                key: getattr(self.source, key, 0)
+                for key in ("revision", "lists", "events", "event_bytes")
             },
+            "pending": self._pending or self.objects.dirty,  # seen, not yet in the table
             "spans": dict(spans),
         }
 

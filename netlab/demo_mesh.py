@@ -61,6 +61,9 @@ def run_mesh_demo(lab_file: Path) -> int:
         for service in ("productpage", "reviews", "ratings"):
             lab.wait_endpoints("default", service, count=1, timeout=30)
         lab.wait_endpoints("default", "reviews", count=3, timeout=30)
+        behind = meshview.wait_store_synced(lab.store, timeout=15)
+        if behind:
+            console.print(f"  (sidecars still catching up: {', '.join(behind)})")
         console.print(f"ready in {time.monotonic() - started:.2f} s")
         pods = {p.name: p for p in lab.pod_list()}
         console.print(

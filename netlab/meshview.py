@@ -166,12 +166,61 @@ def configure_top(p: argparse.ArgumentParser) -> None:
 
 def meshed_pods(client: LabClient, namespace: str | None = None) -> list[dict]:
     pods = client.list("pods", namespace=namespace, all_namespaces=namespace is None)["items"]
-    return [
-        p
-        for p in pods
-        if any(c["name"] == SIDECAR_CONTAINER for c in p["spec"]["containers"])
-        and p.get("status", {}).get("phase") == "Running"
-    ]
+    return [p for p in pods if _meshed_running(p)]
+
+
+def _meshed_running(pod: dict) -> bool:
+    return (
+        any(c["name"] == SIDECAR_CONTAINER for c in pod["spec"]["containers"])
+        and pod.get("status", {}).get("phase") == "Running"
+    )
+
+
+WATCHED_KINDS = (
+    "services",
+    "endpoints",
+    "pods",
+    "nodes",
+    "virtualservices",
+    "destinationrules",
+    "ratelimitpolicies",
+)
+
+
+def mesh_revision(lists: Iterable[list[dict]]) -> int:
+    """The newest resourceVersion among the objects the sidecars watch."""
+    return max(
+        (int(o["metadata"].get("resourceVersion") or 0) for items in lists for o in items),
+        default=0,
+    )
+
+
+def wait_synced(pods: Iterable[dict], revision: int, timeout: float = 10.0) -> list[str]:
+    """Wait until every sidecar has seen `revision` and compiled it (its table is
+    up to date); the names of the pods whose sidecars are not, when time is up."""
+    waiting = {p["metadata"]["name"]: p for p in pods}
+    deadline = time.monotonic() + timeout
+    while waiting:
+        for name, pod in list(waiting.items()):
+            try:
+                status, body = pod_get(_netns_of(pod), ADMIN_PORT, "/stats", timeout=2.0)
+                stats = json.loads(body) if status == 200 else {}
+            except (NetlabError, ValueError):
+                continue  # not serving yet
+            if stats.get("watch", {}).get("revision", 0) >= revision and not stats.get("pending"):
+                del waiting[name]
+        if not waiting or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return sorted(waiting)
+
+
+def wait_store_synced(store: Any, timeout: float = 10.0) -> list[str]:
+    """`wait_synced` for every running meshed pod of a lab, at the newest revision of
+    what the sidecars watch in its store (netlab.store.Store)."""
+    pods = [p for p in store.list("pods")[0] if _meshed_running(p)]
+    revision = mesh_revision(store.list(kind)[0] for kind in WATCHED_KINDS)
+    return wait_synced(pods, revision, timeout)
 
 
 def scrape(pods: Iterable[dict]) -> list[tuple[str, dict[str, str], float]]:

@@ -112,8 +112,15 @@ def mlab():
         for service, count in (("productpage", 1), ("reviews", 3), ("ratings", 1), ("flaky", 2)):
             running.wait_endpoints("default", service, count=count, timeout=30)
         running.wait_endpoints("kube-system", "zipkin", timeout=30)
+        behind = meshview.wait_store_synced(running.store, timeout=15)
+        assert not behind, f"sidecars not synced: {behind}: " + _proxy_log(running, behind[0])
         yield running
     assert not [n for n in lab_namespaces() if n.startswith("nl-tmesh")]
+
+
+def _proxy_log(lab: Lab, pod: str) -> str:
+    rt = next(rt for rt in lab.pods.values() if rt.plan.name == pod)
+    return lab.log_path(rt.plan, "netlab-proxy").read_text(errors="replace")[-3000:]
 
 
 def requests(lab: Lab, url_host: str, path: str, n: int, headers=None, threads=1, port=9080):

@@ -473,3 +473,27 @@ async def test_websocket_upgrade_becomes_a_tunnel():
             assert await asyncio.wait_for(client.reader.read(100), 5) == b"frame:hi"
     finally:
         server.close()
+
+
+@run
+async def test_an_early_answer_keeps_the_connection_and_skips_the_body(backends):
+    limit = RateLimit("default/web", max_tokens=1, tokens_per_fill=1, fill_interval=60.0)
+    me = Workload("default", "web-0", "127.0.0.1", app="web")
+    port = backends[0].port
+    table = RouteTable(1, me, {}, {port: InboundPort(port, HTTP, "default/web", (limit,))})
+    async with proxied(table, target=("127.0.0.1", port)) as (_, connect):
+        client = await connect("inbound")
+        assert (await client.get())[0] == 200  # the bucket's one token
+        await client.send(b"POST /up HTTP/1.1\r\nhost: web\r\ncontent-length: 10\r\n\r\n")
+        status, headers, _ = await client.response()  # answered before the body came
+        assert status == 429 and "connection" not in headers
+        await client.send(b"0123456789")  # the body, read past
+        assert (await client.get())[0] == 429  # the same connection, the next request
+    assert [s["method"] for s in backends[0].seen] == ["GET"]
+
+
+@run
+async def test_no_healthy_upstream_keeps_the_connection():
+    async with proxied(service((route(dest()),))) as (_, connect):
+        client = await connect()
+        assert [(await client.get())[0] for _ in range(3)] == [503, 503, 503]
