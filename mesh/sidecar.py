@@ -157,6 +157,8 @@ class Sidecar:
         self._pending = False
         self._last_rebuild = -1.0
         self.rebuilds = 0
+        self.rebuild_ms_total = 0.0
+        self.startup_cpu_ms = 0.0  # process CPU until the admin port listened (ready)
         self.last_rebuild_ms = 0.0
         self._runner: web.AppRunner | None = None
 
@@ -201,6 +203,7 @@ class Sidecar:
         self.limiter.retain(limit for port in table.inbound.values() for limit in port.rate_limits)
         self.rebuilds += 1
         self.last_rebuild_ms = (time.perf_counter() - started) * 1000
+        self.rebuild_ms_total += self.last_rebuild_ms
         log.info(
             "table %d at revision %d: %d service addresses, %d inbound ports, in %.1f ms",
             self.rebuilds,
@@ -244,6 +247,9 @@ class Sidecar:
             "revision": self.ref.table.revision,
             "rebuilds": self.rebuilds,
             "last_rebuild_ms": round(self.last_rebuild_ms, 3),
+            "rebuild_ms_total": round(self.rebuild_ms_total, 3),
+            "startup_cpu_ms": round(self.startup_cpu_ms, 3),
+            "cpu_ms": round(time.process_time() * 1000, 3),
             "proxy": self.proxy.stats(),
             "watch": {
                 key: getattr(self.source, key, 0)
@@ -272,6 +278,7 @@ class Sidecar:
             self._runner = web.AppRunner(self.admin_app(), access_log=None)
             await self._runner.setup()
             await web.TCPSite(self._runner, *self.settings.admin).start()
+            self.startup_cpu_ms = time.process_time() * 1000
             if self.settings.ready_file:
                 _write_ready(self.settings.ready_file)
             shipping = asyncio.ensure_future(self.shipper.run())
