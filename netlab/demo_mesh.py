@@ -82,12 +82,11 @@ def run_mesh_demo(lab_file: Path) -> int:
         console.print(
             "  " + _tally(_count(lab, "reviews", "/reviews/0", 20, {"end-user": "jason"}))
         )
-        step("ratings' RateLimitPolicy: a bucket of 10, refilled by 5 every 2 s; 14 at once")
-        console.print("  (reviews v2 and v3 called ratings above: 4 s for the bucket to fill)")
-        time.sleep(4.0)
-        for line in _count(lab, "ratings", "/ratings/0", 14):
-            console.print("  " + line, markup=False)
         step("one traced request (end-user jason, so ratings is called): its waterfall")
+        console.print(
+            "  (reviews v2 and v3 called ratings above: 4 s for its rate limit to refill)"
+        )
+        time.sleep(4.0)
         headers = {"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-01", "end-user": "jason"}
         _count(lab, "productpage", "/productpage", 1, headers)
         client = LabClient(str(socket_path(lab.run_dir)))
@@ -104,6 +103,10 @@ def run_mesh_demo(lab_file: Path) -> int:
             time.sleep(0.1)
         print(traceview.waterfall(spans, width=120))
         console.print(f"  (`sudo netlab trace {TRACE_ID}` while the lab runs)")
+        step("ratings' RateLimitPolicy: a bucket of 10, refilled by 5 every 2 s; 14 at once")
+        time.sleep(2.0)  # one fill: the traced request's token is back
+        for line in _count(lab, "ratings", "/ratings/0", 14):
+            console.print("  " + line, markup=False)
         step("`netlab top`: what the sidecars' Prometheus metrics say per service pair")
         rows = meshview.pair_rows(meshview.scrape(meshview.meshed_pods(client)))
         for row in rows:

@@ -17,6 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mesh.compile import (  # read as the sidecars read them
+    parse_duration,
+    resolve_host,
+)
 from netlab.spec.model import (
     INJECT_LABEL,
     MeshSpec,
@@ -69,8 +73,6 @@ SOURCE_FIELDS = ("service", "namespace")
 BUCKET_FIELDS = ("maxTokens", "tokensPerFill", "fillInterval")
 TOKENS_MAX = 10**9
 RETRIES_MAX = 10
-DURATION_RE = re.compile(r"^(\d+(\.\d+)?)(h|m|s|ms|us|µs|ns)$")
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _DURATION_FIX = "write a duration like 1s, 250ms or 1.5s"
 
 COLLECTOR_NAMESPACE, COLLECTOR_NAME = "kube-system", "zipkin"  # Istio's addon's names
@@ -87,14 +89,6 @@ def collector_service() -> ServiceSpec:
         selector=frozen_map(COLLECTOR_LABELS),
         labels=frozen_map(COLLECTOR_LABELS),
     )
-
-
-def parse_duration(text: Any) -> float | None:
-    """A protobuf/Istio duration ('1s', '0.5s', '250ms', '1m') in seconds; None if malformed."""
-    if not isinstance(text, str):
-        return None
-    match = DURATION_RE.fullmatch(text.strip())
-    return float(match.group(1)) * _UNITS[match.group(3)] if match else None
 
 
 def _duration(obj: dict, key: str, path: str, checker: Checker, low: float = 0.0) -> float | None:
@@ -373,18 +367,6 @@ class MeshContext:
     rules: list[PolicySpec] = field(default_factory=list)  # DestinationRules
     virtual_services: list[PolicySpec] = field(default_factory=list)
     zone: str = "cluster.local"
-
-
-def resolve_host(host: str, namespace: str, zone: str) -> tuple[str, str] | None:
-    """'reviews', 'reviews.ns', 'reviews.ns.svc', 'reviews.ns.svc.<zone>' -> (ns, name)."""
-    parts = host.split(".")
-    if len(parts) == 1:
-        return namespace, parts[0]
-    if len(parts) == 2 or (len(parts) == 3 and parts[2] == "svc"):
-        return parts[1], parts[0]
-    if len(parts) > 3 and parts[2] == "svc" and ".".join(parts[3:]) == zone:
-        return parts[1], parts[0]
-    return None
 
 
 def _service(

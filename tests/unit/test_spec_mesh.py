@@ -254,6 +254,7 @@ def test_hosts_resolve_like_istio_short_names(host, namespace, expected):
         ("1m", 60.0),
         ("100us", 1e-4),
         ("1h", 3600.0),
+        ("1m30s", 90.0),  # Go's compound form, as Istio reads it
         ("1", None),
         ("s", None),
         ("-1s", None),
