@@ -88,8 +88,12 @@ def configure_trace(p: argparse.ArgumentParser) -> None:
     p.add_argument("trace_id", nargs="?", help="a trace id: draw its spans as a waterfall")
     p.add_argument("--limit", type=int, default=20, help="how many recent traces to list")
     p.add_argument("--service", help="only traces through this service (Zipkin serviceName)")
-    p.add_argument("--export", choices=("zipkin", "otlp"), help="write traces as JSON to FILE")
-    p.add_argument("file", nargs="?", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--export",
+        nargs=2,
+        metavar=("FORMAT", "FILE"),
+        help="write the trace (or the recent traces) to FILE as zipkin or otlp JSON",
+    )
     p.add_argument("-o", "--output", choices=("json",), help="the spans as JSON")
     p.add_argument("--width", type=int, default=0, help="waterfall width (default: terminal)")
 
@@ -98,15 +102,14 @@ def run_trace(args: argparse.Namespace, client: LabClient) -> int:
     from mesh import traceview
 
     if args.export:
-        target = args.file or (args.trace_id if args.trace_id and "." in args.trace_id else None)
-        trace_id = None if target == args.trace_id else args.trace_id
-        if not target:
-            raise NetlabError("where to? `netlab trace [ID] --export zipkin|otlp FILE`")
-        traces = [_trace(client, trace_id)] if trace_id else _traces(client, args)
-        doc = traceview.to_zipkin(traces) if args.export == "zipkin" else traceview.to_otlp(traces)
+        kind, target = args.export
+        if kind not in ("zipkin", "otlp"):
+            raise NetlabError(f"--export {kind}: the formats are zipkin and otlp")
+        traces = [_trace(client, args.trace_id)] if args.trace_id else _traces(client, args)
+        doc = traceview.to_zipkin(traces) if kind == "zipkin" else traceview.to_otlp(traces)
         _write_atomic(Path(target), json.dumps(doc, indent=1))
         spans = sum(len(t) for t in traces)
-        print(f"{len(traces)} trace(s), {spans} spans written to {target} ({args.export})")
+        print(f"{len(traces)} trace(s), {spans} spans written to {target} ({kind})")
         return 0
     if args.trace_id:
         spans = _trace(client, args.trace_id)

@@ -401,3 +401,33 @@ def test_an_app_traced_with_the_opentelemetry_sdk_joins_the_sidecars_trace(mlab)
     (sidecar,) = [s for s in found if s.get("parentId") == app_span]
     assert sidecar["kind"] == "CLIENT" and sidecar["tags"]["netlab.pod"] == "default/client"
     assert {s["traceId"] for s in found} == {trace_id}
+
+
+def netlab_cli(*args: str) -> str:
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-m", "netlab.cli", "--lab", "tmesh", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_trace_and_top_commands_show_a_request(mlab, tmp_path):
+    trace_id = "5bf92f3577b34da6a3ce929d0e0e4737"
+    headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b8-01"}
+    assert requests(mlab, "productpage", "/productpage", 1, headers)[0][1] == 200
+    assert wait_for(lambda: trace_id in netlab_cli("trace", "--limit", "50"), 5.0)
+    drawn = netlab_cli("trace", trace_id, "--width", "120")
+    assert "productpage.default" in drawn and "default/client" in drawn
+    assert "@n1" in drawn  # the client's node
+    out = tmp_path / "trace.json"
+    netlab_cli("trace", trace_id, "--export", "zipkin", str(out))
+    spans = json.loads(out.read_text())
+    assert spans and {s["traceId"] for s in spans} == {trace_id}
+    rows = json.loads(netlab_cli("top", "-o", "json"))
+    pair = next(r for r in rows if r["destination"].startswith("productpage.default"))
+    assert pair["source"] == "client.default" and pair["codes"].get("200", 0) >= 1
