@@ -328,6 +328,7 @@ class Downstream(asyncio.Protocol):
         self.pending = None
         if self.eof_in:  # the client half-closed before we connected
             pipe.transport.write_eof()
+        self.resume_reading()
 
     def _tcp_closed(self) -> None:
         pipe = self.pipe
@@ -370,6 +371,8 @@ class Downstream(asyncio.Protocol):
                 self.pipe.transport.write(data)
             elif self.pending is not None:
                 self.pending.append(data)
+                if len(self.pending) > 64:  # still connecting: hold, do not buffer without end
+                    self.pause_reading()
             return
         if self.transport is None or self.transport.is_closing():
             return
