@@ -33,6 +33,8 @@ STREAMS = web.AppKey("streams", set)  # close() of each open watch and log strea
 CLOSING = web.AppKey("closing", asyncio.Event)
 TASKS = web.AppKey("tasks", set)
 
+STORM_GAP = 0.02  # a batch this soon after the last one means a storm of events...
+STORM_HOLD = 0.01  # ...so the next batch waits this long to gather more (one write, not ten)
 QUIET_POLL = 2.0  # a quiet watch checks its client is there (and may send a BOOKMARK) this often
 LOG_POLL = 0.2  # seconds between checks of a followed log file
 _REASONS = {
@@ -266,6 +268,7 @@ async def _watch(request, res, namespace, labels, fields) -> web.StreamResponse:
         if data:
             await response.write(data)
         sent = watch.cursor
+        last_batch = 0.0
         while True:
             wait = QUIET_POLL
             if deadline is not None:
@@ -283,6 +286,10 @@ async def _watch(request, res, namespace, labels, fields) -> web.StreamResponse:
             if batch:
                 await response.write(b"".join(_line(e.type, e.object_json()) for e in batch))
                 sent = watch.cursor
+                now = loop.time()
+                if now - last_batch < STORM_GAP:  # events keep coming (a lab starting):
+                    await asyncio.sleep(STORM_HOLD)  # let them gather, write fewer batches
+                last_batch = now
             elif bookmarks and watch.cursor > sent:
                 await response.write(_bookmark(res, watch.cursor))
                 sent = watch.cursor

@@ -13,7 +13,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -346,20 +346,35 @@ class Lab:
             self.pods[pod.key].status.network_ready = True
 
     def _start_pods(self, plans: Sequence[PodPlan]) -> None:
-        """Intercept the meshed pods' traffic (all at once), then start every container."""
+        """Intercept the meshed pods' traffic (all at once), then start every container.
+        The zygote forks the sidecars meanwhile: their requests go out first."""
         meshed = [p for p in plans if is_meshed(p.template)]
-        if meshed:
-            nftables.apply_each(
-                {str(netns.netns_path(p.netns)): interception_script(p.gateway) for p in meshed}
-            )
-            if self.zygote is not None:
-                self._fork_sidecars(meshed)
-        for pod in plans:
-            self._start_containers(self.pods[pod.key])
+        started: set[tuple[tuple[str, str], int]] = set()
 
-    def _fork_sidecars(self, plans: Sequence[PodPlan]) -> None:
-        """Ask the zygote for all these pods' sidecars at once (it forks while the
-        apps start); `_start_container` takes them from `self.forked`."""
+        def intercept_then_apps() -> None:
+            if meshed:  # before any app runs: none of its traffic slips past the sidecar
+                nftables.apply_each(
+                    {str(netns.netns_path(p.netns)): interception_script(p.gateway) for p in meshed}
+                )
+            for pod in plans:
+                rt = self.pods[pod.key]
+                for index, container in enumerate(rt.plan.template.containers):
+                    if container.name != SIDECAR_CONTAINER:
+                        self._start_container(rt, index)
+                        started.add((pod.key, index))
+
+        if meshed and self.zygote is not None:
+            self._fork_sidecars(meshed, while_waiting=intercept_then_apps)
+        else:
+            intercept_then_apps()
+        for pod in plans:
+            self._start_containers(self.pods[pod.key], started)
+
+    def _fork_sidecars(
+        self, plans: Sequence[PodPlan], while_waiting: Callable[[], None] | None = None
+    ) -> None:
+        """Ask the zygote for all these pods' sidecars at once, running `while_waiting`
+        while it forks; `_start_container` takes them from `self.forked`."""
         wanted = []
         for plan in plans:
             container = next(c for c in plan.template.containers if c.name == SIDECAR_CONTAINER)
@@ -373,7 +388,8 @@ class Lab:
                     self.log_path(plan, container.name),
                 )
                 for plan, container in wanted
-            ]
+            ],
+            while_waiting,
         )
         for (plan, container), proc in zip(wanted, procs, strict=True):
             self.pid_record.add(
@@ -381,9 +397,12 @@ class Lab:
             )
             self.forked[plan.key] = proc
 
-    def _start_containers(self, rt: PodRuntime) -> None:
+    def _start_containers(self, rt: PodRuntime, started: Container[Any] = ()) -> None:
+        """Start the pod's containers (those not in `started`: (pod key, index)), then
+        hand it to the prober and publish it."""
         for index in range(len(rt.plan.template.containers)):
-            self._start_container(rt, index)
+            if (rt.plan.key, index) not in started:
+                self._start_container(rt, index)
         self._probe(rt)
         self._publish_pod(rt)
 

@@ -352,8 +352,7 @@ class Store:
             ring.append(ev)
             watches = [w for w in self._watches if w.resource is res]
             subscribers = list(self._subscribers)
-        for watch in watches:
-            watch.notify()
+        _notify_all(watches)
         result = copy.deepcopy(obj)
         for callback in subscribers:
             try:
@@ -361,6 +360,25 @@ class Store:
             except Exception:  # the write stands; a broken subscriber must not undo it
                 log.exception("store subscriber %r failed on %r", callback, ev)
         return result
+
+
+def _notify_all(watches: list[Watch]) -> None:
+    """Wake these watches with one call per event loop, not one per watch: a write
+    seen by a hundred sidecars' watches costs one wake-up of the API's loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Watch]] = {}
+    for watch in watches:
+        by_loop.setdefault(watch._loop, []).append(watch)
+    for loop, group in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_wake, group)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            for watch in group:
+                watch._store._forget(watch)
+
+
+def _wake(watches: list[Watch]) -> None:
+    for watch in watches:
+        watch._wake.set()
 
 
 class Watch:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -139,10 +139,13 @@ class Zygote:
         return self.spawn_many([(netns_path, argv, env, log_path)])[0]
 
     def spawn_many(
-        self, requests: Sequence[tuple[str, Sequence[str], Mapping[str, str], Path]]
+        self,
+        requests: Sequence[tuple[str, Sequence[str], Mapping[str, str], Path]],
+        while_waiting: Callable[[], None] | None = None,
     ) -> list[ForkedProcess]:
         """Fork several sidecars: every request is sent before the first answer is
-        awaited, so the zygote forks while the lab goes on (answers come in order)."""
+        awaited, and `while_waiting` runs meanwhile (the lab starts the apps while
+        the zygote forks); the answers come in order."""
         with self.lock:
             if self.proc is None or self.proc.poll() is not None:
                 self._start()
@@ -163,6 +166,12 @@ class Zygote:
                         raise RealizeError(f"the sidecar zygote is gone: {exc}") from exc
                     finally:
                         os.close(write_end)
+                failure: BaseException | None = None
+                if while_waiting is not None:
+                    try:
+                        while_waiting()
+                    except BaseException as exc:  # collect the answers first: the order holds
+                        failure = exc
                 replies = [self._reply() for _ in pipes]
             except BaseException:
                 for fd in pipes:
@@ -178,9 +187,11 @@ class Zygote:
                     continue
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 out.append(ForkedProcess(self, reply["pid"], os.fdopen(read_end, "rb"), log_path))
-            if refused is not None:
+            if refused is not None or failure is not None:
                 for proc in out:  # all or nothing: the caller tears the lab down anyway
                     proc.send_signal(signal.SIGKILL)
+                if failure is not None:
+                    raise failure
                 raise RealizeError(f"the sidecar zygote refused: {refused}")
             return out
 
