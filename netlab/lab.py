@@ -107,7 +107,7 @@ class Lab:
         self.pid_record = PidRecord(self.run_dir / "pids")
         # sidecars are forked from one preloaded parent (NETLAB_SIDECAR_FORK=0: started fresh)
         self.zygote = (
-            Zygote(self.run_dir / "logs" / "zygote.log", self._record_zygote)
+            Zygote(self.run_dir / "logs" / "zygote.log", self._record_zygote, self._record_fork)
             if os.environ.get("NETLAB_SIDECAR_FORK", "1") != "0"
             else None
         )
@@ -633,6 +633,11 @@ class Lab:
 
     def _record_zygote(self, pid: int) -> None:
         self.pid_record.add(pid, "zygote", "mesh.zygote")
+
+    def _record_fork(self, pid: int) -> None:
+        """A sidecar the zygote just forked, before its pod takes it (a crash in between
+        must not leave it behind): `netlab clean` ends what the record holds."""
+        self.pid_record.add(pid, "container", "netlab-proxy (forked)")
 
     def _request_shutdown(self) -> None:
         if self.on_shutdown is not None:

@@ -81,9 +81,12 @@ class ForkedProcess:
 class Zygote:
     """The lab's one preloaded sidecar parent, started on first use."""
 
-    def __init__(self, log_path: Path, on_start=None) -> None:
+    def __init__(self, log_path: Path, on_start=None, on_fork=None) -> None:
         self.log_path = log_path
         self.on_start = on_start  # called with the zygote's pid (the lab records it)
+        # called with each child's pid as soon as the zygote reports it (from the reader
+        # thread), so that a lab that dies before it takes the child still has it on record
+        self.on_fork = on_fork
         self.lock = threading.Lock()
         self.proc: subprocess.Popen | None = None
         self.control: socket.socket | None = None
@@ -129,6 +132,8 @@ class Zygote:
                 if "exit" in message:
                     self.codes[message["exit"]] = message["code"]
                 else:
+                    if "pid" in message and self.on_fork is not None:
+                        self.on_fork(message["pid"])
                     self.replies.append(message)
                 self.changed.notify_all()
 
