@@ -22,6 +22,7 @@ from labdns.records import Memo, build_table
 from labdns.server import DnsServer, parse_listen
 from labdns.source import Objects, SourceError, make_source
 from labdns.wire import to_wire
+from labwatch import serve_synced
 
 log = logging.getLogger("labdns")
 
@@ -104,32 +105,16 @@ async def run(args: argparse.Namespace) -> int:
     rebuilder = Rebuilder(objects, answerer, args.zone, args.ttl)
     source = make_source(objects, rebuilder.changed, args.api_socket, args.records)
     server = DnsServer(answerer.answer, args.host, args.port)
-    watcher = None
-    try:
-        starting = asyncio.ensure_future(source.start())
-        waiting = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        if not starting.done():
-            starting.cancel()
-            return 0  # stopped before the first sync
-        waiting.cancel()
-        starting.result()
+
+    async def synced() -> None:
         rebuilder.rebuild()
         await server.start()
         if args.ready_file:
             _write_ready(args.ready_file, args.host, server.port)
-        watcher = asyncio.ensure_future(source.run())
-        watcher.add_done_callback(lambda _: stop.set())  # a source that ends has failed
-        await stop.wait()
-        if watcher.done() and not watcher.cancelled() and watcher.exception():
-            log.error("source failed: %s", watcher.exception())
-            return 1
-        return 0
+
+    try:
+        return await serve_synced(source, stop, synced)
     finally:
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await watcher
         await server.stop()
         await source.close()
         if args.ready_file:

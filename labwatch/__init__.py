@@ -15,11 +15,12 @@ No netlab imports: only aiohttp and the standard library.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import logging
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -284,6 +285,38 @@ class ApiSource:
                 self.objects.apply(resource, etype, obj)
                 changed = True
         return changed
+
+
+async def serve_synced(
+    source: ApiSource | FileSource,
+    stop: asyncio.Event,
+    synced: Callable[[], Awaitable[None]],
+) -> int:
+    """A watcher's life: the first sync (unless `stop` comes first: 0), then
+    `synced()` (build from it, start serving), then watch until `stop`; 1 if the
+    source failed. The watch is cancelled on the way out; closing the source and
+    whatever `synced` started is the caller's."""
+    starting = asyncio.ensure_future(source.start())
+    waiting = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        return 0  # stopped before the first sync
+    waiting.cancel()
+    starting.result()  # a source that cannot start raises here
+    await synced()
+    watcher = asyncio.ensure_future(source.run())
+    watcher.add_done_callback(lambda _: stop.set())  # a source that ends has failed
+    try:
+        await stop.wait()
+        if watcher.done() and not watcher.cancelled() and watcher.exception():
+            log.error("source failed: %s", watcher.exception())
+            return 1
+        return 0
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(BaseException):
+            await watcher
 
 
 def fetch_lists(socket_path: str, paths: Mapping[str, str], timeout: float = 5.0) -> dict:

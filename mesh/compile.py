@@ -70,6 +70,24 @@ def parse_duration(text: Any) -> float | None:
     return total if text else None
 
 
+def pod_inputs(pod: dict) -> tuple:
+    """What of a Pod `compile_table` reads: a Pod whose inputs are unchanged (a
+    change in its conditions or container statuses) needs no new table. Kept
+    beside the code that reads these fields, which must stay within them."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    containers = spec.get("containers") or []
+    return (
+        meta.get("labels"),
+        meta.get("ownerReferences"),
+        spec.get("nodeName"),
+        status.get("podIP"),
+        status.get("phase") in ("Succeeded", "Failed"),
+        [c.get("ports") for c in containers if isinstance(c, dict)],
+    )
+
+
 # -- tolerant getters ----------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import struct
 from collections.abc import Iterable
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
+SO_MARK = getattr(socket, "SO_MARK", 36)  # Linux's value; Python < 3.12 may lack the name
 MAX_HEAD = 60 * 1024  # Envoy's max_request_headers_kb default: 60 KiB -> 431 past it
 REPLAY_LIMIT = 64 * 1024  # request bytes kept for a retry (Envoy's per_request_buffer_limit)
 
@@ -103,14 +104,14 @@ def original_dst(sock: socket.socket) -> tuple[str, int] | None:
     return socket.inet_ntoa(packed), port
 
 
-def marked_socket(mark: int | None) -> socket.socket:
+def marked_socket(mark: int | None, family: int = socket.AF_INET) -> socket.socket:
     """A non-blocking TCP socket carrying SO_MARK `mark` (the pod's interception
     rules let marked packets pass, so the sidecar's own connections are not
-    redirected to itself)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    redirected to itself). The mark is set before connect: the SYN carries it."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if mark is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
     except BaseException:

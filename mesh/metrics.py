@@ -78,6 +78,11 @@ def _peer(w: Workload | None) -> tuple[str, str, str, str, str]:
     )
 
 
+def _who(w: Workload | None) -> tuple[str, str, str] | None:
+    """What of a workload its series are told apart by."""
+    return None if w is None else (w.namespace, w.app, w.version)
+
+
 class _Histogram:
     __slots__ = ("bounds", "counts", "sum")
 
@@ -211,10 +216,8 @@ class Metrics:
         on the server side)."""
         key = (
             reporter,
-            None if source is None else (source.namespace, source.app, source.version),
-            None
-            if destination is None
-            else (destination.namespace, destination.app, destination.version),
+            _who(source),
+            _who(destination),
             dest_namespace,
             dest_service,
             code,
@@ -243,15 +246,7 @@ class Metrics:
         received: int,
     ) -> None:
         """One closed TCP connection: its bytes, and one opened and one closed."""
-        key = (
-            reporter,
-            None if source is None else (source.namespace, source.app, source.version),
-            None
-            if destination is None
-            else (destination.namespace, destination.app, destination.version),
-            dest_namespace,
-            dest_service,
-        )
+        key = (reporter, _who(source), _who(destination), dest_namespace, dest_service)
         series = self._tcp.get(key)
         if series is None:
             labels = self._labels(

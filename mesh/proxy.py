@@ -26,7 +26,7 @@ import httptools
 from mesh import http1
 from mesh.balance import Balancer
 from mesh.metrics import Metrics
-from mesh.ratelimit import RateLimiter, Verdict
+from mesh.ratelimit import RateLimiter
 from mesh.spans import SpanRecorder
 from mesh.table import (
     DEFAULT_RETRY,
@@ -58,6 +58,8 @@ class Exchange:
 
     __slots__ = (
         "method",
+        "verb",
+        "path",
         "url",
         "headers",
         "hdict",
@@ -121,10 +123,6 @@ class Exchange:
         self.service: tuple[str, str] = ("", "")  # destination (namespace, service)
         self.limited = False
         self.counted: Endpoint | None = None  # the endpoint the balancer counts it on
-
-    @property
-    def path(self) -> str:
-        return self.url.decode("latin-1")
 
 
 class Proxy:
@@ -256,7 +254,8 @@ class Downstream(asyncio.Protocol):
         self.upgrading: Exchange | None = None
         self.draining: Exchange | None = None  # answered; its body still to be read past
         self.inbound_dest: Destination | None = None
-        self._span_bases: dict[tuple, tuple] | None = None
+        self._span_me: Workload | None = None  # the table's `me` the bases were made for
+        self._span_bases: dict[tuple, tuple] = {}
 
     # -- set-up ------------------------------------------------------------------
 
@@ -486,6 +485,8 @@ class Downstream(asyncio.Protocol):
         parser = self.parser
         self.head_since = 0
         ex.method = parser.get_method()
+        ex.verb = ex.method.decode("latin-1")  # str forms, for matching and spans
+        ex.path = ex.url.decode("latin-1")
         ex.keep_alive = parser.should_keep_alive()
         ex.upgrade = parser.should_upgrade()
         hdict = ex.hdict = lower_headers(ex.headers)
@@ -593,7 +594,7 @@ class Downstream(asyncio.Protocol):
             self._attempt(ex)
             return
         ex.service = (sp.namespace, sp.service)
-        route = sp.route(ex.method.decode("latin-1"), ex.path, hdict)
+        route = sp.route(ex.verb, ex.path, hdict)
         if route is None:
             proxy.counters["no_route"] += 1
             ex.flags = "NR"
@@ -652,9 +653,8 @@ class Downstream(asyncio.Protocol):
             ns, _, name = ib.service.partition("/")
             ex.service = (ns, name)
         if ib.routes:
-            method = ex.method.decode("latin-1")
             for route in ib.routes:
-                if route.matches_request(method, ex.path, hdict):
+                if route.matches_request(ex.verb, ex.path, hdict):
                     ex.route = route
                     break
         if ib.rate_limits:
@@ -670,12 +670,8 @@ class Downstream(asyncio.Protocol):
                     ex.limited = True
                     self._local(ex, 429, "local_rate_limited", verdict.header_lines())
                     return
-                ex.inject = self._ratelimit_lines(verdict)
+                ex.inject = verdict.header_lines()
         self._attempt(ex)
-
-    @staticmethod
-    def _ratelimit_lines(verdict: Verdict) -> bytes:
-        return verdict.header_lines()
 
     def _source_service(self, table: RouteTable, limits: Any) -> str | None:
         wanted = {limit.source for limit in limits if limit.source}
@@ -761,11 +757,12 @@ class Downstream(asyncio.Protocol):
         if up is not None:
             up.abandon()
         retry = ex.retry
+        # a status or a per-try timeout comes here only when the policy retries it
         retriable = (
             ex.replayable
             and retry is not None
             and ex.attempts <= retry.attempts
-            and (why == "status" or why in retry.retry_on)
+            and (why in ("status", "timeout") or why in retry.retry_on)
         )
         if stale and ex.replayable:  # a kept-alive connection the server had closed
             ex.tried.pop()
@@ -779,8 +776,7 @@ class Downstream(asyncio.Protocol):
             self._attempt(ex)
             return
         proxy.counters["upstream_failures"] += 1
-        if why == "timeout":
-            proxy.counters["timeouts"] += 1
+        if why == "timeout":  # (counted where it happened)
             ex.flags = "UT"
             self._local(ex, 504, "upstream request timeout")
         elif why == "status":  # unreachable: a status is retried only with a retry left
@@ -804,7 +800,7 @@ class Downstream(asyncio.Protocol):
             return
         if per_try and ex.retry is not None and ex.attempts <= ex.retry.attempts:
             self.proxy.counters["timeouts"] += 1
-            self._failed_retry_timeout(ex)
+            self._failed(ex, "timeout")  # Envoy retries a per-try timeout while tries are left
             return
         self._cancel_timers(ex)
         self.proxy.counters["timeouts"] += 1
@@ -814,11 +810,6 @@ class Downstream(asyncio.Protocol):
             up.abandon()
         ex.flags = "UT"
         self._local(ex, 504, "upstream request timeout")
-
-    def _failed_retry_timeout(self, ex: Exchange) -> None:
-        retry = ex.retry
-        ex.retry = Retry(retry.attempts, retry.per_try_timeout, retry.retry_on | {"timeout"})
-        self._failed(ex, "timeout")
 
     # -- Owner: what the upstream reports --------------------------------------------------------
 
@@ -936,7 +927,7 @@ class Downstream(asyncio.Protocol):
         target = self.dst
         if self.side == OUTBOUND:
             sp = table.outbound(*self.dst)
-            route = sp.route(ex.method.decode(), ex.path, ex.hdict) if sp is not None else None
+            route = sp.route(ex.verb, ex.path, ex.hdict) if sp is not None else None
             dest = self.proxy.balancer.choose(route) if route is not None else None
             ep = self.proxy.balancer.pick(dest) if dest is not None else None
             if sp is not None and ep is None:
@@ -990,16 +981,18 @@ class Downstream(asyncio.Protocol):
     ) -> dict:
         dest = ex.dest
         subset = (dest.subset or "") if dest is not None else ""
-        key = (id(me), ex.service, subset, dest.port if dest is not None else self.dst[1])
-        base = self._span_bases.get(key) if self._span_bases is not None else None
-        if base is None or base[4] is not me:  # (an id can be reused once a table is gone)
-            base = self._span_base(key, me)
-        static_tags, local, name, host, _ = base
+        key = (ex.service, subset, dest.port if dest is not None else self.dst[1])
+        if self._span_me is not me:  # a new table: who this pod is may have changed
+            self._span_me, self._span_bases = me, {}
+        base = self._span_bases.get(key)
+        if base is None:
+            base = self._span_bases[key] = self._span_base(key, me)
+        static_tags, local, name, host = base
         ep = ex.endpoint
         outbound = self.side == OUTBOUND
         hdict = ex.hdict
         tags = static_tags.copy()
-        tags["http.method"] = ex.method.decode("latin-1")
+        tags["http.method"] = ex.verb
         tags["http.url"] = f"http://{hdict.get('host', host)}{ex.path}"
         tags["http.status_code"] = str(ex.status)
         tags["request_size"] = str(ex.body_size)
@@ -1046,10 +1039,10 @@ class Downstream(asyncio.Protocol):
             span["remoteEndpoint"] = {"ipv4": self.peer[0], "port": self.peer[1]}
         return span
 
-    def _span_base(self, key: tuple, me: Workload) -> tuple[dict, dict, str, str, Workload]:
+    def _span_base(self, key: tuple, me: Workload) -> tuple[dict, dict, str, str]:
         """What every span of this connection to this destination shares (made once;
         the tags are copied per span, the local endpoint is shared by reference)."""
-        _, (ns, svc), subset, port = key
+        (ns, svc), subset, port = key
         zone = self.proxy.metrics.zone
         host = f"{svc}.{ns}.svc.{zone}" if svc else self.dst[0]
         tags = {
@@ -1064,11 +1057,7 @@ class Downstream(asyncio.Protocol):
         if subset:
             tags["netlab.subset"] = subset
         local = {"serviceName": f"{me.app}.{me.namespace}", "ipv4": me.ip}
-        base = (tags, local, f"{host}:{port}/*", host, me)
-        if self._span_bases is None or len(self._span_bases) > 64:
-            self._span_bases = {}
-        self._span_bases[key] = base
-        return base
+        return tags, local, f"{host}:{port}/*", host
 
 
 def _retriable_status(status: int, on: frozenset[str]) -> bool:

@@ -24,9 +24,9 @@ from typing import Any
 
 from aiohttp import web
 
-from labwatch import ApiSource, FileSource, Objects, SourceError, split_by_kind
+from labwatch import ApiSource, FileSource, Objects, SourceError, serve_synced, split_by_kind
 from mesh.balance import Balancer
-from mesh.compile import compile_table
+from mesh.compile import compile_table, pod_inputs
 from mesh.metrics import Metrics
 from mesh.proxy import Proxy
 from mesh.ratelimit import RateLimiter
@@ -76,23 +76,6 @@ class Settings:
 MIN_REBUILD_INTERVAL = 0.5  # seconds between tables while changes keep coming (a lab coming up)
 
 
-def _pod_view(pod: dict) -> tuple:
-    """What of a Pod the route table reads (mesh.compile): a change elsewhere, in
-    its conditions or container statuses, is no reason to compile again."""
-    meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    status = pod.get("status") or {}
-    containers = spec.get("containers") or []
-    return (
-        meta.get("labels"),
-        meta.get("ownerReferences"),
-        spec.get("nodeName"),
-        status.get("podIP"),
-        status.get("phase") in ("Succeeded", "Failed"),
-        [c.get("ports") for c in containers if isinstance(c, dict)],
-    )
-
-
 class WatchedObjects(Objects):
     """The watched objects, and whether anything the table depends on changed."""
 
@@ -107,7 +90,7 @@ class WatchedObjects(Objects):
     def apply(self, resource: str, event_type: str, obj: dict) -> None:
         if resource == "pods" and event_type == "MODIFIED" and isinstance(obj, dict):
             old = self.items[resource].get(self.key(obj))
-            if old is not None and _pod_view(old) == _pod_view(obj):
+            if old is not None and pod_inputs(old) == pod_inputs(obj):
                 self.items[resource][self.key(obj)] = obj
                 return
         super().apply(resource, event_type, obj)
@@ -181,8 +164,7 @@ class Sidecar:
     def rebuild(self) -> None:
         self._pending = False
         self.objects.dirty = False
-        with contextlib.suppress(RuntimeError):
-            self._last_rebuild = asyncio.get_running_loop().time()
+        self._last_rebuild = asyncio.get_running_loop().time()
         started = time.perf_counter()
         cpu = time.process_time()
         lists = {r: self.objects.list(r) for r in RESOURCES}
@@ -242,9 +224,6 @@ class Sidecar:
         )
 
     def stats(self) -> dict[str, Any]:
-        spans = (
-            self.spans.stats if isinstance(self.spans.stats, Mapping) else vars(self.spans.stats)
-        )
         return {
             "pod": f"{self.settings.namespace}/{self.settings.pod}",
             "revision": self.ref.table.revision,
@@ -260,23 +239,17 @@ class Sidecar:
                 for key in ("revision", "lists", "events", "event_bytes")
             },
             "pending": self._pending or self.objects.dirty,  # seen, not yet in the table
-            "spans": dict(spans),
+            "spans": self.spans.stats,
         }
 
     # -- lifecycle -------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> int:
         """First sync, then serve until `stop` is set; 1 if the source failed."""
-        watcher = shipping = None
-        try:
-            starting = asyncio.ensure_future(self.source.start())
-            waiting = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
-            if not starting.done():
-                starting.cancel()
-                return 0
-            waiting.cancel()
-            starting.result()
+        shipping: asyncio.Future | None = None
+
+        async def synced() -> None:
+            nonlocal shipping
             self.rebuild()
             await self.proxy.start(outbound=self.settings.outbound, inbound=self.settings.inbound)
             self._runner = web.AppRunner(self.admin_app(), access_log=None)
@@ -286,19 +259,14 @@ class Sidecar:
             if self.settings.ready_file:
                 _write_ready(self.settings.ready_file)
             shipping = asyncio.ensure_future(self.shipper.run())
-            watcher = asyncio.ensure_future(self.source.run())
-            watcher.add_done_callback(lambda _: stop.set())  # a source that ends has failed
-            await stop.wait()
-            if watcher.done() and not watcher.cancelled() and watcher.exception():
-                log.error("source failed: %s", watcher.exception())
-                return 1
-            return 0
+
+        try:
+            return await serve_synced(self.source, stop, synced)
         finally:
-            for task in (watcher, shipping):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+            if shipping is not None:
+                shipping.cancel()
+                with contextlib.suppress(BaseException):
+                    await shipping
             with contextlib.suppress(Exception):
                 await self.proxy.close(grace=self.settings.drain)
             with contextlib.suppress(Exception):

@@ -28,9 +28,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mesh.http1 import marked_socket
+
 log = logging.getLogger("mesh.spans")
 
-SO_MARK = getattr(socket, "SO_MARK", 36)  # Linux's value; Python < 3.12 may lack the name
 SPANS_PATH = "/api/v2/spans"
 MAX_ANSWER = 64 << 10  # what is read of a collector's answer before closing
 WARN_EVERY = 30.0  # seconds between two warnings about failed shipping
@@ -169,9 +170,8 @@ class SpanShipper:
         """One POST of `spans` to `target`; False (logged) on any failure."""
         host, port = target[0], int(target[1])
         try:
-            body = zipkin_json(spans)
             async with asyncio.timeout(self.timeout):
-                status = await self._post(host, port, body)
+                status = await self._post(host, port, spans)
         except asyncio.CancelledError:
             self.recorder.failed(len(spans))  # in flight when flush() ran out of time
             raise
@@ -183,16 +183,14 @@ class SpanShipper:
             return False
         return True
 
-    async def _post(self, host: str, port: int, body: bytes) -> int:
+    async def _post(self, host: str, port: int, spans: list[dict]) -> int:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if _is_ipv6(host) else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = marked_socket(self.mark, family)
         writer = None
         try:
-            sock.setblocking(False)
-            if self.mark is not None:  # before connect: the SYN must carry the mark
-                sock.setsockopt(socket.SOL_SOCKET, SO_MARK, self.mark)
             await loop.sock_connect(sock, (host, port))
+            body = zipkin_json(spans)  # once connected: a collector that is down costs nothing
             reader, writer = await asyncio.open_connection(sock=sock)
             hostport = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
             writer.write(

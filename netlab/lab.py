@@ -17,7 +17,6 @@ from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
 
 from netlab import objects
 from netlab.api_server import ApiServer
@@ -58,7 +57,7 @@ from netlab.realize.processes import (
     start_container,
     stop_processes,
 )
-from netlab.realize.zygote import Zygote
+from netlab.realize.zygote import ForkedProcess, Zygote
 from netlab.services import Candidate, Services, selects
 from netlab.spec.load import ManifestSet, load_lab, parse_manifests
 from netlab.spec.mesh import MeshContext
@@ -111,7 +110,7 @@ class Lab:
             if os.environ.get("NETLAB_SIDECAR_FORK", "1") != "0"
             else None
         )
-        self.forked: dict[tuple[str, str], Any] = {}  # sidecars forked ahead, by pod key
+        self.forked: dict[tuple[str, str], ForkedProcess] = {}  # forked ahead, by pod key
         self.stopping = False
         self.api: ApiServer | None = None
         self.prober: Prober | None = None
@@ -391,13 +390,12 @@ class Lab:
             ],
             while_waiting,
         )
-        for (plan, container), proc in zip(wanted, procs, strict=True):
-            self.pid_record.add(
-                proc.pid, "container", f"{plan.namespace}/{plan.name}/{container.name}"
-            )
-            self.forked[plan.key] = proc
+        for plan, proc in zip(plans, procs, strict=True):
+            self.forked[plan.key] = proc  # recorded by pid already (`_record_fork`)
 
-    def _start_containers(self, rt: PodRuntime, started: Container[Any] = ()) -> None:
+    def _start_containers(
+        self, rt: PodRuntime, started: Container[tuple[tuple[str, str], int]] = ()
+    ) -> None:
         """Start the pod's containers (those not in `started`: (pod key, index)), then
         hand it to the prober and publish it."""
         for index in range(len(rt.plan.template.containers)):
@@ -646,24 +644,18 @@ class Lab:
     def _start_container(self, rt: PodRuntime, index: int) -> None:
         container = rt.plan.template.containers[index]
         log_path = self.log_path(rt.plan, container.name)
-        proc = None
-        if container.name == SIDECAR_CONTAINER and self.zygote is not None:
-            proc = self.forked.pop(rt.plan.key, None)  # forked ahead (its pid is recorded)
-            if proc is None:
-                proc = self.zygote.spawn(
-                    str(netns.netns_path(rt.plan.netns)),
-                    container.argv[3:],  # after `python -m mesh`
-                    container_env(rt.plan, container),
-                    log_path,
-                )
-                self.pid_record.add(
-                    proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}"
-                )
-        if proc is None:
+        if container.name != SIDECAR_CONTAINER or self.zygote is None:
             proc = start_container(rt.plan, container, log_path)
-            self.pid_record.add(
-                proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}"
+        else:
+            proc = self.forked.pop(rt.plan.key, None) or self.zygote.spawn(
+                str(netns.netns_path(rt.plan.netns)),
+                container.argv[3:],  # after `python -m mesh`
+                container_env(rt.plan, container),
+                log_path,
             )
+        self.pid_record.add(
+            proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}"
+        )
         state = rt.status.containers[index]
         state.state, state.started_at, state.pid = "running", objects.now(), proc.pid
         rt.procs[container.name] = proc

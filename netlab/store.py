@@ -407,13 +407,6 @@ class Watch:
             return ev if seen else None
         return Event(ev.revision, seen, ev.resource, ev.object, ev.old)
 
-    def notify(self) -> None:
-        """Wake the watcher; safe from any thread."""
-        try:
-            self._loop.call_soon_threadsafe(self._wake.set)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            self._store._forget(self)
-
     def take_initial(self) -> list[Event]:
         """The synthetic ADDED events of a watch started without a resource version (once)."""
         batch, self._initial = self._initial, []

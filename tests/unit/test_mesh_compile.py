@@ -6,13 +6,15 @@ lab's zipkin), built by small factories; each test adds the policy it is about.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import re
 from collections import defaultdict
 from typing import Any
 
 import pytest
 
-from mesh.compile import compile_table
+from mesh.compile import compile_table, pod_inputs
 from mesh.table import (
     DEFAULT_RETRY,
     HTTP,
@@ -1088,3 +1090,22 @@ def test_a_regex_is_compiled_once_for_full_matches():
     assert (
         isinstance(match.uri.pattern, re.Pattern) and match.uri.pattern.pattern == "/items/[0-9]+"
     )
+
+
+def test_pod_inputs_change_exactly_when_the_table_can():
+    """A status-only change (conditions, container states) leaves both the inputs and
+    the compiled table as they were; a label change moves both."""
+    ready = copy.deepcopy(PRODUCTPAGE)
+    ready["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    ready["status"]["containerStatuses"] = [{"name": "app", "ready": True}]
+    relabelled = copy.deepcopy(PRODUCTPAGE)
+    relabelled["metadata"]["labels"] = {**relabelled["metadata"]["labels"], "version": "v9"}
+    others = [o for o in world() if o is not PRODUCTPAGE]
+
+    def table_of(p: dict) -> RouteTable:
+        return dataclasses.replace(compile_(p, base=others), revision=0)
+
+    assert pod_inputs(ready) == pod_inputs(PRODUCTPAGE)
+    assert table_of(ready) == table_of(PRODUCTPAGE)
+    assert pod_inputs(relabelled) != pod_inputs(PRODUCTPAGE)
+    assert table_of(relabelled) != table_of(PRODUCTPAGE)

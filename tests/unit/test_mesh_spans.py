@@ -15,7 +15,8 @@ from aiohttp import web
 
 from mesh import spans as spans_module
 from mesh.collector import TraceStore
-from mesh.spans import SO_MARK, SpanRecorder, SpanShipper
+from mesh.http1 import SO_MARK
+from mesh.spans import SpanRecorder, SpanShipper
 from tests.unit.test_mesh_collector import serving
 
 TID = "4bf92f3577b34da6a3ce929d0e0e4736"
