@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh clean
+.PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh bench-failover clean
 
 bootstrap:
 	@$(SUDO) scripts/bootstrap.sh
@@ -28,7 +28,7 @@ fmt: bootstrap
 	$(VENV)/bin/ruff format netlab labdns mesh labwatch tests bench topologies
 	$(VENV)/bin/ruff check --fix netlab labdns mesh labwatch tests bench topologies
 
-bench: bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh
+bench: bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh bench-failover
 
 bench-bringup: bootstrap
 	$(SUDO) $(PY) bench/bringup.py
@@ -52,6 +52,9 @@ bench-sidecar: bootstrap
 
 bench-mesh: bootstrap
 	$(SUDO) $(PY) bench/mesh_bringup.py
+
+bench-failover: bootstrap
+	$(SUDO) $(PY) bench/failover.py
 
 clean:
 	@if [ -x $(VENV)/bin/netlab ]; then $(SUDO) $(VENV)/bin/netlab clean --all; fi

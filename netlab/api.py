@@ -22,6 +22,7 @@ from aiohttp import web
 
 from netlab import __version__, crilog
 from netlab.errors import ApiError
+from netlab.patch import apply_patch
 from netlab.resources import Resource, discovery_documents
 from netlab.store import Store, parse_revision
 
@@ -42,6 +43,8 @@ _REASONS = {
     403: "Forbidden",
     404: "NotFound",
     405: "MethodNotAllowed",
+    413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
     409: "AlreadyExists",
     410: "Expired",
     422: "Invalid",
@@ -184,6 +187,13 @@ def _add_resource(app: web.Application, res: Resource) -> None:
     app.router.add_delete(f"{collection}/{{name}}", functools.partial(_delete_item, res=res))
     if "log" in res.subresources:
         app.router.add_get(f"{collection}/{{name}}/log", _get_log)
+    if "patch" in res.verbs:
+        app.router.add_patch(f"{collection}/{{name}}", functools.partial(_patch_item, res=res))
+    if "scale" in res.subresources:
+        scale = f"{collection}/{{name}}/scale"
+        app.router.add_get(scale, functools.partial(_get_scale, res=res))
+        app.router.add_patch(scale, functools.partial(_write_scale, res=res))
+        app.router.add_put(scale, functools.partial(_write_scale, res=res))
 
 
 async def _get_collection(request: web.Request, res: Resource) -> web.StreamResponse:
@@ -226,6 +236,120 @@ async def _delete_item(request: web.Request, res: Resource) -> web.StreamRespons
     namespace = request.match_info.get("namespace")
     request.app[STORE].get(res, namespace, name)  # 404 before asking the lab
     return web.json_response(await action(namespace, name))
+
+
+# -- changes ----------------------------------------------------------------------
+
+MAX_PATCH_BYTES = 1 << 20
+
+
+async def _body(request: web.Request) -> bytes:
+    body = await request.content.read(MAX_PATCH_BYTES + 1)
+    if len(body) > MAX_PATCH_BYTES:
+        raise ApiError(413, f"request body larger than {MAX_PATCH_BYTES} bytes")
+    return body
+
+
+async def _update(request: web.Request, res: Resource, obj: dict) -> dict:
+    """Hand a changed object to the lab, which validates it and writes it (409 if the
+    stored object changed meanwhile: its resourceVersion is the base of the change)."""
+    action = getattr(request.app[ACTIONS], f"update_{res.singular}", None)
+    if action is None:
+        raise ApiError(405, f"{res.full_name} cannot be changed through the lab API")
+    return await action(obj)
+
+
+PATCH_ATTEMPTS = 5  # a patch is applied to the newest object; a write in between retries it
+
+
+async def _patch_item(request: web.Request, res: Resource) -> web.Response:
+    name, namespace = request.match_info["name"], request.match_info.get("namespace")
+    body = await _body(request)
+    for attempt in range(PATCH_ATTEMPTS):
+        current = request.app[STORE].get(res, namespace, name)
+        patched = apply_patch(current, body, request.content_type)
+        pinned = _same_identity(current, patched)
+        try:
+            return web.json_response(await _update(request, res, patched))
+        except ApiError as exc:  # a controller wrote meanwhile: patch the newer object
+            if exc.status != 409 or pinned or attempt == PATCH_ATTEMPTS - 1:
+                raise
+    raise AssertionError("not reached")
+
+
+def _same_identity(current: dict, changed: dict) -> bool:
+    """Name and namespace unchanged (422 if not); True if the change names the
+    resourceVersion it was made against (then a conflict is the client's to resolve)."""
+    meta = changed.get("metadata")
+    if not isinstance(meta, dict):
+        raise ApiError(422, "metadata: Required value")
+    for field in ("name", "namespace"):
+        if meta.get(field, current["metadata"].get(field)) != current["metadata"].get(field):
+            raise ApiError(422, f"metadata.{field}: Invalid value: field is immutable")
+    pinned = meta.get("resourceVersion") not in (None, current["metadata"]["resourceVersion"])
+    meta.setdefault("resourceVersion", current["metadata"]["resourceVersion"])
+    return pinned
+
+
+def scale_object(obj: dict) -> dict:
+    """The `autoscaling/v1` Scale of a Deployment."""
+    meta = obj["metadata"]
+    labels = (obj.get("spec") or {}).get("selector", {}).get("matchLabels", {})
+    return {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        },
+    }
+
+
+async def _get_scale(request: web.Request, res: Resource) -> web.Response:
+    name, namespace = request.match_info["name"], request.match_info.get("namespace")
+    return web.json_response(scale_object(request.app[STORE].get(res, namespace, name)))
+
+
+async def _write_scale(request: web.Request, res: Resource) -> web.Response:
+    """PATCH or PUT .../scale: only spec.replicas changes."""
+    name, namespace = request.match_info["name"], request.match_info.get("namespace")
+    body = await _body(request)
+    for attempt in range(PATCH_ATTEMPTS):
+        try:
+            return await _scale_once(request, res, namespace, name, body)
+        except ApiError as exc:
+            if exc.status != 409 or request.method == "PUT" or attempt == PATCH_ATTEMPTS - 1:
+                raise
+    raise AssertionError("not reached")
+
+
+async def _scale_once(request, res, namespace, name, body) -> web.Response:
+    current = request.app[STORE].get(res, namespace, name)
+    base = scale_object(current)
+    if request.method == "PUT":
+        try:
+            scale = json.loads(body)
+        except ValueError as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(scale, dict):
+            raise ApiError(400, "request body must be a Scale object")
+    else:
+        scale = apply_patch(base, body, request.content_type)
+    replicas = (scale.get("spec") or {}).get("replicas")
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise ApiError(422, f"spec.replicas: Invalid value: {replicas!r}: must be 0 or more")
+    wanted = (scale.get("metadata") or {}).get("resourceVersion")
+    changed = dict(current, spec=dict(current.get("spec") or {}, replicas=replicas))
+    changed["metadata"] = dict(
+        current["metadata"], resourceVersion=wanted or current["metadata"]["resourceVersion"]
+    )
+    return web.json_response(scale_object(await _update(request, res, changed)))
 
 
 # -- watch -----------------------------------------------------------------------
@@ -448,6 +572,24 @@ async def _apply(request: web.Request) -> web.Response:
     return web.json_response({"kind": "ApplyResult", "items": results})
 
 
+NODE_ACTIONS = ("fail", "recover", "cordon", "uncordon", "drain")
+
+
+async def _node_action(request: web.Request) -> web.Response:
+    """`netlab node fail|recover NAME`, `netlab cordon|uncordon|drain NAME`."""
+    name, verb = request.match_info["name"], request.match_info["action"]
+    if verb not in NODE_ACTIONS:
+        raise ApiError(404, f"no node action {verb!r}; use one of {', '.join(NODE_ACTIONS)}")
+    action = getattr(request.app[ACTIONS], "node_action", None)
+    if action is None:
+        raise ApiError(405, "this lab does not take node actions")
+    request.app[STORE].get("nodes", None, name)  # 404 before asking the lab
+    evicted = await action(name, verb, _flag(request, "force"))
+    return web.json_response(
+        {"kind": "NodeActionResult", "node": name, "action": verb, "evicted": evicted}
+    )
+
+
 async def _topology(request: web.Request) -> web.Response:
     return web.json_response(request.app[ACTIONS].topology())
 
@@ -468,6 +610,7 @@ def make_app(store: Store, actions: Actions) -> web.Application:
         _add_resource(app, res)
     app.router.add_post("/netlab/v1/shutdown", _shutdown)
     app.router.add_post("/netlab/v1/apply", _apply)
+    app.router.add_post("/netlab/v1/nodes/{name}/{action}", _node_action)
     app.router.add_get("/netlab/v1/topology", _topology)
     app.on_shutdown.append(_on_shutdown)
     return app

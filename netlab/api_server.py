@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from netlab import objects
 from netlab.api import make_app, serve
-from netlab.errors import ApiError, NetlabError, NotFound
+from netlab.errors import ApiError, NetlabError, NotFound, SpecError
 from netlab.paths import socket_path
 from netlab.system import SIDECAR_CONTAINER
 
@@ -40,6 +40,12 @@ class LabActions:
             return await asyncio.to_thread(call, *args)
         except NotFound as exc:
             raise ApiError(404, str(exc)) from exc
+        except ApiError:
+            raise
+        except SpecError as exc:
+            err = ApiError(422, str(exc))
+            err.reason = "Invalid"  # type: ignore[attr-defined]
+            raise err from exc
         except NetlabError as exc:
             raise ApiError(400, str(exc)) from exc
 
@@ -52,6 +58,22 @@ class LabActions:
         obj = self.lab.store.get("deployments", namespace, name)
         await self._run(self.lab.delete_deployment, name, namespace)
         return obj
+
+    async def update_deployment(self, obj: dict) -> dict:
+        """A changed Deployment (PATCH, scale): validated against the lab, then stored."""
+        return await self._run(self.lab.update_deployment, obj)
+
+    async def node_action(self, name: str, verb: str, force: bool) -> list[str]:
+        """Fail, recover, cordon, uncordon or drain a node; the pods a drain evicted."""
+        lab = self.lab
+        calls = {
+            "fail": lambda: lab.fail_node(name),
+            "recover": lambda: lab.recover_node(name),
+            "cordon": lambda: lab.cordon(name),
+            "uncordon": lambda: lab.cordon(name, False),
+            "drain": lambda: lab.drain(name, force),
+        }
+        return await self._run(calls[verb]) or []
 
     async def delete_service(self, namespace: str, name: str) -> dict:
         obj = self.lab.store.get("services", namespace, name)

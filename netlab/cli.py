@@ -207,6 +207,16 @@ def cmd_get(args) -> int:
             resource.plural, namespace=namespace, all_namespaces=args.all_namespaces
         )
         objs = listing["items"]
+    if args.watch:
+        revision = (
+            objs[0]["metadata"]["resourceVersion"]
+            if args.name
+            else listing["metadata"]["resourceVersion"]
+        )
+        try:
+            return _watch_rows(args, resource, client, objs, revision)
+        except KeyboardInterrupt:
+            return 0
     document = objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs}
     if args.output == "json":
         print(json.dumps(document, indent=2))
@@ -221,6 +231,91 @@ def cmd_get(args) -> int:
                 all_namespaces=args.all_namespaces,
             )
         )
+    return 0
+
+
+def _watch_rows(
+    args, resource: Resource, client: LabClient, objs: list[dict], revision: str
+) -> int:
+    """`get -w`: the table, then a row per change until interrupted (kubectl's way)."""
+    namespace = None if args.all_namespaces or not resource.namespaced else args.namespace
+    shown = tables.render(
+        resource.plural, objs, wide=args.output == "wide", all_namespaces=args.all_namespaces
+    )
+    header, *_ = shown.splitlines() or [""]
+    print(shown, flush=True)
+    field = f"metadata.name={args.name}" if args.name else None
+    while True:
+        try:
+            for event in client.watch(
+                resource.plural, namespace, revision, timeout=300, field_selector=field
+            ):
+                obj = event["object"]
+                revision = obj["metadata"].get("resourceVersion", revision)
+                if event["type"] == "BOOKMARK":
+                    continue
+                if args.output in ("json", "yaml"):
+                    document = {"type": event["type"], "object": obj}
+                    text = (
+                        json.dumps(document)
+                        if args.output == "json"
+                        else "---\n" + yaml.safe_dump(document, sort_keys=False)
+                    )
+                    print(text, end="" if args.output == "yaml" else "\n", flush=True)
+                    continue
+                rows = tables.render(
+                    resource.plural,
+                    [obj],
+                    wide=args.output == "wide",
+                    all_namespaces=args.all_namespaces,
+                ).splitlines()
+                suffix = "   (deleted)" if event["type"] == "DELETED" else ""
+                for row in rows[1:] if rows and rows[0] == header else rows:
+                    print(row + suffix, flush=True)
+        except ApiError as exc:
+            if exc.status != 410:
+                raise
+            listing = client.list(
+                resource.plural, namespace=namespace, all_namespaces=args.all_namespaces
+            )
+            revision = listing["metadata"]["resourceVersion"]
+
+
+def cmd_scale(args) -> int:
+    from netlab import rollouts
+
+    print(rollouts.scale(_client(args), args.target, args.replicas, args.namespace))
+    return 0
+
+
+def cmd_rollout(args) -> int:
+    from netlab import rollouts
+
+    name = rollouts.split_target(args.target, args.name)
+    client = _client(args)
+    if args.verb == "status":
+        return rollouts.status(client, name, args.namespace, args.timeout, watch=args.watch)
+    if args.verb == "history":
+        print(rollouts.history(client, name, args.namespace))
+        return 0
+    print(rollouts.undo(client, name, args.namespace, args.to_revision))
+    return 0
+
+
+def cmd_node(args) -> int:
+    """`netlab node fail|recover NAME`, `netlab cordon|uncordon|drain NAME`."""
+    verb = getattr(args, "node_verb", None) or args.command_name
+    result = _client(args).node_action(args.node, verb, getattr(args, "force", False))
+    past = {
+        "fail": "failed",
+        "recover": "recovered",
+        "cordon": "cordoned",
+        "uncordon": "uncordoned",
+        "drain": "drained",
+    }
+    for pod in result.get("evicted", []):
+        print(f"pod/{pod} evicted")
+    print(f"node/{args.node} {past[verb]}")
     return 0
 
 
@@ -411,7 +506,53 @@ def parser() -> argparse.ArgumentParser:
     get.add_argument("-o", "--output", choices=["wide", "json", "yaml"])
     get.add_argument("-n", "--namespace", default="default")
     get.add_argument("-A", "--all-namespaces", action="store_true")
+    get.add_argument(
+        "-w", "--watch", action="store_true", help="then print each change as it happens"
+    )
     get.set_defaults(func=cmd_get)
+
+    scale = sub.add_parser(
+        "scale", help="set a Deployment's replicas: netlab scale deployment/web --replicas 5"
+    )
+    scale.add_argument("target", help="deployment/NAME")
+    scale.add_argument("--replicas", type=int, required=True)
+    scale.add_argument("-n", "--namespace", default="default")
+    scale.set_defaults(func=cmd_scale)
+
+    node = sub.add_parser("node", help="fail or recover a node: netlab node fail n1")
+    node.add_argument("node_verb", choices=["fail", "recover"])
+    node.add_argument("node")
+    node.set_defaults(func=cmd_node, command_name="node")
+    for verb, text in (
+        ("cordon", "mark a node unschedulable (its pods stay)"),
+        ("uncordon", "mark a node schedulable again"),
+        ("drain", "cordon a node and evict its pods (their Deployments start them elsewhere)"),
+    ):
+        node_cmd = sub.add_parser(verb, help=text)
+        node_cmd.add_argument("node")
+        if verb == "drain":
+            node_cmd.add_argument(
+                "--force", action="store_true", help="also delete pods no Deployment owns"
+            )
+        node_cmd.set_defaults(func=cmd_node, command_name=verb)
+
+    rollout = sub.add_parser("rollout", help="a Deployment's rollout: status, history, undo")
+    rollout.add_argument("verb", choices=["status", "history", "undo"])
+    rollout.add_argument("target", help="deployment/NAME (or: deployment NAME)")
+    rollout.add_argument("name", nargs="?")
+    rollout.add_argument("-n", "--namespace", default="default")
+    rollout.add_argument("--to-revision", type=int, help="undo: go back to this revision")
+    rollout.add_argument(
+        "--timeout", type=float, default=300.0, help="status: give up after this many seconds"
+    )
+    rollout.add_argument(
+        "-w",
+        "--watch",
+        default=True,
+        action=argparse.BooleanOptionalAction,
+        help="status: wait until done",
+    )
+    rollout.set_defaults(func=cmd_rollout)
 
     logs = sub.add_parser(
         "logs", help="a container's output, or many pods' (-l app=web, --all) merged in time"

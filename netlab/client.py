@@ -83,6 +83,22 @@ class LabClient:
         res = self.resources.resolve(resource)
         return self._json("DELETE", res.path(namespace or "default", name))
 
+    def patch(
+        self,
+        resource: str,
+        name: str,
+        patch: dict | list,
+        namespace: str | None = None,
+        patch_type: str = "application/merge-patch+json",
+        subresource: str | None = None,
+    ) -> dict:
+        """PATCH one object (or its `scale` subresource); returns the stored result."""
+        res = self.resources.resolve(resource)
+        path = res.path(namespace or "default", name)
+        if subresource:
+            path += f"/{subresource}"
+        return self._json("PATCH", path, body=json.dumps(patch).encode(), content_type=patch_type)
+
     def watch(
         self,
         resource: str,
@@ -160,6 +176,11 @@ class LabClient:
         """Send a YAML stream of manifests; what the lab did with each object."""
         return self._json("POST", "/netlab/v1/apply", body=text.encode())["items"]
 
+    def node_action(self, name: str, action: str, force: bool = False) -> dict:
+        """fail, recover, cordon, uncordon or drain a node."""
+        query = {"force": "true"} if force else None
+        return self._json("POST", f"/netlab/v1/nodes/{name}/{action}", query, body=b"")
+
     def topology(self) -> dict:
         """Racks, routers and nodes with their namespaces and interfaces."""
         return self._json("GET", "/netlab/v1/topology")
@@ -189,9 +210,14 @@ class LabClient:
     # -- plumbing --------------------------------------------------------------
 
     def _json(
-        self, method: str, path: str, query: dict | None = None, body: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        query: dict | None = None,
+        body: bytes | None = None,
+        content_type: str = "application/yaml",
     ) -> dict:
-        conn, response = self._open(method, path, query, self.timeout, body)
+        conn, response = self._open(method, path, query, self.timeout, body, content_type)
         try:
             body = self._guard(response.read)
         finally:
@@ -208,6 +234,7 @@ class LabClient:
         query: dict | None,
         timeout: float | None,
         body: bytes | None = None,
+        content_type: str = "application/yaml",
     ) -> tuple[UnixHTTPConnection, http.client.HTTPResponse]:
         """Send a request; return the open connection and a successful response, or raise."""
         url = quote(path)
@@ -219,7 +246,7 @@ class LabClient:
             try:
                 headers = {"Accept": "application/json"}
                 if body is not None:
-                    headers["Content-Type"] = "application/yaml"
+                    headers["Content-Type"] = content_type
                 conn.request(method, url, body=body, headers=headers)
             except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:
                 raise LabNotFound(

@@ -9,7 +9,9 @@ Store as Kubernetes objects, so watchers see the lab as it is.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -20,6 +22,10 @@ from pathlib import Path
 
 from netlab import objects
 from netlab.api_server import ApiServer
+from netlab.controllers import ControllerManager
+from netlab.controllers.deployment import DeploymentController
+from netlab.controllers.nodeagent import LEASE_NAMESPACE, NodeAgents
+from netlab.controllers.nodelifecycle import NodeLifecycleController, node_ready
 from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
@@ -33,9 +39,9 @@ from netlab.plan import (
     plan_lab,
     plan_node,
 )
-from netlab.plan.build import deployment_hash
+from netlab.plan.build import candidates_of, deployment_hash
 from netlab.plan.interception import interception_script
-from netlab.plan.scheduler import name_rng, pod_name
+from netlab.plan.scheduler import Unschedulable, eligible, name_rng, pod_name, template_hash
 from netlab.plan.services import DNS_SERVICE, dns_ip
 from netlab.readiness import Prober, Target, checks_for
 from netlab.realize import (
@@ -54,6 +60,7 @@ from netlab.realize.processes import (
     ExitMonitor,
     PidRecord,
     container_env,
+    signal_group,
     start_container,
     stop_processes,
 )
@@ -65,6 +72,7 @@ from netlab.spec.model import (
     DeploymentSpec,
     LabSpec,
     NodeSpec,
+    PodTemplate,
     PolicySpec,
     ServiceSpec,
     frozen_map,
@@ -74,6 +82,7 @@ from netlab.system import SIDECAR_CONTAINER, inject_all, is_meshed, with_system_
 
 BACKOFF_START = 0.5  # seconds before the first restart; doubles up to BACKOFF_MAX
 BACKOFF_MAX = 30.0
+DRAIN_SECONDS = 0.2  # a pod a controller stops has left the endpoints this long before
 
 
 @dataclass
@@ -112,6 +121,9 @@ class Lab:
         )
         self.forked: dict[tuple[str, str], ForkedProcess] = {}  # forked ahead, by pod key
         self.stopping = False
+        self.controllers: ControllerManager | None = None
+        self.node_agents: NodeAgents | None = None
+        self.node_lifecycle: NodeLifecycleController | None = None
         self.api: ApiServer | None = None
         self.prober: Prober | None = None
         self.services = Services(
@@ -201,8 +213,25 @@ class Lab:
         self._create_pods(self.plan.pods)
         self._wait_ready(self.plan.pods, timeout)
         self._start_pods(self.plan.pods)
-        self._publish_deployments()
         self._sync_services()
+        for runtime in self.deployments.values():
+            self._write_deployment(runtime.spec)
+        self._start_control_plane()
+
+    def _start_control_plane(self) -> None:
+        """The node agents' heartbeats, then the controllers that watch the store."""
+        timing = self.spec.control_plane
+        self.node_agents = NodeAgents(
+            self.store, lambda: list(self.nodes), timing.heartbeat, timing.node_grace, time.time
+        )
+        self.node_agents.start()
+        self.node_lifecycle = NodeLifecycleController(
+            self.store, self, timing.node_grace, time.time
+        )
+        self.controllers = ControllerManager(
+            [DeploymentController(self.store, self), self.node_lifecycle]
+        )
+        self.controllers.start()
 
     def _deployment_runtime(self, deployment: DeploymentSpec) -> DeploymentRuntime:
         pod_hash = deployment_hash(deployment)
@@ -214,6 +243,12 @@ class Lab:
     def stop(self) -> None:
         """Tear everything down: processes first (by PID), then namespaces."""
         self.stopping = True
+        if self.node_agents is not None:
+            self.node_agents.stop()
+            self.node_agents = None
+        if self.controllers is not None:
+            self.controllers.stop()
+            self.controllers = None
         if self.api is not None:
             self.api.stop()
             self.api = None
@@ -279,6 +314,8 @@ class Lab:
                 if other.name != name:
                     entry = peer_entry(other, node, self.spec.overlay.direct_routing)
                     self._program_peers(other.name, [entry])
+            if self.node_agents is not None:  # its lease first: the node is not silent
+                self.node_agents.beat([name])
             self._publish_node(node)
             return node
 
@@ -299,7 +336,10 @@ class Lab:
                     )
             self.fabric.remove_node(node)
             self.store.delete("nodes", None, name)
-            self.reconcile()
+            try:
+                self.store.delete("leases", LEASE_NAMESPACE, name)
+            except ApiError:
+                pass
 
     # -- pods -------------------------------------------------------------
 
@@ -332,7 +372,10 @@ class Lab:
         pods on other nodes): links are up and every path is programmed."""
         if not plans:
             return
-        prober = next(iter(self.nodes.values()))
+        failed = self.node_agents.failed if self.node_agents is not None else set()
+        prober = next((n for n in self.nodes.values() if n.name not in failed), None)
+        if prober is None:
+            raise RealizeError("every node has failed: no node can reach the new pods")
         missing = ready.unreachable(
             self.fabric.host_path(prober.name), [p.address.ip for p in plans], timeout
         )
@@ -436,7 +479,6 @@ class Lab:
                 return
             rt.status.probes_ready = self.prober.ready(key)
             self._publish_pod(rt)
-            self._publish_deployments()
             self._sync_services()
 
     def _sync_services(self) -> None:
@@ -540,7 +582,6 @@ class Lab:
                 self.apply_services(found.services)
             for policy in found.policies:  # the sidecars watch these
                 results.append(self._apply_policy(policy))
-            self.reconcile()
             self._sync_services()
         return results
 
@@ -595,26 +636,238 @@ class Lab:
                 raise NotFound(f"no {plural} {namespace}/{name}") from exc
 
     def _apply_deployment(self, deployment: DeploymentSpec) -> dict:
-        """A new Deployment is created; a changed template replaces its pods
-        (Recreate); a changed replica count scales it."""
+        """Write the Deployment's desired state; its controller scales it or rolls the
+        new template out (by its strategy) from there."""
         key = (deployment.namespace, deployment.name)
-        current = self.deployments.get(key)
-        if current is not None and current.spec == deployment:
+        try:
+            stored = self.store.get("deployments", *key)
+        except ApiError:
+            stored = None
+        wanted = objects.deployment_object(deployment)
+        if stored is not None and _same_manifest(stored, wanted):
             return _result("Deployment", *key, "unchanged")
-        if current is None:
-            self.store.apply(objects.namespace_object(deployment.namespace))
-            self._deployment_runtime(deployment)
-            return _result("Deployment", *key, "created")
-        same_template = deployment_hash(deployment) == current.pod_hash
-        if same_template:
-            current.spec = deployment
-            surplus = self._owned_by(*key)[deployment.replicas :]
-        else:
-            self._deployment_runtime(deployment)
-            surplus = self._owned_by(*key)
-        for rt in surplus:
-            self._delete_pod(rt)
-        return _result("Deployment", *key, "configured")
+        self.store.apply(objects.namespace_object(deployment.namespace))
+        self._deployment_runtime(deployment)
+        self._write_deployment(deployment)
+        return _result("Deployment", *key, "created" if stored is None else "configured")
+
+    def _write_deployment(self, deployment: DeploymentSpec) -> None:
+        """The Deployment's metadata and spec into the store, keeping what the
+        controller wrote (status, revision annotation)."""
+        obj = objects.deployment_object(deployment)
+        try:
+            stored = self.store.get("deployments", deployment.namespace, deployment.name)
+        except ApiError:
+            self.store.apply(obj)
+            return
+        annotations = dict(obj["metadata"].get("annotations") or {})
+        for key, value in stored["metadata"].get("annotations", {}).items():
+            if key.startswith("deployment.kubernetes.io/"):
+                annotations.setdefault(key, value)
+        obj["metadata"]["annotations"] = annotations
+        obj["status"] = stored.get("status", {})
+        self.store.apply(obj)
+
+    # -- the Deployment controller's runtime (controllers.deployment.DeploymentRuntime) --
+
+    def compile_deployment(self, obj: dict) -> DeploymentRuntime:
+        """The runnable template of a stored Deployment: the cached one if its template
+        is unchanged, else parsed, checked against the lab and injected afresh."""
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        manifest = objects.manifest_of(obj)
+        pod_hash = template_hash((manifest.get("spec") or {}).get("template") or {})
+        with self.lock:
+            cached = self.deployments.get(key)
+            if cached is not None and cached.pod_hash == pod_hash:
+                return cached
+            found = parse_manifests(json.dumps(manifest), self.spec, f"deployment {key[1]}")
+            (deployment,) = self._injected(found).deployments
+            return self._deployment_runtime(deployment)
+
+    def run_replicas(self, runtime: DeploymentRuntime, count: int) -> None:
+        """Place and start `count` more pods of a Deployment's template."""
+        with self.lock:
+            if self.stopping:
+                return
+            nodes = self.schedulable_nodes(runtime.spec.template)
+            placer = PodPlacer(
+                self.spec.name,
+                nodes,
+                [rt.plan for rt in self.pods.values()],
+                self.last_pod_address,
+            )
+            created = [
+                placer.add_replica(runtime.spec, runtime.pod_hash, runtime.rng)
+                for _ in range(count)
+            ]
+            self._create_pods(created)
+            self._wait_ready(created, timeout=10.0)
+            self._start_pods(created)
+            self._sync_services()
+
+    def schedulable_nodes(self, template: PodTemplate | None = None) -> list[NodePlan]:
+        """The nodes a new pod may go to: Ready and not cordoned (kube-scheduler's filters
+        before nodeSelector); Unschedulable, with kube-scheduler's reasons, if none may."""
+        reasons: dict[str, int] = {}
+        fit = []
+        for node in self.nodes.values():
+            try:
+                obj = self.store.get("nodes", None, node.name)
+            except ApiError:
+                continue
+            if not node_ready(obj):
+                reason = "node(s) had untolerated taint {node.kubernetes.io/unreachable: }"
+            elif (obj.get("spec") or {}).get("unschedulable"):
+                reason = "node(s) were unschedulable"
+            elif template is not None and not eligible(template, candidates_of([node])):
+                reason = "node(s) didn't match Pod's node affinity/selector"
+            else:
+                fit.append(node)
+                continue
+            reasons[reason] = reasons.get(reason, 0) + 1
+        if not fit:
+            why = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+            raise Unschedulable(
+                f"0/{len(self.nodes)} nodes are available: {why or 'the lab has no nodes'}. "
+                "`netlab node recover`, `netlab uncordon` or a matching nodeSelector would fix it"
+            )
+        return fit
+
+    # -- nodes failing and recovering (the node agents' side) ----------------------
+
+    def fail_node(self, name: str) -> None:
+        """`netlab node fail`: the node stops: its uplink loses carrier (the rack-bridge
+        port goes down), its pods' processes are frozen, its agent stops heartbeating."""
+        with self.lock:
+            node = self._node(name)
+            self.node_agents.fail(name)
+            with netlink.iproute(self.fabric.lab_path) as ipr:
+                ipr.link("set", index=netlink.index(ipr, node.lab_ifname), state="down")
+            for rt in self.pods.values():
+                if rt.plan.node == name:
+                    for proc in rt.procs.values():
+                        signal_group(proc.pid, signal.SIGSTOP)
+
+    def recover_node(self, name: str) -> None:
+        """`netlab node recover`: carrier back, processes thawed, heartbeats again."""
+        with self.lock:
+            node = self._node(name)
+            with netlink.iproute(self.fabric.lab_path) as ipr:
+                ipr.link("set", index=netlink.index(ipr, node.lab_ifname), state="up")
+                netlink.wait_oper_up(ipr, [node.lab_ifname])
+            for rt in self.pods.values():
+                if rt.plan.node == name:
+                    for proc in rt.procs.values():
+                        signal_group(proc.pid, signal.SIGCONT)
+            self.node_agents.recover(name)
+
+    def cordon(self, name: str, unschedulable: bool = True) -> None:
+        """`netlab cordon` (or uncordon): new pods go elsewhere; running ones stay."""
+        self._node(name)
+        node = self.store.get("nodes", None, name)
+        node.setdefault("spec", {})["unschedulable"] = unschedulable
+        if not unschedulable:
+            node["spec"].pop("unschedulable")
+        self.store.update(node)
+
+    def drain(self, name: str, force: bool = False) -> list[str]:
+        """`netlab drain`: cordon, then evict every pod (their Deployments start them
+        elsewhere). Bare pods would be lost: refused unless `force`."""
+        with self.lock:
+            self._node(name)
+            mine = [rt for rt in self.pods.values() if rt.plan.node == name and not rt.deleted]
+            bare = sorted(rt.plan.name for rt in mine if not rt.plan.owner)
+            if bare and not force:
+                raise NetlabError(
+                    f"cannot drain {name}: pods not managed by a Deployment would be lost: "
+                    f"{', '.join(bare)}; use --force to delete them anyway"
+                )
+            self.cordon(name)
+            for rt in mine:
+                self._delete_pod(rt)
+            return sorted(rt.plan.name for rt in mine)
+
+    def node_lost(self, name: str) -> None:
+        """The lifecycle controller found the node silent: its pods are evicted (their
+        processes killed at once: the node is gone) and every other node drops its lease."""
+        with self.lock:
+            node = self.nodes.get(name)
+            if node is None or self.stopping:
+                return
+            for rt in [rt for rt in self.pods.values() if rt.plan.node == name]:
+                self._delete_pod(rt, grace=0.0)
+            for other in self.nodes.values():
+                if other.name != name:
+                    with netlink.iproute(self.fabric.host_path(other.name)) as ipr:
+                        overlay.remove_peer(
+                            ipr, peer_entry(other, node, self.spec.overlay.direct_routing)
+                        )
+
+    def node_back(self, name: str) -> None:
+        """The node heartbeats again: every other node learns its lease again."""
+        with self.lock:
+            node = self.nodes.get(name)
+            if node is None or self.stopping:
+                return
+            for other in self.nodes.values():
+                if other.name != name:
+                    entry = peer_entry(other, node, self.spec.overlay.direct_routing)
+                    self._program_peers(other.name, [entry])
+
+    def _node(self, name: str) -> NodePlan:
+        node = self.nodes.get(name)
+        if node is None:
+            raise NotFound(f"no node {name}; `netlab get nodes` lists them")
+        return node
+
+    def delete_pods(self, namespace: str, names: Sequence[str]) -> None:
+        """Stop and remove these pods (those still there): all leave the endpoints, then
+        requests already on their way get DRAIN_SECONDS to finish, then they stop."""
+        with self.lock:
+            runtimes = [
+                rt
+                for name in names
+                if (rt := self.pods.get((namespace, name))) is not None and not rt.deleted
+            ]
+            if not runtimes:
+                return
+            self._withdraw(runtimes)
+        time.sleep(DRAIN_SECONDS)
+        with self.lock:
+            for rt in runtimes:
+                if rt.plan.key in self.pods and not self.stopping:
+                    self._teardown(rt, grace=1.0)
+
+    def update_deployment(self, obj: dict) -> dict:
+        """Store a changed Deployment (a PATCH, a scale, an undo) once it is known to run
+        here; 409 if the stored one changed since `obj` was read from it."""
+        compiled = self.compile_deployment(obj)  # SpecError names what is wrong
+        with self.lock:
+            stored = self.store.update(obj)
+            self.deployments[(compiled.spec.namespace, compiled.spec.name)] = compiled
+            return stored
+
+    def scale(self, name: str, replicas: int, namespace: str = "default") -> dict:
+        """`netlab scale`: the Deployment's new replica count (its controller acts on it)."""
+        if replicas < 0:
+            raise NetlabError(f"--replicas must be 0 or more, got {replicas}")
+        for _ in range(5):  # the controller may write its status in between: read again
+            obj = self.store.get("deployments", namespace, name)
+            obj["spec"]["replicas"] = replicas
+            try:
+                return self.update_deployment(obj)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+        raise NetlabError(f"deployment {name} kept changing; try `netlab scale` again")
+
+    def settle(self, timeout: float = 20.0) -> None:
+        """Wait until the controllers have nothing left to do (tests and scripts)."""
+        deadline = time.monotonic() + timeout
+        while self.controllers is not None and not self.controllers.idle():
+            if time.monotonic() > deadline:
+                raise RealizeError(f"the controllers still had work after {timeout:.0f} s")
+            time.sleep(0.02)
 
     def delete_service(self, name: str, namespace: str = "default") -> None:
         with self.lock:
@@ -680,7 +933,6 @@ class Lab:
                 self.prober.reset(rt.plan.key)
             rt.status.probes_ready = False
             self._publish_pod(rt)
-            self._publish_deployments()
             self._sync_services()
 
     def _restart_container(self, rt: PodRuntime, index: int) -> None:
@@ -690,7 +942,6 @@ class Lab:
             rt.status.containers[index].restarts += 1
             self._start_container(rt, index)
             self._publish_pod(rt)
-            self._publish_deployments()
 
     def log_path(self, pod: PodPlan, container: str) -> Path:
         return self.run_dir / "logs" / f"{pod.namespace}_{pod.name}" / f"{container}.log"
@@ -716,7 +967,6 @@ class Lab:
             if rt is None:
                 raise NotFound(f"no pod {namespace}/{name}")
             self._delete_pod(rt)
-            self.reconcile()
             return rt.plan
 
     def delete_deployment(self, name: str, namespace: str = "default") -> DeploymentSpec:
@@ -737,14 +987,24 @@ class Lab:
             if rt.plan.owner == deployment and rt.plan.namespace == namespace
         ]
 
-    def _delete_pod(self, rt: PodRuntime) -> None:
-        rt.deleted = True
-        if self.prober is not None:
-            self.prober.remove(rt.plan.key)
-        self._sync_services()  # out of the endpoints before its processes end
+    def _delete_pod(self, rt: PodRuntime, grace: float = 1.0) -> None:
+        self._withdraw([rt])
+        self._teardown(rt, grace)
+
+    def _withdraw(self, runtimes: Sequence[PodRuntime]) -> None:
+        """Out of the endpoints (DNS, VIP rules, sidecars) before any process ends."""
+        for rt in runtimes:
+            rt.deleted = True
+            if self.prober is not None:
+                self.prober.remove(rt.plan.key)
+            rt.status.probes_ready = False  # terminating: not ready, as the store says
+            self._publish_pod(rt)
+        self._sync_services()
+
+    def _teardown(self, rt: PodRuntime, grace: float) -> None:
         for proc in rt.procs.values():
             self.monitor.forget(proc)
-        stop_processes(rt.procs.values(), grace=1.0)
+        stop_processes(rt.procs.values(), grace=grace)
         node = self.nodes.get(rt.plan.node)
         if node is not None and self.fabric.exists(node.name):
             with netlink.iproute(self.fabric.host_path(node.name)) as ipr:
@@ -754,28 +1014,6 @@ class Lab:
         del self.pods[rt.plan.key]
         self.store.delete("pods", rt.plan.namespace, rt.plan.name)
         self._sync_services()  # and out of notReadyAddresses
-
-    def reconcile(self) -> list[PodPlan]:
-        """Deployment controller: create the replicas that are missing."""
-        created: list[PodPlan] = []
-        with self.lock:
-            placer = PodPlacer(
-                self.spec.name,
-                list(self.nodes.values()),
-                [rt.plan for rt in self.pods.values()],
-                self.last_pod_address,
-            )
-            for (namespace, name), dep in self.deployments.items():
-                have = len(self._owned_by(namespace, name))
-                for _ in range(dep.spec.replicas - have):
-                    created.append(placer.add_replica(dep.spec, dep.pod_hash, dep.rng))
-            if created:
-                self._create_pods(created)
-                self._wait_ready(created, timeout=10.0)
-                self._start_pods(created)
-                self._sync_services()
-            self._publish_deployments()
-        return created
 
     # -- exec -------------------------------------------------------------
 
@@ -799,14 +1037,6 @@ class Lab:
         host_ip = str(node.address.ip) if node else ""
         self.store.apply(objects.pod_object(rt.plan, rt.status, host_ip))
 
-    def _publish_deployments(self) -> None:
-        for (namespace, name), dep in self.deployments.items():
-            mine = self._owned_by(namespace, name)
-            ready_count = sum(1 for rt in mine if rt.status.ready)
-            self.store.apply(
-                objects.deployment_object(dep.spec, [rt.plan for rt in mine], ready_count)
-            )
-
 
 def _run_in(netns_name: str, argv: Sequence[str], kwargs: dict) -> subprocess.CompletedProcess:
     kwargs.setdefault("capture_output", True)
@@ -816,13 +1046,9 @@ def _run_in(netns_name: str, argv: Sequence[str], kwargs: dict) -> subprocess.Co
 
 
 def _same_manifest(stored: dict, manifest: dict) -> bool:
-    """The stored object says what the manifest says (the store adds its own metadata)."""
-    meta = {k: v for k, v in stored.get("metadata", {}).items() if k not in _STORE_FIELDS}
-    want = {k: v for k, v in manifest.get("metadata", {}).items() if k not in _STORE_FIELDS}
-    return meta == want and stored.get("spec") == manifest.get("spec")
-
-
-_STORE_FIELDS = ("uid", "creationTimestamp", "resourceVersion", "generation")
+    """The stored object says what the manifest says (the store and the controllers
+    add their own metadata)."""
+    return objects.manifest_of(stored) == objects.manifest_of(manifest)
 
 
 def _result(kind: str, namespace: str, name: str, action: str) -> dict:

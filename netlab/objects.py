@@ -4,6 +4,7 @@ serves them; watchers (DNS, sidecars, controllers) consume them."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -173,9 +174,8 @@ def pod_object(pod: PodPlan, status: PodStatus, host_ip: str) -> dict[str, Any]:
     }
 
 
-def deployment_object(
-    deployment: DeploymentSpec, pods: list[PodPlan], ready: int
-) -> dict[str, Any]:
+def deployment_object(deployment: DeploymentSpec) -> dict[str, Any]:
+    """A Deployment's desired state as written (its controller fills in the status)."""
     manifest = json.loads(json.dumps(deployment.manifest)) if deployment.manifest else {}
     metadata = manifest.get("metadata", {})
     metadata.setdefault("name", deployment.name)
@@ -187,13 +187,34 @@ def deployment_object(
         "kind": "Deployment",
         "metadata": metadata,
         "spec": spec,
-        "status": {
-            "replicas": len(pods),
-            "updatedReplicas": len(pods),
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "observedGeneration": 1,
-        },
+        "status": {},
+    }
+
+
+MANIFEST_METADATA = ("name", "namespace", "labels", "annotations")
+
+
+def manifest_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """A stored object as its author wrote it: no status, no store-managed metadata,
+    and none of the annotations controllers add."""
+    meta = {k: copy.deepcopy(v) for k, v in obj["metadata"].items() if k in MANIFEST_METADATA}
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if not k.startswith("deployment.kubernetes.io/")
+        and k != "kubectl.kubernetes.io/last-applied-configuration"
+    }
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    if not meta.get("labels"):
+        meta.pop("labels", None)
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "metadata": meta,
+        "spec": copy.deepcopy(obj.get("spec") or {}),
     }
 
 

@@ -15,6 +15,15 @@ from dataclasses import dataclass
 from netlab.errors import ApiError
 
 READ_VERBS = ("get", "list", "watch")
+# discovery entries of subresources that are not their parent's kind
+SUBRESOURCES = {
+    "scale": {
+        "kind": "Scale",
+        "group": "autoscaling",
+        "version": "v1",
+        "verbs": ["get", "patch", "update"],
+    }
+}
 """Every resource supports these; `delete` is added per row when the lab implements it."""
 
 COMMON_FIELDS = ("metadata.name", "metadata.namespace")
@@ -90,9 +99,20 @@ RESOURCES: tuple[Resource, ...] = (
         fields=("spec.nodeName", "status.phase", "status.podIP"),
         subresources=("log",),
     ),
-    Resource("apps", "v1", "Deployment", "deployments", True, ("deploy",), (*READ_VERBS, "delete")),
+    Resource(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        True,
+        ("deploy",),
+        (*READ_VERBS, "delete", "patch"),
+        subresources=("scale",),
+    ),
+    Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",)),
     Resource("", "v1", "Service", "services", True, ("svc",), (*READ_VERBS, "delete")),
     Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
+    Resource("coordination.k8s.io", "v1", "Lease", "leases", True, ()),
     # mesh policy (Istio's shapes, and netlab's rate limit); the sidecars watch these
     Resource(
         "networking.istio.io",
@@ -196,8 +216,8 @@ def discovery_documents(table: ResourceTable) -> dict[str, dict]:
                 }
             )
             entries += [
-                {"name": f"{res.plural}/{sub}", "singularName": "", "kind": res.kind,
-                 "namespaced": res.namespaced, "verbs": ["get"]}
+                {"name": f"{res.plural}/{sub}", "singularName": "", "namespaced": res.namespaced,
+                 **SUBRESOURCES.get(sub, {"kind": res.kind, "verbs": ["get"]})}
                 for sub in res.subresources
             ]  # fmt: skip
         docs[resources[0].base_path] = {

@@ -120,7 +120,7 @@ class Store:
         }
         self._compacted = {r.full_name: 0 for r in resources}  # last revision dropped
         self._watches: set[Watch] = set()
-        self._subscribers: list[Callable[[Event], None]] = []
+        self._subscribers: list[tuple[Callable[[Event], None], bool]] = []
 
     # -- reads ---------------------------------------------------------------
 
@@ -194,19 +194,22 @@ class Store:
 
     # -- watching ------------------------------------------------------------
 
-    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+    def subscribe(
+        self, callback: Callable[[Event], None], *, copy_objects: bool = True
+    ) -> Callable[[], None]:
         """Call `callback(event)` synchronously after every write, in the writer's thread.
 
-        The event's object is a private copy. Callbacks must be quick and must not write to
+        The event's objects are private copies, or (`copy_objects=False`) the stored ones,
+        which the callback must not mutate. Callbacks must be quick and must not write to
         the store (hand work to a queue). Returns a function that unsubscribes.
         """
         with self._lock:
-            self._subscribers.append(callback)
+            self._subscribers.append((callback, copy_objects))
 
         def unsubscribe() -> None:
             with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
+                if (callback, copy_objects) in self._subscribers:
+                    self._subscribers.remove((callback, copy_objects))
 
         return unsubscribe
 
@@ -354,9 +357,14 @@ class Store:
             subscribers = list(self._subscribers)
         _notify_all(watches)
         result = copy.deepcopy(obj)
-        for callback in subscribers:
+        for callback, copies in subscribers:
             try:
-                callback(Event(ev.revision, ev.type, res, copy.deepcopy(obj), copy.deepcopy(old)))
+                if copies:
+                    callback(
+                        Event(ev.revision, ev.type, res, copy.deepcopy(obj), copy.deepcopy(old))
+                    )
+                else:
+                    callback(ev)
             except Exception:  # the write stands; a broken subscriber must not undo it
                 log.exception("store subscriber %r failed on %r", callback, ev)
         return result

@@ -97,11 +97,27 @@ def _pod_row(pod: dict[str, Any], wide: bool) -> list[str]:
     return row
 
 
+def _node_status(node: dict[str, Any]) -> str:
+    """kubectl's STATUS: Ready or NotReady, then SchedulingDisabled if cordoned."""
+    ready = next(
+        (
+            c.get("status")
+            for c in node.get("status", {}).get("conditions") or ()
+            if c.get("type") == "Ready"
+        ),
+        "Unknown",
+    )
+    text = "Ready" if ready == "True" else "NotReady"
+    if (node.get("spec") or {}).get("unschedulable"):
+        text += ",SchedulingDisabled"
+    return text
+
+
 def _node_row(node: dict[str, Any], wide: bool) -> list[str]:
     annotations = node["metadata"].get("annotations", {})
     row = [
         node["metadata"]["name"],
-        "Ready",
+        _node_status(node),
         annotations.get("netlab.io/rack", ""),
         node["status"]["addresses"][0]["address"],
         node["spec"].get("podCIDR", ""),
@@ -230,6 +246,21 @@ def _rate_limit_row(rl: dict[str, Any], wide: bool) -> list[str]:
     return row
 
 
+def _replicaset_row(rs: dict[str, Any], wide: bool) -> list[str]:
+    status = rs.get("status", {})
+    row = [
+        rs["metadata"]["name"],
+        str(rs["spec"].get("replicas", 0)),
+        str(status.get("replicas", 0)),
+        str(status.get("readyReplicas", 0)),
+        age(rs["metadata"].get("creationTimestamp")),
+    ]
+    if wide:
+        selector = rs["spec"].get("selector", {}).get("matchLabels", {})
+        row.append(",".join(f"{k}={v}" for k, v in selector.items()))
+    return row
+
+
 COLUMNS = {
     "pods": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE", "NETNS"], _pod_row),
     "nodes": (
@@ -242,6 +273,7 @@ COLUMNS = {
         ["SELECTOR"],
         _deployment_row,
     ),
+    "replicasets": (["NAME", "DESIRED", "CURRENT", "READY", "AGE"], ["SELECTOR"], _replicaset_row),
     "namespaces": (["NAME", "STATUS", "AGE"], [], _namespace_row),
     "services": (
         ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from mesh.compile import parse_duration
 from netlab.errors import Problem, SpecError
 from netlab.spec.manifests import MESH_KINDS, check_scheduling, read_manifests
 from netlab.spec.mesh import MeshContext, check_mesh, collector_service, read_mesh
@@ -30,6 +31,7 @@ from netlab.spec.model import (
     DEFAULT_SUBNET_LEN,
     DEFAULT_VNI,
     DEFAULT_VXLAN_PORT,
+    ControlPlaneSpec,
     DeploymentSpec,
     DnsSpec,
     LabSpec,
@@ -306,6 +308,7 @@ def _lab(lab_docs: list[tuple[int, dict]], checker: Checker) -> LabSpec | None:
     service_network = _service_network(draft, overlay.network if overlay_ok else None, checker)
     dns = _dns(draft.lab.get("dns"), checker)
     mesh = read_mesh(draft.lab.get("mesh"), checker)
+    control_plane = _control_plane(draft.lab.get("controlPlane"), checker)
     if len(checker.problems) > before or service_network is None:
         return None
     racks = tuple(RackSpec(r.name, r.subnet, tuple(r.nodes)) for r in draft.racks)
@@ -318,7 +321,44 @@ def _lab(lab_docs: list[tuple[int, dict]], checker: Checker) -> LabSpec | None:
         service_network=service_network,
         dns=dns,
         mesh=mesh,
+        control_plane=control_plane,
     )
+
+
+CONTROL_PLANE_FIELDS = ("heartbeatInterval", "nodeGracePeriod")
+
+
+def _control_plane(value: Any, checker: Checker) -> ControlPlaneSpec:
+    """lab.controlPlane: the node agents' heartbeat and the grace period before a
+    silent node is NotReady and its pods move (durations: 200ms, 1s, 40s)."""
+    if value is None:
+        return ControlPlaneSpec()
+    path = "lab.controlPlane"
+    conf = checker.mapping(value, path, CONTROL_PLANE_FIELDS) or {}
+    default = ControlPlaneSpec()
+    seconds = {}
+    for key, fallback in (
+        ("heartbeatInterval", default.heartbeat),
+        ("nodeGracePeriod", default.node_grace),
+    ):
+        raw = conf.get(key)
+        parsed = fallback if raw is None else parse_duration(raw)
+        if parsed is None or parsed <= 0 or parsed > 3600:
+            checker.add(
+                join(path, key),
+                f"{raw!r} is not a duration between 1ms and 1h",
+                'write a duration such as "200ms", "1s" or "40s"',
+            )
+            parsed = fallback
+        seconds[key] = parsed
+    if seconds["nodeGracePeriod"] <= seconds["heartbeatInterval"]:
+        checker.add(
+            join(path, "nodeGracePeriod"),
+            "the grace period must be longer than the heartbeat interval, or every node "
+            "would be NotReady between two heartbeats",
+            "make nodeGracePeriod several heartbeats long (Kubernetes: 40s for a 10s heartbeat)",
+        )
+    return ControlPlaneSpec(seconds["heartbeatInterval"], seconds["nodeGracePeriod"])
 
 
 def _overlay(value: Any, checker: Checker) -> tuple[OverlaySpec, bool]:

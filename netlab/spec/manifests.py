@@ -39,6 +39,7 @@ from netlab.spec.model import (
     frozen_map,
 )
 from netlab.spec.services import read_service
+from netlab.spec.strategy import check_strategy
 from netlab.spec.validate import (
     DNS_1035_LABEL_RE,
     DNS_LABEL_MAX,
@@ -71,7 +72,7 @@ HANDLER_FIELDS = {"tcpSocket": ("port",), "httpGet": ("path", "port"), "exec": (
 PROBE_SECONDS_MAX = 3600
 PROBE_PERIOD_MIN = 0.1  # fractional seconds are allowed (Kubernetes: whole seconds, >= 1)
 PROBE_THRESHOLD_MAX = 100
-DEPLOYMENT_FIELDS = ("replicas", "selector", "template")
+DEPLOYMENT_FIELDS = ("replicas", "selector", "template", "strategy", "revisionHistoryLimit")
 TEMPLATE_FIELDS = ("metadata", "spec")
 TEMPLATE_METADATA_FIELDS = ("labels", "annotations")
 DEPLOYMENT_NAME_MAX = 47  # so that generated pod names stay within 63
@@ -335,6 +336,15 @@ def _deployment(manifest: Manifest, value: Any, checker: Checker) -> DeploymentS
             join(path, "replicas"),
             f"replicas must be 0 or more, got {replicas}",
             "use 0 to run no pods",
+        )
+    for field, message, fix in check_strategy(spec.get("strategy")):
+        checker.add(join(path, field), message, fix)
+    limit = spec.get("revisionHistoryLimit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        checker.add(
+            join(path, "revisionHistoryLimit"),
+            f"must be a whole number 0 or more, got {limit!r}",
+            "keep 10 old revisions (the default) or fewer",
         )
     match: dict[str, str] | None = None
     selector = spec.get("selector")

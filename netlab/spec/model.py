@@ -224,6 +224,15 @@ class NamespaceSpec:
 
 
 @dataclass(frozen=True)
+class ControlPlaneSpec:
+    """How fast the lab notices a dead node. Kubernetes' defaults are far slower: kubelet
+    renews its Lease every 10 s and a node is NotReady after a 40 s grace period."""
+
+    heartbeat: float = 0.2  # seconds between a node agent's Lease renewals
+    node_grace: float = 1.0  # seconds without a renewal before a node is NotReady
+
+
+@dataclass(frozen=True)
 class LabSpec:
     name: str
     racks: tuple[RackSpec, ...]
@@ -239,6 +248,7 @@ class LabSpec:
     mesh: MeshSpec = MeshSpec()
     policies: tuple[PolicySpec, ...] = ()
     namespaces: tuple[NamespaceSpec, ...] = ()
+    control_plane: ControlPlaneSpec = ControlPlaneSpec()
 
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:

@@ -290,7 +290,17 @@ class Checker:
 
 # ---------------------------------------------------------------- the lab: section
 
-LAB_FIELDS = ("name", "racks", "routers", "overlay", "links", "serviceNetwork", "dns", "mesh")
+LAB_FIELDS = (
+    "name",
+    "racks",
+    "routers",
+    "overlay",
+    "links",
+    "serviceNetwork",
+    "dns",
+    "mesh",
+    "controlPlane",
+)
 RACK_FIELDS = ("name", "subnet", "nodes")
 NODE_FIELDS = ("name", "labels")
 ROUTER_FIELDS = ("name", "racks")

@@ -229,6 +229,10 @@ spec:
     assert len({line.split()[0] for line in out.splitlines()}) == 2
     scaled = slab.apply_text(manifest.replace("replicas: 2", "replicas: 1"))
     assert ("Deployment", "configured") in {(r["kind"], r["action"]) for r in scaled}
+    # the Deployment controller stops the surplus pod (asynchronously, as in Kubernetes)
+    assert wait_for(
+        lambda: len([p for p in slab.pod_list() if p.labels.get("app") == "api"]) == 1, 15
+    )
     api_pods = [p for p in slab.pod_list() if p.labels.get("app") == "api"]
     assert len(api_pods) == 1
     ep = slab.store.get("endpoints", "default", "api")

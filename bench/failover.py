@@ -1,0 +1,167 @@
+"""How fast the lab heals, under a bounded steady load (one GET every 20 ms to a
+Service's VIP from a client pod on another rack).
+
+One lab (2 racks x 2 nodes), a Deployment `web` of 3 echo pods behind the ClusterIP
+Service `web`. Rounds, interleaved:
+
+  pod   delete one web pod: time until its replacement is ready and in the Endpoints
+        (the Deployment controller's reaction), and the client's error window
+  node  fail a node holding web pods (uplink without carrier, processes frozen,
+        heartbeats stop): time until every request succeeds again, and until all 3
+        pods are ready elsewhere; then recover the node and wait until the lab converges
+
+Also the store: median write latency (an apply) and write-to-watch-event delay, for
+the embedded store (the only backend so far).
+
+Kubernetes' defaults take far longer: kubelet renews its Lease every 10 s, a node is
+NotReady after node-monitor-grace-period (40 s), and its pods are evicted after the
+unreachable taint's tolerationSeconds (300 s). This lab's grace period is
+`lab.controlPlane.nodeGracePeriod` (here 1 s; --grace to change it).
+
+    python bench/failover.py [--rounds 5] [--grace 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+import time
+
+from common import median, say, table
+
+from netlab import loadgen
+from netlab.lab import Lab
+from netlab.spec import LabBuilder
+from netlab.store import Store
+
+ECHO = [sys.executable, "-m", "netlab.apps.echo", "8080"]
+
+
+def build(grace: float) -> Lab:
+    b = LabBuilder("bfail")
+    b.add_rack("rack1", "192.168.1.0/24")
+    b.add_rack("rack2", "192.168.2.0/24")
+    for node, rack in (("n1", "rack1"), ("n2", "rack1"), ("n3", "rack2"), ("n4", "rack2")):
+        b.add_node(node, rack=rack)
+    b.add_pod("client", command=["sleep", "infinity"], node_name="n1")
+    b.add_deployment("web", replicas=3, command=ECHO, ports=[8080])
+    b.add_service("web", selector={"app": "web"}, ports=[(80, 8080)])
+    spec = b.build()
+    timing = dataclasses.replace(spec.control_plane, node_grace=grace)
+    return Lab(dataclasses.replace(spec, control_plane=timing))
+
+
+def ready_webs(lab: Lab) -> list:
+    with lab.lock:
+        return [rt.plan for rt in lab.pods.values() if rt.plan.owner == "web" and rt.status.ready]
+
+
+def endpoints(lab: Lab) -> set[str]:
+    ep = lab.store.get("endpoints", "default", "web")
+    return {a["ip"] for s in ep.get("subsets", []) for a in s.get("addresses", [])}
+
+
+def wait(predicate, timeout: float) -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise RuntimeError("the lab did not converge")
+        time.sleep(0.005)
+    return time.monotonic() - start
+
+
+def converged(lab: Lab) -> bool:
+    webs = ready_webs(lab)
+    return len(webs) == 3 and endpoints(lab) == {str(p.address.ip) for p in webs}
+
+
+def pod_round(lab: Lab, url: str) -> tuple[float, float]:
+    load = loadgen.Load(lab.pod("client").netns, url, seconds=20, interval=0.02)
+    time.sleep(0.3)
+    victim = sorted(ready_webs(lab), key=lambda p: p.name)[0]
+    since = time.time()
+    lab.delete_pod(victim.name)
+    serving = wait(
+        lambda: converged(lab) and victim.name not in {p.name for p in ready_webs(lab)}, 20
+    )
+    time.sleep(0.3)
+    answers = load.stop()
+    return serving, loadgen.error_window(answers, since)
+
+
+def node_round(lab: Lab, url: str) -> tuple[float, float]:
+    wait(lambda: converged(lab), 20)
+    victim = next(p.node for p in ready_webs(lab) if p.node != "n1")
+    load = loadgen.Load(lab.pod("client").netns, url, seconds=30, interval=0.02)
+    time.sleep(0.3)
+    since = time.time()
+    lab.fail_node(victim)
+    moved = wait(lambda: converged(lab) and all(p.node != victim for p in ready_webs(lab)), 30)
+    time.sleep(0.5)
+    answers = load.stop()
+    recovered = loadgen.recovered_after(answers, since)
+    lab.recover_node(victim)
+    wait(lambda: converged(lab), 30)
+    return (recovered if recovered is not None else float("nan")), moved
+
+
+async def store_latency(rounds: int = 2000) -> tuple[float, float]:
+    """Median µs of an apply, and of an apply until a watcher on another loop sees it."""
+    store = Store()
+    writes, delays = [], []
+    watch = store.watch("pods", "default", resource_version=store.revision)
+    for i in range(rounds):
+        obj = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"p{i % 50}"},
+            "spec": {"n": i},
+        }
+        start = time.perf_counter()
+        store.apply(obj)
+        writes.append(time.perf_counter() - start)
+        await watch.next(timeout=1.0)
+        delays.append(time.perf_counter() - start)
+    watch.close()
+    return median(writes) * 1e6, median(delays) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--grace", type=float, default=1.0, help="node grace period, seconds")
+    args = parser.parse_args()
+    lab = build(args.grace)
+    say(
+        f"failover bench: 2 racks x 2 nodes, web x3, grace period {args.grace:g} s, {args.rounds} rounds"
+    )
+    with lab:
+        lab.settle()
+        url = f"http://{lab.service_vip('web')}/"
+        pods, nodes = [], []
+        for index in range(args.rounds):
+            pods.append(pod_round(lab, url))
+            nodes.append(node_round(lab, url))
+            say(
+                f"round {index + 1}: pod replaced {pods[-1][0]:.2f} s (errors {pods[-1][1]:.2f} s); "
+                f"node: requests ok again after {nodes[-1][0]:.2f} s, pods moved {nodes[-1][1]:.2f} s"
+            )
+    write_us, watch_us = asyncio.run(store_latency())
+    rows = [
+        ["pod deleted: replacement ready, in Endpoints", f"{median([p[0] for p in pods]):.2f} s"],
+        ["pod deleted: client error window", f"{median([p[1] for p in pods]):.2f} s"],
+        ["node failed: all requests succeed again", f"{median([n[0] for n in nodes]):.2f} s"],
+        ["node failed: all pods ready elsewhere", f"{median([n[1] for n in nodes]):.2f} s"],
+        ["node grace period (this lab)", f"{args.grace:g} s"],
+        ["Kubernetes defaults: NotReady / eviction", "40 s / +300 s"],
+        ["store write (embedded), median", f"{write_us:.0f} µs"],
+        ["store write to watch event (embedded), median", f"{watch_us:.0f} µs"],
+        ["store: etcd backend", "not built yet"],
+    ]
+    print(table(["measure (median)", "value"], rows))
+
+
+if __name__ == "__main__":
+    main()

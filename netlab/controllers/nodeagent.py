@@ -1,0 +1,96 @@
+"""The node agents' heartbeats: each live node renews its Lease in `kube-node-lease`
+(as kubelet does), so the node lifecycle controller can tell a dead node by its silence.
+
+A failed node (`netlab node fail`) stops renewing: its agent is as frozen as its pods.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from netlab.store import Store
+
+log = logging.getLogger(__name__)
+LEASE_NAMESPACE = "kube-node-lease"
+
+
+def micro_time(seconds: float) -> str:
+    """Kubernetes' MicroTime: RFC 3339 with microseconds."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_micro_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    for layout in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(text, layout).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def lease_object(node: str, renewed: float, duration: float) -> dict:
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": node, "namespace": LEASE_NAMESPACE},
+        "spec": {
+            "holderIdentity": node,
+            "leaseDurationSeconds": max(1, round(duration)),
+            "renewTime": micro_time(renewed),
+        },
+    }
+
+
+class NodeAgents:
+    """One thread renewing the Lease of every node that is not failed, every `interval`."""
+
+    def __init__(
+        self,
+        store: Store,
+        nodes: Callable[[], Iterable[str]],
+        interval: float,
+        grace: float,
+        clock: Callable[[], float],
+    ):
+        self.store, self.nodes = store, nodes
+        self.interval, self.grace, self.clock = interval, grace, clock
+        self.failed: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name="node-agents", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+
+    def fail(self, node: str) -> None:
+        self.failed.add(node)
+
+    def recover(self, node: str) -> None:
+        self.failed.discard(node)
+        self.beat([node])
+
+    def beat(self, nodes: Iterable[str] | None = None) -> None:
+        """Renew the leases of these nodes (default: every live one) now."""
+        now = self.clock()
+        for node in list(self.nodes()) if nodes is None else nodes:
+            if node not in self.failed:
+                self.store.apply(lease_object(node, now, self.grace))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # a heartbeat that fails once must not end them all
+                log.exception("node agents: heartbeat failed")

@@ -1,0 +1,118 @@
+"""The node lifecycle controller: a node whose Lease has not been renewed within the
+grace period is NotReady and tainted unreachable; its pods are evicted (their
+Deployments start them elsewhere) and the other nodes drop its overlay lease. A node
+that renews again is Ready, and the overlay takes it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from typing import Protocol
+
+from netlab.controllers.base import Controller
+from netlab.controllers.nodeagent import LEASE_NAMESPACE, parse_micro_time
+from netlab.errors import ApiError
+from netlab.store import Event, Store
+
+UNREACHABLE = "node.kubernetes.io/unreachable"
+
+
+class NodeRuntime(Protocol):
+    def node_lost(self, name: str) -> None:
+        """Evict the node's pods and withdraw its overlay lease from every other node."""
+        ...
+
+    def node_back(self, name: str) -> None:
+        """Give every other node the node's overlay lease again."""
+        ...
+
+
+def node_ready(node: dict) -> bool:
+    for condition in node.get("status", {}).get("conditions") or ():
+        if condition.get("type") == "Ready":
+            return condition.get("status") == "True"
+    return False
+
+
+def ready_condition(ready: bool, at: str) -> dict[str, str]:
+    if ready:
+        return {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "kubelet is posting ready status",
+            "lastTransitionTime": at,
+        }
+    return {
+        "type": "Ready",
+        "status": "Unknown",
+        "reason": "NodeStatusUnknown",
+        "message": "Kubelet stopped posting node status.",
+        "lastTransitionTime": at,
+    }
+
+
+class NodeLifecycleController(Controller):
+    name = "node-lifecycle-controller"
+    watches = ("leases", "nodes")
+    resync = 5.0
+
+    def __init__(
+        self, store: Store, runtime: NodeRuntime, grace: float, clock: Callable[[], float]
+    ):
+        super().__init__(store)
+        self.runtime, self.grace, self.clock = runtime, grace, clock
+        self.transitions: list[tuple[float, str, bool]] = []  # (time, node, ready): for benches
+
+    def keys_for(self, event: Event) -> Iterable[Hashable]:
+        meta = event.object["metadata"]
+        if event.resource.plural == "leases" and meta.get("namespace") != LEASE_NAMESPACE:
+            return []
+        return [meta["name"]]
+
+    def all_keys(self) -> Iterable[Hashable]:
+        return [n["metadata"]["name"] for n in self.store.list("nodes")[0]]
+
+    def reconcile(self, key: Hashable) -> float | None:
+        name = str(key)
+        try:
+            node = self.store.get("nodes", None, name)
+        except ApiError:
+            return None  # the node left the lab
+        try:
+            lease = self.store.get("leases", LEASE_NAMESPACE, name)
+            renewed = parse_micro_time(lease["spec"].get("renewTime"))
+        except ApiError:
+            renewed = None
+        now = self.clock()
+        age = float("inf") if renewed is None else now - renewed
+        alive = age <= self.grace
+        if alive != node_ready(node):
+            self._set_ready(node, alive, now)
+            if alive:
+                self.runtime.node_back(name)
+            else:
+                self.runtime.node_lost(name)
+        # look again when the lease would run out (an event may come first)
+        return max(0.01, self.grace - age + 0.01) if alive else None
+
+    def _set_ready(self, node: dict, ready: bool, now: float) -> None:
+        from netlab.controllers.nodeagent import micro_time
+
+        stamp = micro_time(now)
+        conditions = [
+            c for c in node.get("status", {}).get("conditions") or () if c.get("type") != "Ready"
+        ]
+        node["status"]["conditions"] = [ready_condition(ready, stamp), *conditions]
+        taints = [
+            t for t in (node.get("spec") or {}).get("taints") or () if t.get("key") != UNREACHABLE
+        ]
+        if not ready:
+            taints.append(
+                {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": stamp[:19] + "Z"}
+            )
+        node.setdefault("spec", {})["taints"] = taints
+        if not taints:
+            node["spec"].pop("taints")
+        self.store.update(node)  # a conflict raises: retried with the newer node
+        self.transitions.append((now, node["metadata"]["name"], ready))

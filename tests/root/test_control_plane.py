@@ -1,0 +1,222 @@
+"""The control plane on a real lab: controllers heal it under a steady client load.
+
+A client pod asks the Service's VIP every 50 ms (bounded: it stops by itself) and
+records each answer; the error window is the longest run of failed requests."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from netlab import loadgen, objects, rollouts
+from netlab.client import LabClient
+from netlab.controllers.nodelifecycle import node_ready
+from netlab.lab import Lab
+from netlab.paths import socket_path
+from tests.root.conftest import two_rack_builder, wait_for
+
+pytestmark = pytest.mark.root
+
+ZONE = "cluster.local"
+SERVE = [
+    "python3",
+    "-c",
+    "import http.server, os, socketserver\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        body = (os.environ['HOSTNAME'] + ' ' + os.environ.get('VERSION', 'v1') + '\\n').encode()\n"
+    "        self.send_response(200); self.send_header('Content-Length', str(len(body)))\n"
+    "        self.end_headers(); self.wfile.write(body)\n"
+    "    def log_message(self, *a): pass\n"
+    "socketserver.ThreadingTCPServer.allow_reuse_address = True\n"
+    "http.server.ThreadingHTTPServer(('', 8080), H).serve_forever()\n",
+]
+
+
+def Load(lab: Lab, url: str) -> loadgen.Load:  # noqa: N802 (reads like the class)
+    """The bounded client in pod `a` (on n1)."""
+    return loadgen.Load(lab.pod("a").netns, url, seconds=30.0)
+
+
+def error_window(answers) -> float:
+    return loadgen.error_window(answers)
+
+
+def ready_webs(lab: Lab) -> list:
+    with lab.lock:
+        return [rt.plan for rt in lab.pods.values() if rt.plan.owner == "web" and rt.status.ready]
+
+
+def endpoint_ips(lab: Lab) -> set[str]:
+    ep = lab.store.get("endpoints", "default", "web")
+    return {a["ip"] for s in ep.get("subsets", []) for a in s.get("addresses", [])}
+
+
+def dig(lab: Lab, name: str) -> set[str]:
+    out = lab.exec("a", ["dig", "+short", "+time=1", "+tries=1", name]).stdout
+    return {line for line in out.split() if line[:1].isdigit()}
+
+
+@pytest.fixture(scope="module")
+def clab():
+    b = two_rack_builder("tctl")
+    b.add_deployment("web", replicas=3, command=SERVE, ports=[8080])
+    b.add_service("web", selector={"app": "web"}, ports=[(80, 8080)])
+    b.add_service("web-headless", selector={"app": "web"}, ports=[(8080, 8080)], headless=True)
+    with Lab(b.build()) as lab:
+        lab.settle()
+        yield lab
+
+
+def wait_converged(lab: Lab, replicas: int = 3, timeout: float = 20.0) -> None:
+    def done() -> bool:
+        dep = lab.store.get("deployments", "default", "web")
+        ready, line = rollouts.rollout_state(dep)
+        return ready and len(ready_webs(lab)) == replicas and len(endpoint_ips(lab)) == replicas
+
+    assert wait_for(done, timeout), lab.store.get("deployments", "default", "web")["status"]
+
+
+def test_a_deleted_pod_is_replaced_and_in_dns_within_2s(clab):
+    wait_converged(clab)
+    vip = clab.service_vip("web")
+    load = Load(clab, f"http://{vip}/")
+    time.sleep(0.5)
+    victim = sorted(ready_webs(clab), key=lambda p: p.name)[0]
+    started = time.monotonic()
+    clab.delete_pod(victim.name)
+    # a replacement is Running, ready, in the Endpoints and in DNS within 2 s
+    assert wait_for(
+        lambda: (
+            len(ready_webs(clab)) == 3
+            and len(dig(clab, f"web-headless.default.svc.{ZONE}") | endpoint_ips(clab)) >= 3
+            and len(endpoint_ips(clab)) == 3
+        ),
+        2.0,
+    )
+    healed = time.monotonic() - started
+    replacement = {p.name for p in ready_webs(clab)} - {victim.name}
+    results = load.stop()
+    window = error_window(results)
+    print(
+        f"\npod deletion: replacement serving after {healed:.2f} s; client error window {window:.2f} s"
+    )
+    assert victim.name not in replacement and len(replacement) == 3
+    assert window <= 2.0, [r for r in results if not r.ok]
+
+
+def test_node_failure_moves_pods_and_drops_its_endpoints(clab):
+    wait_converged(clab)
+    vip = clab.service_vip("web")
+    victim_node = next(p.node for p in ready_webs(clab) if p.node != "n1")
+    doomed = {str(p.address.ip) for p in ready_webs(clab) if p.node == victim_node}
+    load = Load(clab, f"http://{vip}/")
+    time.sleep(0.5)
+    failed_at = time.monotonic()
+    clab.fail_node(victim_node)
+    # NotReady after the grace period; pods evicted and started on other nodes
+    assert wait_for(lambda: not node_ready(clab.store.get("nodes", None, victim_node)), 5.0)
+    assert wait_for(
+        lambda: (
+            len(ready_webs(clab)) == 3
+            and all(p.node != victim_node for p in ready_webs(clab))
+            and not doomed & endpoint_ips(clab)
+        ),
+        10.0,
+    )
+    healed = time.monotonic() - failed_at
+    assert wait_for(lambda: not doomed & dig(clab, f"web-headless.default.svc.{ZONE}"), 3.0)
+    results = load.stop()
+    window = error_window(results)
+    print(
+        f"\nnode {victim_node} failed: all pods serving elsewhere after {healed:.2f} s; "
+        f"client error window {window:.2f} s (grace period {clab.spec.control_plane.node_grace} s)"
+    )
+    assert window < 5.0
+    assert any(r.ok for r in results[-5:])  # serving again at the end
+    node = clab.store.get("nodes", None, victim_node)
+    assert any(t["key"] == "node.kubernetes.io/unreachable" for t in node["spec"]["taints"])
+    lease = clab.nodes[victim_node].pod_cidr
+    for other in clab.nodes:
+        if other != victim_node:  # its overlay lease is withdrawn everywhere
+            assert str(lease) not in clab.node_exec(other, ["ip", "route"]).stdout
+    # recovered: Ready again, the lease comes back, and it takes new pods
+    clab.recover_node(victim_node)
+    assert wait_for(lambda: node_ready(clab.store.get("nodes", None, victim_node)), 3.0)
+    assert wait_for(lambda: str(lease) in clab.node_exec("n1", ["ip", "route"]).stdout, 3.0)
+    assert "taints" not in clab.store.get("nodes", None, victim_node)["spec"]
+    wait_converged(clab)
+
+
+def test_rolling_update_under_load_keeps_enough_ready_and_fails_nothing(clab):
+    wait_converged(clab)
+    vip = clab.service_vip("web")
+    dep = clab.store.get("deployments", "default", "web")
+    manifest = objects.manifest_of(dep)
+    template = manifest["spec"]["template"]
+    template["metadata"]["labels"]["version"] = "v2"
+    template["spec"]["containers"][0]["env"] = [{"name": "VERSION", "value": "v2"}]
+    manifest["spec"]["strategy"] = {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    load = Load(clab, f"http://{vip}/")
+    time.sleep(0.5)
+    fewest = [3]
+    assert clab.apply_text(json.dumps(manifest))[0]["action"] == "configured"
+
+    def done() -> bool:
+        fewest[0] = min(fewest[0], len(endpoint_ips(clab)))
+        ok, _ = rollouts.rollout_state(clab.store.get("deployments", "default", "web"))
+        return ok
+
+    assert wait_for(done, 30.0, interval=0.01)
+    time.sleep(0.5)
+    results = load.stop()
+    failed = [r for r in results if not r.ok]
+    versions = [r.body.split()[-1] for r in results if r.ok]
+    print(
+        f"\nrolling update: {len(results)} requests, {len(failed)} failed, fewest ready {fewest[0]}"
+    )
+    assert not failed
+    assert fewest[0] >= 3  # replicas - maxUnavailable
+    assert versions[0] == "v1" and versions[-1] == "v2"
+    assert {p.labels.get("version") for p in ready_webs(clab)} == {"v2"}
+    # the history has both templates; undo goes back to v1 through the API (JSON patch)
+    client = LabClient(socket_path(clab.run_dir))
+    assert "rolled back" in rollouts.undo(client, "web", "default", None)
+    wait_for(lambda: rollouts.rollout_state(clab.store.get("deployments", "default", "web"))[0], 1)
+    wait_converged(clab, timeout=30)
+    assert {p.labels.get("version") for p in ready_webs(clab)} == {None}
+    revisions = rollouts.history(client, "web", "default")
+    assert revisions.count("\n") >= 3, revisions
+
+
+def test_scale_through_the_api_and_unschedulable_pods_say_why(clab):
+    wait_converged(clab)
+    client = LabClient(socket_path(clab.run_dir))
+    for node in clab.nodes:
+        clab.cordon(node)
+    try:
+        assert "scaled" in rollouts.scale(client, "deployment/web", 4, "default")
+        reason = [""]
+
+        def unschedulable() -> bool:
+            conditions = clab.store.get("deployments", "default", "web")["status"]["conditions"]
+            reason[0] = next(
+                (c["message"] for c in conditions if c["type"] == "ReplicaFailure"), ""
+            )
+            return "0/4 nodes are available: 4 node(s) were unschedulable" in reason[0]
+
+        assert wait_for(unschedulable, 5.0), reason
+        assert len(ready_webs(clab)) == 3
+    finally:
+        for node in clab.nodes:
+            clab.cordon(node, False)
+    wait_converged(clab, replicas=4)
+    scale = client._json("GET", "/apis/apps/v1/namespaces/default/deployments/web/scale")
+    assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 4
+    rollouts.scale(client, "deployment/web", 3, "default")
+    wait_converged(clab, replicas=3)

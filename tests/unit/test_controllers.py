@@ -1,0 +1,187 @@
+"""Controllers against the real Store, with a runtime that only writes Pod objects
+(the node agents' side is covered by the root tests)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from netlab.controllers.base import WorkQueue
+from netlab.controllers.deployment import REVISION, DeploymentController, undo_target
+from netlab.controllers.nodeagent import LEASE_NAMESPACE, lease_object
+from netlab.controllers.nodelifecycle import NodeLifecycleController, node_ready
+from netlab.plan.scheduler import template_hash
+from netlab.store import Store
+
+
+def test_work_queue_dedupes_and_requeues_a_key_added_while_active():
+    q = WorkQueue()
+    q.add("a")
+    q.add("a")
+    q.add("b")
+    assert len(q) == 2
+    key = q.get(timeout=0)
+    assert key == "a"
+    q.add("a")  # while "a" is being reconciled
+    assert q.get(timeout=0) == "b"
+    q.done("b")
+    assert q.get(timeout=0) is None  # "a" waits until its reconcile is done
+    q.done("a")
+    assert q.get(timeout=0) == "a"
+
+
+def test_work_queue_add_after_waits():
+    now = [0.0]
+    q = WorkQueue(clock=lambda: now[0])
+    q.add_after("x", 5.0)
+    assert q.get(timeout=0) is None
+    now[0] = 5.0
+    assert q.get(timeout=0) == "x"
+
+
+class FakeRuntime:
+    """Writes the Pod objects a node agent would, ready at once (or when told)."""
+
+    def __init__(self, store: Store, ready: bool = True):
+        self.store, self.ready, self.serial = store, ready, 0
+
+    class Compiled:
+        def __init__(self, obj):
+            self.obj = obj
+            self.pod_hash = template_hash(obj["spec"]["template"])
+
+    def compile_deployment(self, obj):
+        return self.Compiled(obj)
+
+    def run_replicas(self, compiled, count):
+        meta = compiled.obj["metadata"]
+        for _ in range(count):
+            self.serial += 1
+            self.store.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": f"{meta['name']}-{compiled.pod_hash}-{self.serial}",
+                        "namespace": meta["namespace"],
+                        "labels": {"pod-template-hash": compiled.pod_hash},
+                        "ownerReferences": [
+                            {"kind": "Deployment", "name": meta["name"], "controller": True}
+                        ],
+                    },
+                    "spec": {},
+                    "status": {
+                        "conditions": [{"type": "Ready", "status": str(self.ready)}],
+                    },
+                }
+            )
+
+    def delete_pods(self, namespace, names):
+        for name in names:
+            self.store.delete("pods", namespace, name)
+
+
+def deployment(replicas: int, version: str) -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web", "v": version}}, "spec": {}},
+            "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        },
+    }
+
+
+def wait(predicate, timeout=5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_deployment_controller_scales_rolls_out_and_keeps_history():
+    store = Store()
+    controller = DeploymentController(store, FakeRuntime(store))
+    controller.start()
+    try:
+        store.apply(deployment(3, "v1"))
+
+        def status():
+            return store.get("deployments", "default", "web")["status"]
+
+        assert wait(lambda: status().get("readyReplicas") == 3)
+        obj = store.get("deployments", "default", "web")
+        assert obj["metadata"]["annotations"][REVISION] == "1"
+        store.apply(deployment(3, "v2"))
+        v2 = template_hash(deployment(3, "v2")["spec"]["template"])
+        assert wait(
+            lambda: (
+                status().get("updatedReplicas") == 3
+                and status().get("replicas") == 3
+                and status().get("observedGeneration") == 2
+            )
+        )
+        pods, _ = store.list("pods")
+        assert {p["metadata"]["labels"]["pod-template-hash"] for p in pods} == {v2}
+        sets, _ = store.list("replicasets")
+        assert sorted(rs["metadata"]["annotations"][REVISION] for rs in sets) == ["1", "2"]
+        target = undo_target(sets, 2, None)
+        assert target["metadata"]["annotations"][REVISION] == "1"
+        # deleting the Deployment takes its pods and history along
+        store.delete("deployments", "default", "web")
+        assert wait(lambda: not store.list("pods")[0] and not store.list("replicasets")[0])
+    finally:
+        controller.stop()
+
+
+class RecordingNodes:
+    def __init__(self):
+        self.calls = []
+        self.event = threading.Event()
+
+    def node_lost(self, name):
+        self.calls.append(("lost", name))
+        self.event.set()
+
+    def node_back(self, name):
+        self.calls.append(("back", name))
+        self.event.set()
+
+
+def test_node_lifecycle_marks_a_silent_node_not_ready_and_back():
+    store = Store()
+    now = [1000.0]
+    store.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "n1"},
+            "spec": {},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
+    )
+    store.apply(lease_object("n1", now[0], 1.0))
+    nodes = RecordingNodes()
+    controller = NodeLifecycleController(store, nodes, grace=1.0, clock=lambda: now[0])
+    controller.start()
+    try:
+        time.sleep(0.1)
+        assert nodes.calls == []
+        now[0] += 1.5  # silence past the grace period
+        controller.queue.add("n1")
+        assert wait(lambda: ("lost", "n1") in nodes.calls)
+        node = store.get("nodes", None, "n1")
+        assert not node_ready(node)
+        assert node["spec"]["taints"][0]["key"] == "node.kubernetes.io/unreachable"
+        store.apply(lease_object("n1", now[0], 1.0))  # it heartbeats again
+        assert wait(lambda: ("back", "n1") in nodes.calls)
+        assert node_ready(store.get("nodes", None, "n1"))
+        assert "taints" not in store.get("nodes", None, "n1")["spec"]
+        assert store.get("leases", LEASE_NAMESPACE, "n1")["spec"]["holderIdentity"] == "n1"
+    finally:
+        controller.stop()
