@@ -114,6 +114,79 @@ def show_chain(lab: Lab, client: str) -> None:
     console.print("  (`netlab logs --all --grep ID` finds them in a running lab)")
 
 
+def _wait(predicate, timeout: float = 20.0) -> float:
+    started = time.monotonic()
+    while not predicate() and time.monotonic() - started < timeout:
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def _ready_webs(lab: Lab) -> list:
+    with lab.lock:
+        return [rt.plan for rt in lab.pods.values() if rt.plan.owner == "web" and rt.status.ready]
+
+
+def show_healing(lab: Lab, client) -> None:
+    """Break it and watch it heal: a pod deleted, a node failed, a Deployment scaled,
+    each under a steady client load on the Service's VIP."""
+    from netlab import loadgen
+
+    url = f"http://{lab.service_vip('web')}/"
+    want = len(_ready_webs(lab))
+    if want == 0:
+        return
+    step(f"break it: delete a web pod while {client.name} asks {url} every 50 ms")
+    load = loadgen.Load(client.netns, url, seconds=20)
+    time.sleep(0.3)
+    victim = sorted(_ready_webs(lab), key=lambda p: p.name)[0]
+    since = time.time()
+    lab.delete_pod(victim.name)
+    took = _wait(
+        lambda: (
+            len(_ready_webs(lab)) == want and victim.name not in {p.name for p in _ready_webs(lab)}
+        )
+    )
+    answers = load.stop()
+    console.print(
+        f"{victim.name} deleted; its Deployment's replacement serves after {took:.2f} s; "
+        f"the client's longest run of errors: {loadgen.error_window(answers, since):.2f} s"
+    )
+    nodes = [p.node for p in _ready_webs(lab) if p.node != client.node]
+    if nodes:
+        node = nodes[0]
+        grace = lab.spec.control_plane.node_grace
+        step(
+            f"`netlab node fail {node}`: no carrier, frozen processes, no heartbeats (grace period {grace:g} s)"
+        )
+        load = loadgen.Load(client.netns, url, seconds=30)
+        time.sleep(0.3)
+        since = time.time()
+        lab.fail_node(node)
+        took = _wait(
+            lambda: len(_ready_webs(lab)) == want and all(p.node != node for p in _ready_webs(lab))
+        )
+        time.sleep(0.3)
+        answers = load.stop()
+        back = loadgen.recovered_after(answers, since)
+        show(_netlab(lab.spec.name, "get", "nodes"))
+        console.print(
+            f"{node} NotReady; its pods run elsewhere after {took:.2f} s; every request succeeds "
+            f"again {back if back is not None else float('nan'):.2f} s after the failure"
+        )
+        lab.recover_node(node)
+        _wait(lambda: "NotReady" not in _netlab(lab.spec.name, "get", "nodes").stdout, 5)
+        console.print(
+            f"`netlab node recover {node}`: Ready again, its overlay lease back on every node"
+        )
+    step("`netlab scale deployment/web --replicas 5`, then back")
+    lab.scale("web", want + 2)
+    took = _wait(lambda: len(_ready_webs(lab)) == want + 2)
+    show(_netlab(lab.spec.name, "get", "deployments"))
+    console.print(f"{want + 2} ready after {took:.2f} s")
+    lab.scale("web", want)
+    _wait(lambda: len(_ready_webs(lab)) == want)
+
+
 def run_demo(lab_file: Path) -> int:
     spec = load_lab(lab_file)
     step(f"bringing up lab {spec.name} from {lab_file}")
@@ -180,6 +253,7 @@ def run_demo(lab_file: Path) -> int:
         )
         if lab.services.vip("default", "web") is not None:
             show_services(lab, client.name)
+            show_healing(lab, client)
         step("tearing the lab down")
         started = time.monotonic()
     console.print(
