@@ -24,6 +24,7 @@ from netlab import objects
 from netlab.api_server import ApiServer
 from netlab.controllers import ControllerManager
 from netlab.controllers.deployment import DeploymentController
+from netlab.controllers.job import JobController
 from netlab.controllers.nodeagent import LEASE_NAMESPACE, NodeAgents
 from netlab.controllers.nodelifecycle import NodeLifecycleController, node_ready
 from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
@@ -120,6 +121,7 @@ class Lab:
             else None
         )
         self.forked: dict[tuple[str, str], ForkedProcess] = {}  # forked ahead, by pod key
+        self.job_rngs: dict[tuple[str, str], object] = {}  # Job pod names, per Job
         self.stopping = False
         self.controllers: ControllerManager | None = None
         self.node_agents: NodeAgents | None = None
@@ -216,6 +218,9 @@ class Lab:
         self._sync_services()
         for runtime in self.deployments.values():
             self._write_deployment(runtime.spec)
+        for job in self.spec.jobs:
+            self.store.apply(objects.namespace_object(job.namespace))
+            self.store.apply(objects.job_object(job))
         self._start_control_plane()
 
     def _start_control_plane(self) -> None:
@@ -229,7 +234,11 @@ class Lab:
             self.store, self, timing.node_grace, time.time
         )
         self.controllers = ControllerManager(
-            [DeploymentController(self.store, self), self.node_lifecycle]
+            [
+                DeploymentController(self.store, self),
+                JobController(self.store, self),
+                self.node_lifecycle,
+            ]
         )
         self.controllers.start()
 
@@ -563,6 +572,8 @@ class Lab:
                 results.append(_result("Service", service.namespace, service.name, action))
             for deployment in found.deployments:
                 results.append(self._apply_deployment(deployment))
+            for job in found.jobs:
+                results.append(self._apply_job(job))
             for pod in found.pods:
                 if (pod.namespace, pod.name) in self.pods:
                     results.append(_result("Pod", pod.namespace, pod.name, "unchanged"))
@@ -683,6 +694,65 @@ class Lab:
             found = parse_manifests(json.dumps(manifest), self.spec, f"deployment {key[1]}")
             (deployment,) = self._injected(found).deployments
             return self._deployment_runtime(deployment)
+
+    # -- Jobs (controllers.job.JobRuntime) ------------------------------------------
+
+    def _apply_job(self, job) -> dict:
+        """A Job's spec is immutable once it runs (as in Kubernetes): a changed one is
+        refused; delete the Job and apply it again."""
+        key = (job.namespace, job.name)
+        wanted = objects.job_object(job)
+        try:
+            stored = self.store.get("jobs", *key)
+        except ApiError:
+            self.store.apply(objects.namespace_object(job.namespace))
+            self.store.apply(wanted)
+            return _result("Job", *key, "created")
+        if _same_manifest(stored, wanted):
+            return _result("Job", *key, "unchanged")
+        raise NetlabError(
+            f"Job {key[0]}/{key[1]}: spec is immutable once the Job runs; "
+            f"`netlab delete job {key[1]}` first, then apply it again"
+        )
+
+    def compile_job(self, obj: dict):
+        """A stored Job's template, parsed and checked against the lab."""
+        manifest = objects.manifest_of(obj)
+        found = parse_manifests(
+            json.dumps(manifest), self.spec, f"job {manifest['metadata']['name']}"
+        )
+        (job,) = found.jobs
+        return job
+
+    def run_job_pods(self, job, count: int) -> None:
+        """Place and start `count` more pods of a Job."""
+        with self.lock:
+            if self.stopping:
+                return
+            rng = self.job_rngs.setdefault(
+                (job.namespace, job.name), name_rng(self.spec.name, job.namespace, job.name, "job")
+            )
+            placer = PodPlacer(
+                self.spec.name,
+                self.schedulable_nodes(job.template),
+                [rt.plan for rt in self.pods.values()],
+                self.last_pod_address,
+            )
+            created = [
+                placer.add_job_pod(job.name, job.namespace, job.template, rng) for _ in range(count)
+            ]
+            self._create_pods(created)
+            self._wait_ready(created, timeout=10.0)
+            self._start_pods(created)
+            self._sync_services()
+
+    def delete_job(self, name: str, namespace: str = "default") -> dict:
+        """Delete a Job; its controller removes its pods."""
+        with self.lock:
+            try:
+                return self.store.delete("jobs", namespace, name)
+            except ApiError as exc:
+                raise NotFound(f"no job {namespace}/{name}") from exc
 
     def run_replicas(self, runtime: DeploymentRuntime, count: int) -> None:
         """Place and start `count` more pods of a Deployment's template."""
@@ -984,7 +1054,9 @@ class Lab:
         return [
             rt
             for rt in self.pods.values()
-            if rt.plan.owner == deployment and rt.plan.namespace == namespace
+            if rt.plan.owner == deployment
+            and rt.plan.namespace == namespace
+            and rt.plan.owner_kind == "Deployment"
         ]
 
     def _delete_pod(self, rt: PodRuntime, grace: float = 1.0) -> None:

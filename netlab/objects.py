@@ -142,8 +142,9 @@ def pod_object(pod: PodPlan, status: PodStatus, host_ip: str) -> dict[str, Any]:
         "annotations": {NETNS_ANNOTATION: pod.netns},
     }
     if pod.owner:
+        api = "batch/v1" if pod.owner_kind == "Job" else "apps/v1"
         metadata["ownerReferences"] = [
-            {"apiVersion": "apps/v1", "kind": "Deployment", "name": pod.owner, "controller": True}
+            {"apiVersion": api, "kind": pod.owner_kind, "name": pod.owner, "controller": True}
         ]
     spec: dict[str, Any] = {
         "nodeName": pod.node,
@@ -187,6 +188,19 @@ def deployment_object(deployment: DeploymentSpec) -> dict[str, Any]:
         "kind": "Deployment",
         "metadata": metadata,
         "spec": spec,
+        "status": {},
+    }
+
+
+def job_object(job) -> dict[str, Any]:
+    """A Job as written (its controller fills in the status)."""
+    manifest = json.loads(json.dumps(job.manifest))
+    manifest.setdefault("metadata", {})["namespace"] = job.namespace
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": manifest["metadata"],
+        "spec": manifest.get("spec", {}),
         "status": {},
     }
 

@@ -110,6 +110,7 @@ RESOURCES: tuple[Resource, ...] = (
         subresources=("scale",),
     ),
     Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",)),
+    Resource("batch", "v1", "Job", "jobs", True, (), (*READ_VERBS, "delete")),
     Resource("", "v1", "Service", "services", True, ("svc",), (*READ_VERBS, "delete")),
     Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True, ()),

@@ -261,6 +261,36 @@ def _replicaset_row(rs: dict[str, Any], wide: bool) -> list[str]:
     return row
 
 
+def _job_row(job: dict[str, Any], wide: bool) -> list[str]:
+    status, spec = job.get("status", {}), job.get("spec", {})
+    ended = next(
+        (
+            c["type"]
+            for c in status.get("conditions") or ()
+            if c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        ),
+        "Running",
+    )
+    row = [
+        job["metadata"]["name"],
+        ended,
+        f"{status.get('succeeded', 0)}/{spec.get('completions', 1)}",
+        str(status.get("failed", 0)),
+        age(job["metadata"].get("creationTimestamp")),
+    ]
+    if wide:
+        reason = next(
+            (
+                c.get("reason", "")
+                for c in status.get("conditions") or ()
+                if c.get("type") == "Failed"
+            ),
+            "",
+        )
+        row.append(reason)
+    return row
+
+
 COLUMNS = {
     "pods": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE", "NETNS"], _pod_row),
     "nodes": (
@@ -274,6 +304,7 @@ COLUMNS = {
         _deployment_row,
     ),
     "replicasets": (["NAME", "DESIRED", "CURRENT", "READY", "AGE"], ["SELECTOR"], _replicaset_row),
+    "jobs": (["NAME", "STATUS", "COMPLETIONS", "FAILED", "AGE"], ["REASON"], _job_row),
     "namespaces": (["NAME", "STATUS", "AGE"], [], _namespace_row),
     "services": (
         ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],

@@ -3,6 +3,7 @@ uses to add a node or a pod later."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from types import MappingProxyType
@@ -157,6 +158,16 @@ class PodPlacer:
         return self._add(
             name, deployment.namespace, deployment.template, node_name, deployment.name, pod_hash
         )
+
+    def add_job_pod(self, job: str, namespace: str, template: PodTemplate, rng) -> PodPlan:
+        """One more pod of a Job, named JOB-xxxxx as the Job controller names them."""
+        group = [p.node for p in self.pods if p.owner == job and p.namespace == namespace]
+        node_name = scheduler.place(template, candidates_of(self.nodes), group, self._load())
+        taken = {p.name for p in self.pods if p.namespace == namespace}
+        name = scheduler.job_pod_name(job, rng, taken)
+        pod = self._add(name, namespace, template, node_name, job, None)
+        self.pods[-1] = pod = dataclasses.replace(pod, owner_kind="Job")
+        return pod
 
     def _add(self, name, namespace, template, node_name, owner, pod_hash) -> PodPlan:
         node = next(n for n in self.nodes if n.name == node_name)

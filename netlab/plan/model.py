@@ -115,8 +115,9 @@ class PodPlan:
     host_ifname: str  # the node-side veth, a port of cni0
     labels: MappingProxyType
     template: PodTemplate
-    owner: str | None = None  # the Deployment's name, if any
+    owner: str | None = None  # the controlling Deployment's (or Job's) name, if any
     template_hash: str | None = None
+    owner_kind: str = "Deployment"  # or "Job"
 
     @property
     def key(self) -> tuple[str, str]:

@@ -110,3 +110,11 @@ def pod_name(deployment: str, pod_hash: str, rng: random.Random, taken: set[str]
         name = f"{deployment}-{pod_hash}-{suffix}"
         if name not in taken:
             return name
+
+
+def job_pod_name(job: str, rng: random.Random, taken: set[str]) -> str:
+    """JOB-xxxxx: a Job's pods, 5 characters of the safe alphabet (not in `taken`)."""
+    while True:
+        name = f"{job}-{''.join(rng.choice(SAFE_ALPHABET) for _ in range(5))}"
+        if name not in taken:
+            return name

@@ -21,6 +21,7 @@ import yaml
 
 from mesh.compile import parse_duration
 from netlab.errors import Problem, SpecError
+from netlab.spec.jobs import JobSpec
 from netlab.spec.manifests import MESH_KINDS, check_scheduling, read_manifests
 from netlab.spec.mesh import MeshContext, check_mesh, collector_service, read_mesh
 from netlab.spec.model import (
@@ -144,6 +145,7 @@ def check_documents(
         services=services,
         policies=_policies(found),
         namespaces=tuple(found["Namespace"]),
+        jobs=tuple(found["Job"]),
         source=source,
     ), []
 
@@ -183,6 +185,7 @@ class ManifestSet:
     services: tuple[ServiceSpec, ...] = ()
     policies: tuple[PolicySpec, ...] = ()
     namespaces: tuple[NamespaceSpec, ...] = ()
+    jobs: tuple[JobSpec, ...] = ()
 
 
 def parse_manifests(
@@ -219,6 +222,7 @@ def parse_manifests(
         tuple(found["Service"]),
         _policies(found),
         tuple(found["Namespace"]),
+        tuple(found["Job"]),
     )
 
 

@@ -404,6 +404,8 @@ _ISTIO_ALSO = tuple(
     f"{ISTIO_GROUP}/{v}" for v in ISTIO_VERSIONS if f"{ISTIO_GROUP}/{v}" != ISTIO_API
 )
 
+from netlab.spec.jobs import JOB_NAME_MAX, read_job  # noqa: E402 (it reads pod_template above)
+
 KINDS: dict[str, Kind] = {
     "Pod": Kind("v1", DNS_LABEL_MAX, "spec", _pod),
     "Deployment": Kind("apps/v1", DEPLOYMENT_NAME_MAX, "spec.template.spec", _deployment),
@@ -414,6 +416,7 @@ KINDS: dict[str, Kind] = {
         ISTIO_API, DNS_LABEL_MAX, None, read_destination_rule, also=_ISTIO_ALSO
     ),
     "RateLimitPolicy": Kind(RATE_LIMIT_API, DNS_LABEL_MAX, None, read_rate_limit),
+    "Job": Kind("batch/v1", JOB_NAME_MAX, "spec.template.spec", read_job),
 }
 MESH_KINDS = ("VirtualService", "DestinationRule", "RateLimitPolicy")
 

@@ -249,6 +249,7 @@ class LabSpec:
     policies: tuple[PolicySpec, ...] = ()
     namespaces: tuple[NamespaceSpec, ...] = ()
     control_plane: ControlPlaneSpec = ControlPlaneSpec()
+    jobs: tuple = ()  # JobSpec (netlab.spec.jobs)
 
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:

@@ -220,3 +220,55 @@ def test_scale_through_the_api_and_unschedulable_pods_say_why(clab):
     assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 4
     rollouts.scale(client, "deployment/web", 3, "default")
     wait_converged(clab, replicas=3)
+
+
+def _job(name: str, command: str, **spec) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name},
+            "spec": {
+                **spec,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "run", "command": ["sh", "-c", command]}],
+                    }
+                },
+            },
+        }
+    )
+
+
+def test_jobs_complete_fail_on_backoff_and_die_at_their_deadline(clab):
+    from netlab import tables
+
+    clab.apply_text(_job("count", "echo counted", completions=3, parallelism=2))
+    clab.apply_text(_job("broken", "exit 3", backoffLimit=2))
+    clab.apply_text(_job("slow", "sleep 60", activeDeadlineSeconds=1))
+
+    def condition(name: str) -> dict:
+        status = clab.store.get("jobs", "default", name)["status"]
+        done = [c for c in status.get("conditions", []) if c["type"] in ("Complete", "Failed")]
+        return done[0] if done else {}
+
+    assert wait_for(lambda: all(condition(n) for n in ("count", "broken", "slow")), 20)
+    assert condition("count")["type"] == "Complete"
+    assert clab.store.get("jobs", "default", "count")["status"]["succeeded"] == 3
+    counted = [p for p in clab.pod_list() if p.owner == "count" and p.owner_kind == "Job"]
+    assert len(counted) == 3
+    assert all(clab.pods[p.key].status.phase == "Succeeded" for p in counted)
+    assert "counted" in clab.log_path(counted[0], "run").read_text()
+    assert condition("broken")["reason"] == "BackoffLimitExceeded"
+    assert clab.store.get("jobs", "default", "broken")["status"]["failed"] == 3  # backoffLimit + 1
+    assert condition("slow")["reason"] == "DeadlineExceeded"
+    assert not [p for p in clab.pod_list() if p.owner == "slow"]  # killed
+    shown = tables.render("jobs", clab.store.list("jobs")[0])
+    assert "count    Complete" in shown and "broken   Failed" in shown
+    # a Job's spec is immutable; deleting one takes its pods along
+    with pytest.raises(Exception, match="immutable"):
+        clab.apply_text(_job("count", "echo other", completions=3, parallelism=2))
+    for name in ("count", "broken", "slow"):
+        clab.delete_job(name)
+    assert wait_for(lambda: not [p for p in clab.pod_list() if p.owner_kind == "Job"], 10)
