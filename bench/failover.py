@@ -10,15 +10,15 @@ Service `web`. Rounds, interleaved:
         heartbeats stop): time until every request succeeds again, and until all 3
         pods are ready elsewhere; then recover the node and wait until the lab converges
 
-Also the store: median write latency (an apply) and write-to-watch-event delay, for
-the embedded store (the only backend so far).
+Also the store: median write latency (an apply) and write-to-watch-event delay, the
+embedded store against one on a loopback etcd (interleaved rounds).
 
 Kubernetes' defaults take far longer: kubelet renews its Lease every 10 s, a node is
 NotReady after node-monitor-grace-period (40 s), and its pods are evicted after the
 unreachable taint's tolerationSeconds (300 s). This lab's grace period is
 `lab.controlPlane.nodeGracePeriod` (here 1 s; --grace to change it).
 
-    python bench/failover.py [--rounds 5] [--grace 1.0]
+    python bench/failover.py [--rounds 5] [--grace 1.0] [--store embedded|etcd]
 """
 
 from __future__ import annotations
@@ -32,14 +32,16 @@ import time
 from common import median, say, table
 
 from netlab import loadgen
+from netlab.etcdstore import EtcdClient, EtcdStore, endpoints_of
 from netlab.lab import Lab
+from netlab.realize.etcd import LoopbackEtcd
 from netlab.spec import LabBuilder
 from netlab.store import Store
 
 ECHO = [sys.executable, "-m", "netlab.apps.echo", "8080"]
 
 
-def build(grace: float) -> Lab:
+def build(grace: float, store: str) -> Lab:
     b = LabBuilder("bfail")
     b.add_rack("rack1", "192.168.1.0/24")
     b.add_rack("rack2", "192.168.2.0/24")
@@ -50,7 +52,7 @@ def build(grace: float) -> Lab:
     b.add_service("web", selector={"app": "web"}, ports=[(80, 8080)])
     spec = b.build()
     timing = dataclasses.replace(spec.control_plane, node_grace=grace)
-    return Lab(dataclasses.replace(spec, control_plane=timing))
+    return Lab(dataclasses.replace(spec, control_plane=timing, store=store))
 
 
 def ready_webs(lab: Lab) -> list:
@@ -107,9 +109,8 @@ def node_round(lab: Lab, url: str) -> tuple[float, float]:
     return (recovered if recovered is not None else float("nan")), moved
 
 
-async def store_latency(rounds: int = 2000) -> tuple[float, float]:
-    """Median µs of an apply, and of an apply until a watcher on another loop sees it."""
-    store = Store()
+async def store_latency(store: Store, rounds: int) -> tuple[list[float], list[float]]:
+    """Seconds of each apply, and of each apply until a watcher of the store sees it."""
     writes, delays = [], []
     watch = store.watch("pods", "default", resource_version=store.revision)
     for i in range(rounds):
@@ -125,15 +126,52 @@ async def store_latency(rounds: int = 2000) -> tuple[float, float]:
         await watch.next(timeout=1.0)
         delays.append(time.perf_counter() - start)
     watch.close()
-    return median(writes) * 1e6, median(delays) * 1e6
+    return writes, delays
+
+
+def store_rows(rounds: int = 5, per_round: int = 400) -> list[list[str]]:
+    """Embedded vs a loopback etcd, interleaved rounds; medians of all writes."""
+    server = LoopbackEtcd("bench")
+    try:
+        stores = {
+            "embedded": Store(),
+            "etcd": EtcdStore("bstore", EtcdClient(endpoints_of(server.url))),
+        }
+        stores["etcd"].clear()
+        results = {name: ([], []) for name in stores}
+        for _ in range(rounds):
+            for name, store in stores.items():
+                writes, delays = asyncio.run(store_latency(store, per_round))
+                results[name][0].extend(writes)
+                results[name][1].extend(delays)
+        stores["etcd"].clear()
+    finally:
+        server.stop()
+    emb, etc = results["embedded"], results["etcd"]
+    return [
+        [
+            "store write, embedded / etcd",
+            f"{median(emb[0]) * 1e6:.0f} µs / {median(etc[0]) * 1e6:.0f} µs",
+        ],
+        [
+            "store write to watch event, embedded / etcd",
+            f"{median(emb[1]) * 1e6:.0f} µs / {median(etc[1]) * 1e6:.0f} µs",
+        ],
+        ["etcd / embedded (write)", f"{median(etc[0]) / median(emb[0]):.0f}x"],
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--grace", type=float, default=1.0, help="node grace period, seconds")
+    parser.add_argument(
+        "--store",
+        default="embedded",
+        help="the lab's store for the failover rounds: embedded or etcd",
+    )
     args = parser.parse_args()
-    lab = build(args.grace)
+    lab = build(args.grace, args.store)
     say(
         f"failover bench: 2 racks x 2 nodes, web x3, grace period {args.grace:g} s, {args.rounds} rounds"
     )
@@ -148,7 +186,6 @@ def main() -> None:
                 f"round {index + 1}: pod replaced {pods[-1][0]:.2f} s (errors {pods[-1][1]:.2f} s); "
                 f"node: requests ok again after {nodes[-1][0]:.2f} s, pods moved {nodes[-1][1]:.2f} s"
             )
-    write_us, watch_us = asyncio.run(store_latency())
     rows = [
         ["pod deleted: replacement ready, in Endpoints", f"{median([p[0] for p in pods]):.2f} s"],
         ["pod deleted: client error window", f"{median([p[1] for p in pods]):.2f} s"],
@@ -156,9 +193,7 @@ def main() -> None:
         ["node failed: all pods ready elsewhere", f"{median([n[1] for n in nodes]):.2f} s"],
         ["node grace period (this lab)", f"{args.grace:g} s"],
         ["Kubernetes defaults: NotReady / eviction", "40 s / +300 s"],
-        ["store write (embedded), median", f"{write_us:.0f} µs"],
-        ["store write to watch event (embedded), median", f"{watch_us:.0f} µs"],
-        ["store: etcd backend", "not built yet"],
+        *store_rows(),
     ]
     print(table(["measure (median)", "value"], rows))
 

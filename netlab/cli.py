@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -74,6 +75,13 @@ def cmd_up(args) -> int:
     from netlab.spec.load import load_lab
 
     spec = load_lab(_lab_file(args.file))  # validated completely before anything is built
+    if args.store:
+        from netlab.spec.load import check_store_url
+
+        problem = check_store_url(args.store)
+        if problem:
+            raise NetlabError(f"--store: {problem}; write embedded, etcd or etcd://127.0.0.1:2379")
+        spec = dataclasses.replace(spec, store=args.store)
     lab = Lab(spec)
     if args.detach:
         return _up_detached(lab)
@@ -319,6 +327,16 @@ def cmd_node(args) -> int:
     return 0
 
 
+def cmd_etcd(args) -> int:
+    from netlab import etcdview
+
+    if args.etcd_verb == "kill" and not args.member:
+        raise NetlabError(
+            "which member? `netlab etcd kill --member leader` (or a name from status)"
+        )
+    return etcdview.run(args, RUN_ROOT / _pick_lab(args.lab))
+
+
 def cmd_logs(args) -> int:
     return lab_logs.run(args, _client(args))
 
@@ -466,6 +484,11 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("file", nargs="?", help="lab file (YAML); default: topologies/demo.yaml")
     up.add_argument(
+        "--store",
+        help="where the lab's objects live: embedded, etcd (a cluster in the lab) or "
+        "etcd://127.0.0.1:2379 (overrides the lab file's store)",
+    )
+    up.add_argument(
         "-d", "--detach", action="store_true", help="run the supervisor in the background"
     )
     up.add_argument(
@@ -535,6 +558,14 @@ def parser() -> argparse.ArgumentParser:
                 "--force", action="store_true", help="also delete pods no Deployment owns"
             )
         node_cmd.set_defaults(func=cmd_node, command_name=verb)
+
+    etcd_cmd = sub.add_parser(
+        "etcd", help="the lab's own etcd (store: etcd): status, get [--serializable], kill"
+    )
+    from netlab import etcdview
+
+    etcdview.configure(etcd_cmd)
+    etcd_cmd.set_defaults(func=cmd_etcd)
 
     rollout = sub.add_parser("rollout", help="a Deployment's rollout: status, history, undo")
     rollout.add_argument("verb", choices=["status", "history", "undo"])

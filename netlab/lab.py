@@ -28,6 +28,7 @@ from netlab.controllers.job import JobController
 from netlab.controllers.nodeagent import LEASE_NAMESPACE, NodeAgents
 from netlab.controllers.nodelifecycle import NodeLifecycleController, node_ready
 from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
+from netlab.etcdstore import EtcdClient, EtcdStore, endpoints_of
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
     VTEP_DEVICE,
@@ -47,6 +48,7 @@ from netlab.plan.services import DNS_SERVICE, dns_ip
 from netlab.readiness import Prober, Target, checks_for
 from netlab.realize import (
     cleanup,
+    etcd,
     netlink,
     netns,
     nftables,
@@ -106,7 +108,8 @@ class Lab:
         self.run_dir = run_root / spec.name
         self.spec = with_system_workloads(spec, socket_path(self.run_dir))
         self.plan = plan_lab(self.spec)
-        self.store = store if store is not None else Store()
+        self.store = store if store is not None else _make_store(self.spec)
+        self.etcd_members: list[etcd.EtcdMember] = []  # store: etcd, inside the lab
         self.lock = threading.RLock()
         self.nodes: dict[str, NodePlan] = {}
         self.pods: dict[tuple[str, str], PodRuntime] = {}
@@ -190,6 +193,7 @@ class Lab:
         self.fabric = Fabric(self.plan, self.pid_record.add)
         self.fabric.build()
         self.nodes = {node.name: node for node in self.plan.nodes}
+        self._connect_store()
         for pod in self.plan.pods:  # the plan handed addresses out in this order
             self.last_pod_address[pod.node] = pod.address.ip
         for node in self.plan.nodes:
@@ -242,6 +246,32 @@ class Lab:
         )
         self.controllers.start()
 
+    def _connect_store(self) -> None:
+        """store: etcd: start the lab's own cluster on its control-plane nodes, or use
+        the loopback etcd named; either way this lab starts from nothing in it."""
+        if not isinstance(self.store, EtcdStore) or self.store.client is not None:
+            return
+        if self.spec.store == "etcd":
+            hosts = control_plane_nodes(self.plan.nodes)
+            plans = [
+                etcd.MemberPlan(
+                    f"etcd-{node.name}",
+                    str(node.address.ip),
+                    node.netns,
+                    self.run_dir / "etcd" / node.name,
+                )
+                for node in hosts
+            ]
+            self.etcd_members = etcd.start_cluster(
+                plans,
+                self.run_dir / "logs",
+                lambda pid, name: self.pid_record.add(pid, "etcd", name),
+            )
+            endpoints = [m.endpoint for m in self.etcd_members]
+        else:
+            endpoints = endpoints_of(self.spec.store)
+        self.store.connect(EtcdClient(endpoints), fresh=True)
+
     def _deployment_runtime(self, deployment: DeploymentSpec) -> DeploymentRuntime:
         pod_hash = deployment_hash(deployment)
         rng = name_rng(self.spec.name, deployment.namespace, deployment.name, pod_hash)
@@ -277,6 +307,16 @@ class Lab:
         stop_processes(procs, grace=0.5)
         if self.zygote is not None:
             self.zygote.close()
+        if isinstance(self.store, EtcdStore) and self.store.client is not None:
+            if not self.etcd_members:  # a user's etcd: take this lab's objects out of it
+                try:
+                    self.store.clear()
+                except NetlabError:
+                    pass
+            self.store.client.close()
+        for member in self.etcd_members:
+            member.stop()
+        self.etcd_members = []
         if self.fabric is not None:
             self.fabric.stop()  # ends the Mininet shells, closes their ptys
             self.fabric = None
@@ -817,6 +857,9 @@ class Lab:
                 if rt.plan.node == name:
                     for proc in rt.procs.values():
                         signal_group(proc.pid, signal.SIGSTOP)
+            for member in self.etcd_members:  # the node's etcd member freezes with it
+                if member.plan.name == f"etcd-{name}" and member.alive():
+                    signal_group(member.pid, signal.SIGSTOP)
 
     def recover_node(self, name: str) -> None:
         """`netlab node recover`: carrier back, processes thawed, heartbeats again."""
@@ -829,6 +872,9 @@ class Lab:
                 if rt.plan.node == name:
                     for proc in rt.procs.values():
                         signal_group(proc.pid, signal.SIGCONT)
+            for member in self.etcd_members:
+                if member.plan.name == f"etcd-{name}" and member.alive():
+                    signal_group(member.pid, signal.SIGCONT)
             self.node_agents.recover(name)
 
     def cordon(self, name: str, unschedulable: bool = True) -> None:
@@ -1108,6 +1154,30 @@ class Lab:
         node = self.nodes.get(rt.plan.node)
         host_ip = str(node.address.ip) if node else ""
         self.store.apply(objects.pod_object(rt.plan, rt.status, host_ip))
+
+
+def _make_store(spec: LabSpec) -> Store:
+    if spec.store == "embedded":
+        return Store()
+    return EtcdStore(spec.name)  # connected once its etcd runs (`_connect_store`)
+
+
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+
+
+def control_plane_nodes(nodes: Sequence[NodePlan]) -> list[NodePlan]:
+    """Where the lab's etcd members run: the nodes labeled control-plane, or else the
+    first three (one per rack first, so that losing a rack keeps a quorum where it can)."""
+    labeled = [n for n in nodes if CONTROL_PLANE_LABEL in n.labels]
+    if labeled:
+        return labeled
+    by_rack: dict[str, list[NodePlan]] = {}
+    for node in nodes:
+        by_rack.setdefault(node.rack, []).append(node)
+    order = []
+    for index in range(max((len(v) for v in by_rack.values()), default=0)):
+        order += [rack[index] for rack in by_rack.values() if index < len(rack)]
+    return order[: min(3, len(order))]
 
 
 def _run_in(netns_name: str, argv: Sequence[str], kwargs: dict) -> subprocess.CompletedProcess:

@@ -335,10 +335,16 @@ class Store:
             new["metadata"]["generation"] = current["metadata"]["generation"] + 1
         return self._commit(res, key, new, current)
 
+    def _next_revision(self, res: Resource, key: tuple[str, str], new: dict | None) -> int:
+        """The revision of the write about to be recorded (a backend's record, such as
+        etcd, is written here first). Called holding `_write_lock`."""
+        return self._revision + 1
+
     def _commit(self, res: Resource, key: tuple[str, str], new: dict | None, old: dict | None):
         """Bump the revision, store (or remove), record the event, notify. Holds `_write_lock`."""
+        revision = self._next_revision(res, key, new)
         with self._lock:
-            self._revision += 1
+            self._revision = revision
             rev = str(self._revision)
             if new is None:  # delete: the object leaves stamped with the deletion's revision
                 assert old is not None

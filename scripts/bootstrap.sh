@@ -13,6 +13,7 @@ DEB_PACKAGES=(
   iperf3           # bench/overlay
   curl             # demo and tests: HTTP between pods
   nftables         # nft: Service VIPs (kube-proxy's nftables mode) in each node
+  etcd-server      # store: etcd (a cluster inside the lab, or one on loopback for the tests)
   dnsperf          # bench/dns: the load generator
   dnsmasq-base     # bench/dns: the reference server (the binary only; `dnsmasq` would start a system service)
   bind9-dnsutils   # dig: bench/dns checks both servers' answers

@@ -63,6 +63,7 @@ class NodeLifecycleController(Controller):
         super().__init__(store)
         self.runtime, self.grace, self.clock = runtime, grace, clock
         self.transitions: list[tuple[float, str, bool]] = []  # (time, node, ready): for benches
+        self.disruptions = 0  # times every node was silent at once (no eviction then)
 
     def keys_for(self, event: Event) -> Iterable[Hashable]:
         meta = event.object["metadata"]
@@ -87,6 +88,12 @@ class NodeLifecycleController(Controller):
         now = self.clock()
         age = float("inf") if renewed is None else now - renewed
         alive = age <= self.grace
+        if not alive and node_ready(node) and self._all_silent(now):
+            # every node silent at once: the store (etcd electing a leader, say) was out,
+            # not the nodes. Evicting everything would turn a blip into an outage, so
+            # wait, as Kubernetes' node lifecycle controller does in a full disruption.
+            self.disruptions += 1
+            return self.grace
         if alive != node_ready(node):
             self._set_ready(node, alive, now)
             if alive:
@@ -95,6 +102,16 @@ class NodeLifecycleController(Controller):
                 self.runtime.node_lost(name)
         # look again when the lease would run out (an event may come first)
         return max(0.01, self.grace - age + 0.01) if alive else None
+
+    def _all_silent(self, now: float) -> bool:
+        leases = {
+            lease["metadata"]["name"]: parse_micro_time(lease["spec"].get("renewTime"))
+            for lease in self.store.list("leases", LEASE_NAMESPACE)[0]
+        }
+        names = [n["metadata"]["name"] for n in self.store.list("nodes")[0]]
+        if len(names) < 2:
+            return False
+        return all((leases.get(n) or 0) < now - self.grace for n in names)
 
     def _set_ready(self, node: dict, ready: bool, now: float) -> None:
         from netlab.controllers.nodeagent import micro_time

@@ -313,6 +313,7 @@ def _lab(lab_docs: list[tuple[int, dict]], checker: Checker) -> LabSpec | None:
     dns = _dns(draft.lab.get("dns"), checker)
     mesh = read_mesh(draft.lab.get("mesh"), checker)
     control_plane = _control_plane(draft.lab.get("controlPlane"), checker)
+    store = _store(draft.lab.get("store"), checker)
     if len(checker.problems) > before or service_network is None:
         return None
     racks = tuple(RackSpec(r.name, r.subnet, tuple(r.nodes)) for r in draft.racks)
@@ -326,7 +327,38 @@ def _lab(lab_docs: list[tuple[int, dict]], checker: Checker) -> LabSpec | None:
         dns=dns,
         mesh=mesh,
         control_plane=control_plane,
+        store=store,
     )
+
+
+def _store(value: Any, checker: Checker) -> str:
+    """lab.store: embedded (the supervisor's memory), etcd (a 3-member cluster inside
+    the lab), or etcd://HOST:PORT[,...] (an etcd the user runs, on loopback)."""
+    if value is None:
+        return "embedded"
+    problem = check_store_url(value)
+    if problem:
+        checker.add("lab.store", problem, "write embedded, etcd, or etcd://127.0.0.1:2379")
+        return "embedded"
+    return value
+
+
+def check_store_url(value: Any) -> str | None:
+    """What is wrong with a store setting (also `netlab up --store`); None if nothing."""
+    if value in ("embedded", "etcd"):
+        return None
+    if not isinstance(value, str) or not value.startswith("etcd://"):
+        return f"{value!r} is not a store"
+    for host in value[len("etcd://") :].strip("/").split(","):
+        name, _, port = host.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            return f"{host!r} in {value!r} has no port"
+        if name not in ("localhost", "[::1]") and not name.startswith("127."):
+            return (
+                f"{name!r} is not a loopback address: the supervisor talks only to loopback "
+                "and to the lab's own namespaces (store: etcd runs etcd inside the lab)"
+            )
+    return None
 
 
 CONTROL_PLANE_FIELDS = ("heartbeatInterval", "nodeGracePeriod")

@@ -250,6 +250,7 @@ class LabSpec:
     namespaces: tuple[NamespaceSpec, ...] = ()
     control_plane: ControlPlaneSpec = ControlPlaneSpec()
     jobs: tuple = ()  # JobSpec (netlab.spec.jobs)
+    store: str = "embedded"  # or "etcd" (a cluster inside the lab), or "etcd://127.0.0.1:2379"
 
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:

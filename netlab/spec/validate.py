@@ -300,6 +300,7 @@ LAB_FIELDS = (
     "dns",
     "mesh",
     "controlPlane",
+    "store",
 )
 RACK_FIELDS = ("name", "subnet", "nodes")
 NODE_FIELDS = ("name", "labels")

@@ -5,6 +5,7 @@ records each answer; the error window is the longest run of failed requests."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -59,13 +60,15 @@ def dig(lab: Lab, name: str) -> set[str]:
     return {line for line in out.split() if line[:1].isdigit()}
 
 
-@pytest.fixture(scope="module")
-def clab():
-    b = two_rack_builder("tctl")
+@pytest.fixture(scope="module", params=["embedded", "etcd"])
+def clab(request):
+    """The same lab twice: objects in the supervisor's memory, then in a 3-member etcd
+    cluster that runs inside the lab (on n1, n3, n2)."""
+    b = two_rack_builder("tctl" if request.param == "embedded" else "tctle")
     b.add_deployment("web", replicas=3, command=SERVE, ports=[8080])
     b.add_service("web", selector={"app": "web"}, ports=[(80, 8080)])
     b.add_service("web-headless", selector={"app": "web"}, ports=[(8080, 8080)], headless=True)
-    with Lab(b.build()) as lab:
+    with Lab(dataclasses.replace(b.build(), store=request.param)) as lab:
         lab.settle()
         yield lab
 
