@@ -59,6 +59,7 @@ class EtcdClient:
         self.timeout = timeout
         self._local = threading.local()
         self.requests = 0
+        self.closed = False
 
     def call(self, path: str, body: dict, serializable: bool = False) -> dict:
         """POST `body` to /v3/`path` on the first endpoint that answers."""
@@ -68,6 +69,8 @@ class EtcdClient:
         errors = []
         for _ in range(2):  # every endpoint, twice: a leader election takes a moment
             for endpoint in list(self.endpoints):
+                if self.closed:
+                    raise EtcdError("the lab is stopping: its etcd client is closed")
                 try:
                     return self._post(endpoint, path, payload)
                 except (OSError, http.client.HTTPException) as exc:
@@ -162,6 +165,8 @@ class EtcdClient:
         return int(answer["header"]["revision"]) if answer.get("succeeded") else None
 
     def close(self) -> None:
+        """Refuse further calls (from any thread) and close this thread's connections."""
+        self.closed = True
         for conn in self._local.__dict__.get("conns", {}).values():
             conn.close()
 

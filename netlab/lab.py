@@ -9,9 +9,7 @@ Store as Kubernetes objects, so watchers see the lab as it is.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -23,12 +21,12 @@ from pathlib import Path
 from netlab import objects
 from netlab.api_server import ApiServer
 from netlab.controllers import ControllerManager
-from netlab.controllers.deployment import DeploymentController
-from netlab.controllers.job import JobController
-from netlab.controllers.nodeagent import LEASE_NAMESPACE, NodeAgents
-from netlab.controllers.nodelifecycle import NodeLifecycleController, node_ready
+from netlab.controllers.nodeagent import NodeAgents
+from netlab.controllers.nodelifecycle import NodeLifecycleController
 from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
-from netlab.etcdstore import EtcdClient, EtcdStore, endpoints_of
+from netlab.etcdstore import EtcdStore
+from netlab.lab_nodes import NodeRuntime
+from netlab.lab_workloads import DeploymentRuntime, WorkloadRuntime, _result, _same_manifest
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
     VTEP_DEVICE,
@@ -37,13 +35,10 @@ from netlab.plan import (
     PodPlacer,
     PodPlan,
     peer_entries,
-    peer_entry,
     plan_lab,
-    plan_node,
 )
-from netlab.plan.build import candidates_of, deployment_hash
 from netlab.plan.interception import interception_script
-from netlab.plan.scheduler import Unschedulable, eligible, name_rng, pod_name, template_hash
+from netlab.plan.scheduler import pod_name
 from netlab.plan.services import DNS_SERVICE, dns_ip
 from netlab.readiness import Prober, Target, checks_for
 from netlab.realize import (
@@ -63,7 +58,6 @@ from netlab.realize.processes import (
     ExitMonitor,
     PidRecord,
     container_env,
-    signal_group,
     start_container,
     stop_processes,
 )
@@ -72,20 +66,15 @@ from netlab.services import Candidate, Services, selects
 from netlab.spec.load import ManifestSet, load_lab, parse_manifests
 from netlab.spec.mesh import MeshContext
 from netlab.spec.model import (
-    DeploymentSpec,
     LabSpec,
-    NodeSpec,
-    PodTemplate,
     PolicySpec,
     ServiceSpec,
-    frozen_map,
 )
 from netlab.store import Store
 from netlab.system import SIDECAR_CONTAINER, inject_all, is_meshed, with_system_workloads
 
 BACKOFF_START = 0.5  # seconds before the first restart; doubles up to BACKOFF_MAX
 BACKOFF_MAX = 30.0
-DRAIN_SECONDS = 0.2  # a pod a controller stops has left the endpoints this long before
 
 
 @dataclass
@@ -96,14 +85,7 @@ class PodRuntime:
     deleted: bool = False
 
 
-@dataclass
-class DeploymentRuntime:
-    spec: DeploymentSpec
-    pod_hash: str
-    rng: object
-
-
-class Lab:
+class Lab(WorkloadRuntime, NodeRuntime):
     def __init__(self, spec: LabSpec, run_root: Path = RUN_ROOT, store: Store | None = None):
         self.run_dir = run_root / spec.name
         self.spec = with_system_workloads(spec, socket_path(self.run_dir))
@@ -227,61 +209,15 @@ class Lab:
             self.store.apply(objects.job_object(job))
         self._start_control_plane()
 
-    def _start_control_plane(self) -> None:
-        """The node agents' heartbeats, then the controllers that watch the store."""
-        timing = self.spec.control_plane
-        self.node_agents = NodeAgents(
-            self.store, lambda: list(self.nodes), timing.heartbeat, timing.node_grace, time.time
-        )
-        self.node_agents.start()
-        self.node_lifecycle = NodeLifecycleController(
-            self.store, self, timing.node_grace, time.time
-        )
-        self.controllers = ControllerManager(
-            [
-                DeploymentController(self.store, self),
-                JobController(self.store, self),
-                self.node_lifecycle,
-            ]
-        )
-        self.controllers.start()
-
-    def _connect_store(self) -> None:
-        """store: etcd: start the lab's own cluster on its control-plane nodes, or use
-        the loopback etcd named; either way this lab starts from nothing in it."""
-        if not isinstance(self.store, EtcdStore) or self.store.client is not None:
-            return
-        if self.spec.store == "etcd":
-            hosts = control_plane_nodes(self.plan.nodes)
-            plans = [
-                etcd.MemberPlan(
-                    f"etcd-{node.name}",
-                    str(node.address.ip),
-                    node.netns,
-                    self.run_dir / "etcd" / node.name,
-                )
-                for node in hosts
-            ]
-            self.etcd_members = etcd.start_cluster(
-                plans,
-                self.run_dir / "logs",
-                lambda pid, name: self.pid_record.add(pid, "etcd", name),
-            )
-            endpoints = [m.endpoint for m in self.etcd_members]
-        else:
-            endpoints = endpoints_of(self.spec.store)
-        self.store.connect(EtcdClient(endpoints), fresh=True)
-
-    def _deployment_runtime(self, deployment: DeploymentSpec) -> DeploymentRuntime:
-        pod_hash = deployment_hash(deployment)
-        rng = name_rng(self.spec.name, deployment.namespace, deployment.name, pod_hash)
-        runtime = DeploymentRuntime(deployment, pod_hash, rng)
-        self.deployments[(deployment.namespace, deployment.name)] = runtime
-        return runtime
-
     def stop(self) -> None:
         """Tear everything down: processes first (by PID), then namespaces."""
         self.stopping = True
+        if (
+            isinstance(self.store, EtcdStore)
+            and self.store.client is not None
+            and self.etcd_members
+        ):
+            self.store.client.closed = True  # a cluster without quorum must not stall the teardown
         if self.node_agents is not None:
             self.node_agents.stop()
             self.node_agents = None
@@ -339,56 +275,6 @@ class Lab:
         with netlink.iproute(path) as ipr:
             vtep = netlink.index(ipr, VTEP_DEVICE)
         rtnl_batch.send(path, rtnl_batch.peer_messages(entries, vtep))
-
-    def add_node(self, name: str, rack: str, labels: dict[str, str] | None = None) -> NodePlan:
-        """A node joins the running lab: it gets a lease, and every other
-        node learns its VTEP (neighbour, FDB, route)."""
-        with self.lock:
-            if name in self.nodes or self.fabric.exists(name):
-                raise NetlabError(f"node {name} already exists; pick another name")
-            if rack not in {r.name for r in self.plan.racks}:
-                raise NetlabError(f"node {name}: rack {rack!r} does not exist")
-            spec = NodeSpec(name, rack, frozen_map(labels))
-            node = plan_node(
-                self.spec,
-                spec,
-                taken_addresses=[n.address.ip for n in self.nodes.values()],
-                taken_leases=[n.pod_cidr for n in self.nodes.values()],
-            )
-            self.fabric.add_node(node)
-            self.nodes[name] = node
-            self._setup_overlay(node)
-            self.services.program_node(str(self.fabric.host_path(name)))
-            for other in self.nodes.values():
-                if other.name != name:
-                    entry = peer_entry(other, node, self.spec.overlay.direct_routing)
-                    self._program_peers(other.name, [entry])
-            if self.node_agents is not None:  # its lease first: the node is not silent
-                self.node_agents.beat([name])
-            self._publish_node(node)
-            return node
-
-    def remove_node(self, name: str) -> None:
-        """A node leaves: its pods go (Deployments replace them elsewhere) and
-        every other node forgets its VTEP."""
-        with self.lock:
-            node = self.nodes.get(name)
-            if node is None:
-                raise NotFound(f"no node {name}")
-            for rt in [rt for rt in self.pods.values() if rt.plan.node == name]:
-                self._delete_pod(rt)
-            del self.nodes[name]
-            for other in self.nodes.values():
-                with netlink.iproute(self.fabric.host_path(other.name)) as ipr:
-                    overlay.remove_peer(
-                        ipr, peer_entry(other, node, self.spec.overlay.direct_routing)
-                    )
-            self.fabric.remove_node(node)
-            self.store.delete("nodes", None, name)
-            try:
-                self.store.delete("leases", LEASE_NAMESPACE, name)
-            except ApiError:
-                pass
 
     # -- pods -------------------------------------------------------------
 
@@ -686,305 +572,6 @@ class Lab:
             except ApiError as exc:
                 raise NotFound(f"no {plural} {namespace}/{name}") from exc
 
-    def _apply_deployment(self, deployment: DeploymentSpec) -> dict:
-        """Write the Deployment's desired state; its controller scales it or rolls the
-        new template out (by its strategy) from there."""
-        key = (deployment.namespace, deployment.name)
-        try:
-            stored = self.store.get("deployments", *key)
-        except ApiError:
-            stored = None
-        wanted = objects.deployment_object(deployment)
-        if stored is not None and _same_manifest(stored, wanted):
-            return _result("Deployment", *key, "unchanged")
-        self.store.apply(objects.namespace_object(deployment.namespace))
-        self._deployment_runtime(deployment)
-        self._write_deployment(deployment)
-        return _result("Deployment", *key, "created" if stored is None else "configured")
-
-    def _write_deployment(self, deployment: DeploymentSpec) -> None:
-        """The Deployment's metadata and spec into the store, keeping what the
-        controller wrote (status, revision annotation)."""
-        obj = objects.deployment_object(deployment)
-        try:
-            stored = self.store.get("deployments", deployment.namespace, deployment.name)
-        except ApiError:
-            self.store.apply(obj)
-            return
-        annotations = dict(obj["metadata"].get("annotations") or {})
-        for key, value in stored["metadata"].get("annotations", {}).items():
-            if key.startswith("deployment.kubernetes.io/"):
-                annotations.setdefault(key, value)
-        obj["metadata"]["annotations"] = annotations
-        obj["status"] = stored.get("status", {})
-        self.store.apply(obj)
-
-    # -- the Deployment controller's runtime (controllers.deployment.DeploymentRuntime) --
-
-    def compile_deployment(self, obj: dict) -> DeploymentRuntime:
-        """The runnable template of a stored Deployment: the cached one if its template
-        is unchanged, else parsed, checked against the lab and injected afresh."""
-        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-        manifest = objects.manifest_of(obj)
-        pod_hash = template_hash((manifest.get("spec") or {}).get("template") or {})
-        with self.lock:
-            cached = self.deployments.get(key)
-            if cached is not None and cached.pod_hash == pod_hash:
-                return cached
-            found = parse_manifests(json.dumps(manifest), self.spec, f"deployment {key[1]}")
-            (deployment,) = self._injected(found).deployments
-            return self._deployment_runtime(deployment)
-
-    # -- Jobs (controllers.job.JobRuntime) ------------------------------------------
-
-    def _apply_job(self, job) -> dict:
-        """A Job's spec is immutable once it runs (as in Kubernetes): a changed one is
-        refused; delete the Job and apply it again."""
-        key = (job.namespace, job.name)
-        wanted = objects.job_object(job)
-        try:
-            stored = self.store.get("jobs", *key)
-        except ApiError:
-            self.store.apply(objects.namespace_object(job.namespace))
-            self.store.apply(wanted)
-            return _result("Job", *key, "created")
-        if _same_manifest(stored, wanted):
-            return _result("Job", *key, "unchanged")
-        raise NetlabError(
-            f"Job {key[0]}/{key[1]}: spec is immutable once the Job runs; "
-            f"`netlab delete job {key[1]}` first, then apply it again"
-        )
-
-    def compile_job(self, obj: dict):
-        """A stored Job's template, parsed and checked against the lab."""
-        manifest = objects.manifest_of(obj)
-        found = parse_manifests(
-            json.dumps(manifest), self.spec, f"job {manifest['metadata']['name']}"
-        )
-        (job,) = found.jobs
-        return job
-
-    def run_job_pods(self, job, count: int) -> None:
-        """Place and start `count` more pods of a Job."""
-        with self.lock:
-            if self.stopping:
-                return
-            rng = self.job_rngs.setdefault(
-                (job.namespace, job.name), name_rng(self.spec.name, job.namespace, job.name, "job")
-            )
-            placer = PodPlacer(
-                self.spec.name,
-                self.schedulable_nodes(job.template),
-                [rt.plan for rt in self.pods.values()],
-                self.last_pod_address,
-            )
-            created = [
-                placer.add_job_pod(job.name, job.namespace, job.template, rng) for _ in range(count)
-            ]
-            self._create_pods(created)
-            self._wait_ready(created, timeout=10.0)
-            self._start_pods(created)
-            self._sync_services()
-
-    def delete_job(self, name: str, namespace: str = "default") -> dict:
-        """Delete a Job; its controller removes its pods."""
-        with self.lock:
-            try:
-                return self.store.delete("jobs", namespace, name)
-            except ApiError as exc:
-                raise NotFound(f"no job {namespace}/{name}") from exc
-
-    def run_replicas(self, runtime: DeploymentRuntime, count: int) -> None:
-        """Place and start `count` more pods of a Deployment's template."""
-        with self.lock:
-            if self.stopping:
-                return
-            nodes = self.schedulable_nodes(runtime.spec.template)
-            placer = PodPlacer(
-                self.spec.name,
-                nodes,
-                [rt.plan for rt in self.pods.values()],
-                self.last_pod_address,
-            )
-            created = [
-                placer.add_replica(runtime.spec, runtime.pod_hash, runtime.rng)
-                for _ in range(count)
-            ]
-            self._create_pods(created)
-            self._wait_ready(created, timeout=10.0)
-            self._start_pods(created)
-            self._sync_services()
-
-    def schedulable_nodes(self, template: PodTemplate | None = None) -> list[NodePlan]:
-        """The nodes a new pod may go to: Ready and not cordoned (kube-scheduler's filters
-        before nodeSelector); Unschedulable, with kube-scheduler's reasons, if none may."""
-        reasons: dict[str, int] = {}
-        fit = []
-        for node in self.nodes.values():
-            try:
-                obj = self.store.get("nodes", None, node.name)
-            except ApiError:
-                continue
-            if not node_ready(obj):
-                reason = "node(s) had untolerated taint {node.kubernetes.io/unreachable: }"
-            elif (obj.get("spec") or {}).get("unschedulable"):
-                reason = "node(s) were unschedulable"
-            elif template is not None and not eligible(template, candidates_of([node])):
-                reason = "node(s) didn't match Pod's node affinity/selector"
-            else:
-                fit.append(node)
-                continue
-            reasons[reason] = reasons.get(reason, 0) + 1
-        if not fit:
-            why = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
-            raise Unschedulable(
-                f"0/{len(self.nodes)} nodes are available: {why or 'the lab has no nodes'}. "
-                "`netlab node recover`, `netlab uncordon` or a matching nodeSelector would fix it"
-            )
-        return fit
-
-    # -- nodes failing and recovering (the node agents' side) ----------------------
-
-    def fail_node(self, name: str) -> None:
-        """`netlab node fail`: the node stops: its uplink loses carrier (the rack-bridge
-        port goes down), its pods' processes are frozen, its agent stops heartbeating."""
-        with self.lock:
-            node = self._node(name)
-            self.node_agents.fail(name)
-            with netlink.iproute(self.fabric.lab_path) as ipr:
-                ipr.link("set", index=netlink.index(ipr, node.lab_ifname), state="down")
-            for rt in self.pods.values():
-                if rt.plan.node == name:
-                    for proc in rt.procs.values():
-                        signal_group(proc.pid, signal.SIGSTOP)
-            for member in self.etcd_members:  # the node's etcd member freezes with it
-                if member.plan.name == f"etcd-{name}" and member.alive():
-                    signal_group(member.pid, signal.SIGSTOP)
-
-    def recover_node(self, name: str) -> None:
-        """`netlab node recover`: carrier back, processes thawed, heartbeats again."""
-        with self.lock:
-            node = self._node(name)
-            with netlink.iproute(self.fabric.lab_path) as ipr:
-                ipr.link("set", index=netlink.index(ipr, node.lab_ifname), state="up")
-                netlink.wait_oper_up(ipr, [node.lab_ifname])
-            for rt in self.pods.values():
-                if rt.plan.node == name:
-                    for proc in rt.procs.values():
-                        signal_group(proc.pid, signal.SIGCONT)
-            for member in self.etcd_members:
-                if member.plan.name == f"etcd-{name}" and member.alive():
-                    signal_group(member.pid, signal.SIGCONT)
-            self.node_agents.recover(name)
-
-    def cordon(self, name: str, unschedulable: bool = True) -> None:
-        """`netlab cordon` (or uncordon): new pods go elsewhere; running ones stay."""
-        self._node(name)
-        node = self.store.get("nodes", None, name)
-        node.setdefault("spec", {})["unschedulable"] = unschedulable
-        if not unschedulable:
-            node["spec"].pop("unschedulable")
-        self.store.update(node)
-
-    def drain(self, name: str, force: bool = False) -> list[str]:
-        """`netlab drain`: cordon, then evict every pod (their Deployments start them
-        elsewhere). Bare pods would be lost: refused unless `force`."""
-        with self.lock:
-            self._node(name)
-            mine = [rt for rt in self.pods.values() if rt.plan.node == name and not rt.deleted]
-            bare = sorted(rt.plan.name for rt in mine if not rt.plan.owner)
-            if bare and not force:
-                raise NetlabError(
-                    f"cannot drain {name}: pods not managed by a Deployment would be lost: "
-                    f"{', '.join(bare)}; use --force to delete them anyway"
-                )
-            self.cordon(name)
-            for rt in mine:
-                self._delete_pod(rt)
-            return sorted(rt.plan.name for rt in mine)
-
-    def node_lost(self, name: str) -> None:
-        """The lifecycle controller found the node silent: its pods are evicted (their
-        processes killed at once: the node is gone) and every other node drops its lease."""
-        with self.lock:
-            node = self.nodes.get(name)
-            if node is None or self.stopping:
-                return
-            for rt in [rt for rt in self.pods.values() if rt.plan.node == name]:
-                self._delete_pod(rt, grace=0.0)
-            for other in self.nodes.values():
-                if other.name != name:
-                    with netlink.iproute(self.fabric.host_path(other.name)) as ipr:
-                        overlay.remove_peer(
-                            ipr, peer_entry(other, node, self.spec.overlay.direct_routing)
-                        )
-
-    def node_back(self, name: str) -> None:
-        """The node heartbeats again: every other node learns its lease again."""
-        with self.lock:
-            node = self.nodes.get(name)
-            if node is None or self.stopping:
-                return
-            for other in self.nodes.values():
-                if other.name != name:
-                    entry = peer_entry(other, node, self.spec.overlay.direct_routing)
-                    self._program_peers(other.name, [entry])
-
-    def _node(self, name: str) -> NodePlan:
-        node = self.nodes.get(name)
-        if node is None:
-            raise NotFound(f"no node {name}; `netlab get nodes` lists them")
-        return node
-
-    def delete_pods(self, namespace: str, names: Sequence[str]) -> None:
-        """Stop and remove these pods (those still there): all leave the endpoints, then
-        requests already on their way get DRAIN_SECONDS to finish, then they stop."""
-        with self.lock:
-            runtimes = [
-                rt
-                for name in names
-                if (rt := self.pods.get((namespace, name))) is not None and not rt.deleted
-            ]
-            if not runtimes:
-                return
-            self._withdraw(runtimes)
-        time.sleep(DRAIN_SECONDS)
-        with self.lock:
-            for rt in runtimes:
-                if rt.plan.key in self.pods and not self.stopping:
-                    self._teardown(rt, grace=1.0)
-
-    def update_deployment(self, obj: dict) -> dict:
-        """Store a changed Deployment (a PATCH, a scale, an undo) once it is known to run
-        here; 409 if the stored one changed since `obj` was read from it."""
-        compiled = self.compile_deployment(obj)  # SpecError names what is wrong
-        with self.lock:
-            stored = self.store.update(obj)
-            self.deployments[(compiled.spec.namespace, compiled.spec.name)] = compiled
-            return stored
-
-    def scale(self, name: str, replicas: int, namespace: str = "default") -> dict:
-        """`netlab scale`: the Deployment's new replica count (its controller acts on it)."""
-        if replicas < 0:
-            raise NetlabError(f"--replicas must be 0 or more, got {replicas}")
-        for _ in range(5):  # the controller may write its status in between: read again
-            obj = self.store.get("deployments", namespace, name)
-            obj["spec"]["replicas"] = replicas
-            try:
-                return self.update_deployment(obj)
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
-        raise NetlabError(f"deployment {name} kept changing; try `netlab scale` again")
-
-    def settle(self, timeout: float = 20.0) -> None:
-        """Wait until the controllers have nothing left to do (tests and scripts)."""
-        deadline = time.monotonic() + timeout
-        while self.controllers is not None and not self.controllers.idle():
-            if time.monotonic() > deadline:
-                raise RealizeError(f"the controllers still had work after {timeout:.0f} s")
-            time.sleep(0.02)
-
     def delete_service(self, name: str, namespace: str = "default") -> None:
         with self.lock:
             if (namespace, name) == DNS_SERVICE and self.spec.dns.enabled:
@@ -1085,26 +672,6 @@ class Lab:
             self._delete_pod(rt)
             return rt.plan
 
-    def delete_deployment(self, name: str, namespace: str = "default") -> DeploymentSpec:
-        """Delete a Deployment and all its pods."""
-        with self.lock:
-            dep = self.deployments.pop((namespace, name), None)
-            if dep is None:
-                raise NotFound(f"no deployment {namespace}/{name}")
-            for rt in self._owned_by(namespace, name):
-                self._delete_pod(rt)
-            self.store.delete("deployments", namespace, name)
-            return dep.spec
-
-    def _owned_by(self, namespace: str, deployment: str) -> list[PodRuntime]:
-        return [
-            rt
-            for rt in self.pods.values()
-            if rt.plan.owner == deployment
-            and rt.plan.namespace == namespace
-            and rt.plan.owner_kind == "Deployment"
-        ]
-
     def _delete_pod(self, rt: PodRuntime, grace: float = 1.0) -> None:
         self._withdraw([rt])
         self._teardown(rt, grace)
@@ -1162,36 +729,8 @@ def _make_store(spec: LabSpec) -> Store:
     return EtcdStore(spec.name)  # connected once its etcd runs (`_connect_store`)
 
 
-CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
-
-
-def control_plane_nodes(nodes: Sequence[NodePlan]) -> list[NodePlan]:
-    """Where the lab's etcd members run: the nodes labeled control-plane, or else the
-    first three (one per rack first, so that losing a rack keeps a quorum where it can)."""
-    labeled = [n for n in nodes if CONTROL_PLANE_LABEL in n.labels]
-    if labeled:
-        return labeled
-    by_rack: dict[str, list[NodePlan]] = {}
-    for node in nodes:
-        by_rack.setdefault(node.rack, []).append(node)
-    order = []
-    for index in range(max((len(v) for v in by_rack.values()), default=0)):
-        order += [rack[index] for rack in by_rack.values() if index < len(rack)]
-    return order[: min(3, len(order))]
-
-
 def _run_in(netns_name: str, argv: Sequence[str], kwargs: dict) -> subprocess.CompletedProcess:
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
     kwargs.setdefault("timeout", 60)
     return subprocess.run(["ip", "netns", "exec", netns_name, *argv], check=False, **kwargs)
-
-
-def _same_manifest(stored: dict, manifest: dict) -> bool:
-    """The stored object says what the manifest says (the store and the controllers
-    add their own metadata)."""
-    return objects.manifest_of(stored) == objects.manifest_of(manifest)
-
-
-def _result(kind: str, namespace: str, name: str, action: str) -> dict:
-    return {"kind": kind, "namespace": namespace, "name": name, "action": action}

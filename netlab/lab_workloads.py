@@ -1,0 +1,246 @@
+"""The Lab's workload side (kubelet's and the API's part of Deployments and Jobs): the
+desired state written to the store, and the runtime the Deployment and Job
+controllers act through (compile a template, start pods of it, stop pods)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from netlab import objects
+from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
+from netlab.plan import PodPlacer
+from netlab.plan.build import deployment_hash
+from netlab.plan.scheduler import name_rng, template_hash
+from netlab.spec.load import parse_manifests
+from netlab.spec.model import DeploymentSpec
+
+if TYPE_CHECKING:
+    from netlab.lab import PodRuntime
+
+DRAIN_SECONDS = 0.2  # a pod a controller stops has left the endpoints this long before
+
+
+@dataclass
+class DeploymentRuntime:
+    spec: DeploymentSpec
+    pod_hash: str
+    rng: object
+
+
+class WorkloadRuntime:
+    """Mixed into Lab: Deployments and Jobs."""
+
+    def _apply_deployment(self, deployment: DeploymentSpec) -> dict:
+        """Write the Deployment's desired state; its controller scales it or rolls the
+        new template out (by its strategy) from there."""
+        key = (deployment.namespace, deployment.name)
+        try:
+            stored = self.store.get("deployments", *key)
+        except ApiError:
+            stored = None
+        wanted = objects.deployment_object(deployment)
+        if stored is not None and _same_manifest(stored, wanted):
+            return _result("Deployment", *key, "unchanged")
+        self.store.apply(objects.namespace_object(deployment.namespace))
+        self._deployment_runtime(deployment)
+        self._write_deployment(deployment)
+        return _result("Deployment", *key, "created" if stored is None else "configured")
+
+    def _write_deployment(self, deployment: DeploymentSpec) -> None:
+        """The Deployment's metadata and spec into the store, keeping what the
+        controller wrote (status, revision annotation)."""
+        obj = objects.deployment_object(deployment)
+        try:
+            stored = self.store.get("deployments", deployment.namespace, deployment.name)
+        except ApiError:
+            self.store.apply(obj)
+            return
+        annotations = dict(obj["metadata"].get("annotations") or {})
+        for key, value in stored["metadata"].get("annotations", {}).items():
+            if key.startswith("deployment.kubernetes.io/"):
+                annotations.setdefault(key, value)
+        obj["metadata"]["annotations"] = annotations
+        obj["status"] = stored.get("status", {})
+        self.store.apply(obj)
+
+    def compile_deployment(self, obj: dict) -> DeploymentRuntime:
+        """The runnable template of a stored Deployment: the cached one if its template
+        is unchanged, else parsed, checked against the lab and injected afresh."""
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        manifest = objects.manifest_of(obj)
+        pod_hash = template_hash((manifest.get("spec") or {}).get("template") or {})
+        with self.lock:
+            cached = self.deployments.get(key)
+            if cached is not None and cached.pod_hash == pod_hash:
+                return cached
+            found = parse_manifests(json.dumps(manifest), self.spec, f"deployment {key[1]}")
+            (deployment,) = self._injected(found).deployments
+            return self._deployment_runtime(deployment)
+
+    def _apply_job(self, job) -> dict:
+        """A Job's spec is immutable once it runs (as in Kubernetes): a changed one is
+        refused; delete the Job and apply it again."""
+        key = (job.namespace, job.name)
+        wanted = objects.job_object(job)
+        try:
+            stored = self.store.get("jobs", *key)
+        except ApiError:
+            self.store.apply(objects.namespace_object(job.namespace))
+            self.store.apply(wanted)
+            return _result("Job", *key, "created")
+        if _same_manifest(stored, wanted):
+            return _result("Job", *key, "unchanged")
+        raise NetlabError(
+            f"Job {key[0]}/{key[1]}: spec is immutable once the Job runs; "
+            f"`netlab delete job {key[1]}` first, then apply it again"
+        )
+
+    def compile_job(self, obj: dict):
+        """A stored Job's template, parsed and checked against the lab."""
+        manifest = objects.manifest_of(obj)
+        found = parse_manifests(
+            json.dumps(manifest), self.spec, f"job {manifest['metadata']['name']}"
+        )
+        (job,) = found.jobs
+        return job
+
+    def run_job_pods(self, job, count: int) -> None:
+        """Place and start `count` more pods of a Job."""
+        with self.lock:
+            if self.stopping:
+                return
+            rng = self.job_rngs.setdefault(
+                (job.namespace, job.name), name_rng(self.spec.name, job.namespace, job.name, "job")
+            )
+            placer = PodPlacer(
+                self.spec.name,
+                self.schedulable_nodes(job.template),
+                [rt.plan for rt in self.pods.values()],
+                self.last_pod_address,
+            )
+            created = [
+                placer.add_job_pod(job.name, job.namespace, job.template, rng) for _ in range(count)
+            ]
+            self._create_pods(created)
+            self._wait_ready(created, timeout=10.0)
+            self._start_pods(created)
+            self._sync_services()
+
+    def delete_job(self, name: str, namespace: str = "default") -> dict:
+        """Delete a Job; its controller removes its pods."""
+        with self.lock:
+            try:
+                return self.store.delete("jobs", namespace, name)
+            except ApiError as exc:
+                raise NotFound(f"no job {namespace}/{name}") from exc
+
+    def run_replicas(self, runtime: DeploymentRuntime, count: int) -> None:
+        """Place and start `count` more pods of a Deployment's template."""
+        with self.lock:
+            if self.stopping:
+                return
+            nodes = self.schedulable_nodes(runtime.spec.template)
+            placer = PodPlacer(
+                self.spec.name,
+                nodes,
+                [rt.plan for rt in self.pods.values()],
+                self.last_pod_address,
+            )
+            created = [
+                placer.add_replica(runtime.spec, runtime.pod_hash, runtime.rng)
+                for _ in range(count)
+            ]
+            self._create_pods(created)
+            self._wait_ready(created, timeout=10.0)
+            self._start_pods(created)
+            self._sync_services()
+
+    def delete_pods(self, namespace: str, names: Sequence[str]) -> None:
+        """Stop and remove these pods (those still there): all leave the endpoints, then
+        requests already on their way get DRAIN_SECONDS to finish, then they stop."""
+        with self.lock:
+            runtimes = [
+                rt
+                for name in names
+                if (rt := self.pods.get((namespace, name))) is not None and not rt.deleted
+            ]
+            if not runtimes:
+                return
+            self._withdraw(runtimes)
+        time.sleep(DRAIN_SECONDS)
+        with self.lock:
+            for rt in runtimes:
+                if rt.plan.key in self.pods and not self.stopping:
+                    self._teardown(rt, grace=1.0)
+
+    def update_deployment(self, obj: dict) -> dict:
+        """Store a changed Deployment (a PATCH, a scale, an undo) once it is known to run
+        here; 409 if the stored one changed since `obj` was read from it."""
+        compiled = self.compile_deployment(obj)  # SpecError names what is wrong
+        with self.lock:
+            stored = self.store.update(obj)
+            self.deployments[(compiled.spec.namespace, compiled.spec.name)] = compiled
+            return stored
+
+    def scale(self, name: str, replicas: int, namespace: str = "default") -> dict:
+        """`netlab scale`: the Deployment's new replica count (its controller acts on it)."""
+        if replicas < 0:
+            raise NetlabError(f"--replicas must be 0 or more, got {replicas}")
+        for _ in range(5):  # the controller may write its status in between: read again
+            obj = self.store.get("deployments", namespace, name)
+            obj["spec"]["replicas"] = replicas
+            try:
+                return self.update_deployment(obj)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+        raise NetlabError(f"deployment {name} kept changing; try `netlab scale` again")
+
+    def settle(self, timeout: float = 20.0) -> None:
+        """Wait until the controllers have nothing left to do (tests and scripts)."""
+        deadline = time.monotonic() + timeout
+        while self.controllers is not None and not self.controllers.idle():
+            if time.monotonic() > deadline:
+                raise RealizeError(f"the controllers still had work after {timeout:.0f} s")
+            time.sleep(0.02)
+
+    def delete_deployment(self, name: str, namespace: str = "default") -> DeploymentSpec:
+        """Delete a Deployment and all its pods."""
+        with self.lock:
+            dep = self.deployments.pop((namespace, name), None)
+            if dep is None:
+                raise NotFound(f"no deployment {namespace}/{name}")
+            for rt in self._owned_by(namespace, name):
+                self._delete_pod(rt)
+            self.store.delete("deployments", namespace, name)
+            return dep.spec
+
+    def _owned_by(self, namespace: str, deployment: str) -> list[PodRuntime]:
+        return [
+            rt
+            for rt in self.pods.values()
+            if rt.plan.owner == deployment
+            and rt.plan.namespace == namespace
+            and rt.plan.owner_kind == "Deployment"
+        ]
+
+    def _deployment_runtime(self, deployment: DeploymentSpec) -> DeploymentRuntime:
+        pod_hash = deployment_hash(deployment)
+        rng = name_rng(self.spec.name, deployment.namespace, deployment.name, pod_hash)
+        runtime = DeploymentRuntime(deployment, pod_hash, rng)
+        self.deployments[(deployment.namespace, deployment.name)] = runtime
+        return runtime
+
+
+def _same_manifest(stored: dict, manifest: dict) -> bool:
+    """The stored object says what the manifest says (the store and the controllers
+    add their own metadata)."""
+    return objects.manifest_of(stored) == objects.manifest_of(manifest)
+
+
+def _result(kind: str, namespace: str, name: str, action: str) -> dict:
+    return {"kind": kind, "namespace": namespace, "name": name, "action": action}
