@@ -202,9 +202,11 @@ class Proxy:
 
     def stats(self) -> dict[str, Any]:
         in_flight = sum(1 for c in self.connections if c.active is not None)
+        inbound = sum(1 for c in self.connections if c.active is not None and c.side == INBOUND)
         return {
             "connections_open": len(self.connections),
             "requests_in_flight": in_flight,
+            "inbound_in_flight": inbound,  # the autoscaler's concurrency, as Knative's queue-proxy reports it
             "upstream_open": self.pool.open,
             "upstream_idle": self.pool.idle_count(),
             "upstream_opened": self.pool.opened,

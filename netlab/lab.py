@@ -26,7 +26,13 @@ from netlab.controllers.nodelifecycle import NodeLifecycleController
 from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
 from netlab.etcdstore import EtcdStore
 from netlab.lab_nodes import NodeRuntime
-from netlab.lab_workloads import DeploymentRuntime, WorkloadRuntime, _result, _same_manifest
+from netlab.lab_workloads import (
+    DeploymentRuntime,
+    WorkloadRuntime,
+    _result,
+    _same_manifest,
+    check_autoscaled,
+)
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
     VTEP_DEVICE,
@@ -71,7 +77,14 @@ from netlab.spec.model import (
     ServiceSpec,
 )
 from netlab.store import Store
-from netlab.system import SIDECAR_CONTAINER, inject_all, is_meshed, with_system_workloads
+from netlab.system import (
+    ACTIVATOR_NAME,
+    ACTIVATOR_NAMESPACE,
+    SIDECAR_CONTAINER,
+    inject_all,
+    is_meshed,
+    with_system_workloads,
+)
 
 BACKOFF_START = 0.5  # seconds before the first restart; doubles up to BACKOFF_MAX
 BACKOFF_MAX = 30.0
@@ -89,6 +102,8 @@ class Lab(WorkloadRuntime, NodeRuntime):
     def __init__(self, spec: LabSpec, run_root: Path = RUN_ROOT, store: Store | None = None):
         self.run_dir = run_root / spec.name
         self.spec = with_system_workloads(spec, socket_path(self.run_dir))
+        for deployment in self.spec.deployments:  # before anything is built
+            check_autoscaled(deployment)
         self.plan = plan_lab(self.spec)
         self.store = store if store is not None else _make_store(self.spec)
         self.etcd_members: list[etcd.EtcdMember] = []  # store: etcd, inside the lab
@@ -430,7 +445,14 @@ class Lab(WorkloadRuntime, NodeRuntime):
             )
             for rt in self.pods.values()
         ]
-        self.services.sync(candidates)
+        activator = next(
+            (c for c in candidates if c.namespace == ACTIVATOR_NAMESPACE and c.ready
+             and c.name.startswith(ACTIVATOR_NAME + "-")),
+            None,
+        )  # fmt: skip
+        self.services.sync(
+            candidates, activator, self.scaled_to_zero_services() if activator else ()
+        )
 
     def wait_endpoints(
         self, namespace: str, name: str, count: int = 1, timeout: float = 20.0

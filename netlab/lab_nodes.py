@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 from netlab.controllers import ControllerManager
+from netlab.controllers.autoscaler import Autoscaler
 from netlab.controllers.deployment import DeploymentController
 from netlab.controllers.job import JobController
 from netlab.controllers.nodeagent import LEASE_NAMESPACE, NodeAgents
@@ -68,6 +69,7 @@ class NodeRuntime:
             [
                 DeploymentController(self.store, self),
                 JobController(self.store, self),
+                Autoscaler(self.store, self),
                 self.node_lifecycle,
             ]
         )

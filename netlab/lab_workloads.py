@@ -12,11 +12,15 @@ from typing import TYPE_CHECKING
 
 from netlab import objects
 from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
+from netlab.meshview import pod_get
 from netlab.plan import PodPlacer
 from netlab.plan.build import deployment_hash
+from netlab.plan.interception import ADMIN_PORT
 from netlab.plan.scheduler import name_rng, template_hash
+from netlab.spec.autoscale import settings_of
 from netlab.spec.load import parse_manifests
 from netlab.spec.model import DeploymentSpec
+from netlab.system import ACTIVATOR_NAME, ACTIVATOR_NAMESPACE, is_meshed, scales_to_zero
 
 if TYPE_CHECKING:
     from netlab.lab import PodRuntime
@@ -31,8 +35,72 @@ class DeploymentRuntime:
     rng: object
 
 
+def check_autoscaled(deployment: DeploymentSpec) -> None:
+    """An autoscaled Deployment must be meshed: its sidecars report the requests in flight."""
+    annotations = (deployment.manifest.get("metadata") or {}).get("annotations") or {}
+    settings = settings_of(annotations)
+    if settings is not None and not is_meshed(deployment.template):
+        raise NetlabError(
+            f"Deployment {deployment.namespace}/{deployment.name}: autoscaling reads the "
+            "requests in flight from its pods' sidecars, and it has none; mesh it (label its "
+            'namespace or template netlab.io/inject: "true")'
+        )
+
+
+def _selects_template(service, deployment: DeploymentSpec) -> bool:
+    labels = deployment.template.labels
+    return bool(service.selector) and all(labels.get(k) == v for k, v in service.selector.items())
+
+
 class WorkloadRuntime:
     """Mixed into Lab: Deployments and Jobs."""
+
+    # -- the autoscaler's scrape (controllers.autoscaler.Scrape) --------------------
+
+    def in_flight(self, pod: dict) -> float | None:
+        """Requests the pod's sidecar is serving now (its /stats), or None."""
+        netns = pod["metadata"].get("annotations", {}).get("netlab.io/netns")
+        if not netns:
+            return None
+        try:
+            status, body = pod_get(netns, ADMIN_PORT, "/stats", timeout=0.5)
+            return float(json.loads(body)["proxy"]["inbound_in_flight"]) if status == 200 else None
+        except (NetlabError, ValueError, KeyError, TypeError):
+            return None
+
+    def waiting(self, namespace: str, deployment: str) -> int:
+        """Requests the activator holds for the Services of a Deployment at zero pods."""
+        runtime = self.deployments.get((namespace, deployment))
+        activator = next(
+            (
+                rt
+                for rt in self.pods.values()
+                if rt.plan.owner == ACTIVATOR_NAME and rt.status.ready
+            ),
+            None,
+        )
+        if runtime is None or activator is None:
+            return 0
+        try:
+            status, body = pod_get(activator.plan.netns, ADMIN_PORT, "/stats", timeout=0.5)
+            held = json.loads(body).get("waiting", {}) if status == 200 else {}
+        except (NetlabError, ValueError):
+            return 0
+        return sum(
+            held.get(f"{ns}/{name}", 0)
+            for (ns, name), service in self.services.specs.items()
+            if ns == namespace and _selects_template(service, runtime.spec)
+        )
+
+    def scaled_to_zero_services(self) -> set[tuple[str, str]]:
+        """Services selecting the pods of a Deployment that may scale to zero: the
+        activator stands in for them while they have no ready pod."""
+        zero = [r.spec for r in self.deployments.values() if scales_to_zero(r.spec)]
+        return {
+            key
+            for key, service in self.services.specs.items()
+            if any(key[0] == d.namespace and _selects_template(service, d) for d in zero)
+        }
 
     def _apply_deployment(self, deployment: DeploymentSpec) -> dict:
         """Write the Deployment's desired state; its controller scales it or rolls the
@@ -45,6 +113,16 @@ class WorkloadRuntime:
         wanted = objects.deployment_object(deployment)
         if stored is not None and _same_manifest(stored, wanted):
             return _result("Deployment", *key, "unchanged")
+        check_autoscaled(deployment)
+        if (
+            scales_to_zero(deployment)
+            and (ACTIVATOR_NAMESPACE, ACTIVATOR_NAME) not in self.deployments
+        ):
+            raise NetlabError(
+                f"Deployment {key[0]}/{key[1]}: minScale 0 needs the activator to hold the first "
+                "request, and this lab runs none; a lab starts it when its lab file has a "
+                "Deployment with minScale 0 (or use minScale 1 here)"
+            )
         self.store.apply(objects.namespace_object(deployment.namespace))
         self._deployment_runtime(deployment)
         self._write_deployment(deployment)
@@ -79,6 +157,7 @@ class WorkloadRuntime:
                 return cached
             found = parse_manifests(json.dumps(manifest), self.spec, f"deployment {key[1]}")
             (deployment,) = self._injected(found).deployments
+            check_autoscaled(deployment)
             return self._deployment_runtime(deployment)
 
     def _apply_job(self, job) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -114,8 +114,39 @@ def service_rules(service: ServiceSpec, vip: IPv4Address, subsets: list[dict]) -
     return rules
 
 
+def activator_subsets(
+    service: ServiceSpec, activator: Candidate, port: int
+) -> list[dict[str, Any]]:
+    """The Endpoints of a Service scaled to zero: the activator, on its port, for every port."""
+    return [
+        {
+            "addresses": [
+                {
+                    "ip": str(activator.ip),
+                    "nodeName": activator.node,
+                    "targetRef": {
+                        "kind": "Pod",
+                        "name": activator.name,
+                        "namespace": activator.namespace,
+                    },
+                }
+            ],
+            "ports": [
+                {
+                    k: v
+                    for k, v in (("name", p.name), ("port", port), ("protocol", p.protocol))
+                    if v is not None
+                }
+                for p in service.ports
+            ],
+        }
+    ]
+
+
 class Services:
     """The lab's Services; `sync` brings Endpoints and the nodes' rules up to date."""
+
+    activator_port = 8012
 
     def __init__(
         self,
@@ -176,13 +207,26 @@ class Services:
     def vip(self, namespace: str, name: str) -> IPv4Address | None:
         return self.vips.get((namespace, name))
 
-    def sync(self, pods: Sequence[Candidate]) -> None:
+    def sync(
+        self,
+        pods: Sequence[Candidate],
+        activator: Candidate | None = None,
+        activated: Container[tuple[str, str]] = (),
+    ) -> None:
         """Recompute every Service's endpoints from the pods, publish what
-        changed, and program the nodes in one transaction each."""
+        changed, and program the nodes in one transaction each. A Service in
+        `activated` (its pods scale to zero) that has no ready pod gets the
+        activator as its endpoint, on `activator_port`, as Knative's do."""
         started = time.perf_counter()
         rules: list[ServiceRule] = []
         for key, service in self.specs.items():
             subsets = endpoint_subsets(service, pods)
+            if (
+                activator is not None
+                and key in activated
+                and not any(s.get("addresses") for s in subsets)
+            ):
+                subsets = activator_subsets(service, activator, self.activator_port)
             if key not in self.subsets or self.subsets[key] != subsets:
                 self.subsets[key] = subsets
                 self.store.apply(objects.endpoints_object(service, subsets))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from netlab.plan.interception import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, SIDECAR_MARK
 from netlab.plan.services import dns_service_spec
+from netlab.spec.autoscale import settings_of
 from netlab.spec.mesh import (
     COLLECTOR_LABELS,
     COLLECTOR_NAME,
@@ -84,6 +85,43 @@ def collector_deployment() -> DeploymentSpec:
     labels = frozen_map(COLLECTOR_LABELS)
     template = PodTemplate(labels=labels, containers=(container,))
     return DeploymentSpec(COLLECTOR_NAME, COLLECTOR_NAMESPACE, 1, labels, template, labels)
+
+
+ACTIVATOR_NAME, ACTIVATOR_NAMESPACE = "netlab-activator", "kube-system"
+ACTIVATOR_PORT = 8012
+ACTIVATOR_LABELS = {"app": "activator"}
+
+
+def activator_deployment(api_socket: Path) -> DeploymentSpec:
+    """Knative's activator: holds requests for autoscaled Deployments at zero pods."""
+    container = ContainerSpec(
+        name="activator",
+        command=(
+            sys.executable,
+            "-m",
+            "mesh.activator",
+            "--api-socket",
+            str(api_socket),
+            "--port",
+            str(ACTIVATOR_PORT),
+            "--admin-port",
+            str(ADMIN_PORT),
+        ),  # fmt: skip
+        ports=(
+            ContainerPort(ACTIVATOR_PORT, "http", "TCP"),
+            ContainerPort(ADMIN_PORT, "admin", "TCP"),
+        ),
+        image="netlab/activator",
+    )
+    labels = frozen_map(ACTIVATOR_LABELS)
+    template = PodTemplate(labels=labels, containers=(container,))
+    return DeploymentSpec(ACTIVATOR_NAME, ACTIVATOR_NAMESPACE, 1, labels, template, labels)
+
+
+def scales_to_zero(deployment: DeploymentSpec) -> bool:
+    annotations = (deployment.manifest.get("metadata") or {}).get("annotations") or {}
+    settings = settings_of(annotations)
+    return settings is not None and settings.min_scale == 0
 
 
 def sidecar_container(spec: LabSpec, api_socket: Path) -> ContainerSpec:
@@ -168,6 +206,8 @@ def with_system_workloads(spec: LabSpec, api_socket: Path) -> LabSpec:
     if mesh_enabled(spec):
         deployments.append(collector_deployment())
         services.append(collector_service())
+    if any(scales_to_zero(d) for d in spec.deployments):
+        deployments.append(activator_deployment(api_socket))
     labels = {ns.name: ns.labels for ns in spec.namespaces}
     injected_deployments, pods = inject_all(spec, api_socket, tuple(deployments), spec.pods, labels)
     return dataclasses.replace(

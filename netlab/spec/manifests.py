@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from netlab.spec.autoscale import settings_of
 from netlab.spec.mesh import (
     ISTIO_API,
     ISTIO_GROUP,
@@ -339,6 +340,14 @@ def _deployment(manifest: Manifest, value: Any, checker: Checker) -> DeploymentS
         )
     for field, message, fix in check_strategy(spec.get("strategy")):
         checker.add(join(path, field), message, fix)
+    try:
+        settings_of(manifest.body.get("metadata", {}).get("annotations") or {})
+    except ValueError as exc:
+        checker.add(
+            manifest.prefix + "metadata.annotations",
+            str(exc),
+            "write minScale/maxScale as whole numbers, target as requests per pod, window as 6s",
+        )
     limit = spec.get("revisionHistoryLimit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         checker.add(
