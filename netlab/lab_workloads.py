@@ -16,7 +16,7 @@ from netlab.meshview import pod_get
 from netlab.plan import PodPlacer
 from netlab.plan.build import deployment_hash
 from netlab.plan.interception import ADMIN_PORT
-from netlab.plan.scheduler import name_rng, template_hash
+from netlab.plan.scheduler import Unschedulable, name_rng, template_hash
 from netlab.spec.autoscale import settings_of
 from netlab.spec.load import parse_manifests
 from netlab.spec.model import DeploymentSpec
@@ -229,14 +229,20 @@ class WorkloadRuntime:
                 [rt.plan for rt in self.pods.values()],
                 self.last_pod_address,
             )
-            created = [
-                placer.add_replica(runtime.spec, runtime.pod_hash, runtime.rng)
-                for _ in range(count)
-            ]
-            self._create_pods(created)
-            self._wait_ready(created, timeout=10.0)
-            self._start_pods(created)
-            self._sync_services()
+            created, full = [], None
+            for _ in range(count):  # as many as fit: the rest wait, said in the status
+                try:
+                    created.append(placer.add_replica(runtime.spec, runtime.pod_hash, runtime.rng))
+                except Unschedulable as exc:
+                    full = exc
+                    break
+            if created:
+                self._create_pods(created)
+                self._wait_ready(created, timeout=10.0)
+                self._start_pods(created)
+                self._sync_services()
+            if full is not None:
+                raise full
 
     def delete_pods(self, namespace: str, names: Sequence[str]) -> None:
         """Stop and remove these pods (those still there): all leave the endpoints, then

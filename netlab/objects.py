@@ -106,6 +106,8 @@ def node_object(node: NodePlan, overlay: OverlaySpec) -> dict[str, Any]:
             ],
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
             "nodeInfo": {"kubeletVersion": "netlab", "operatingSystem": "linux"},
+            "capacity": {"pods": str(node.max_pods or node.pod_cidr.num_addresses - 3)},
+            "allocatable": {"pods": str(node.max_pods or node.pod_cidr.num_addresses - 3)},
         },
     }
 

@@ -48,6 +48,7 @@ def plan_node(
         pod_cidr=addressing.allocate_lease(spec.overlay, taken_leases),
         vtep_mac=names.vtep_mac(spec.name, node.name),
         labels=node_labels(node),
+        max_pods=node.max_pods,
     )
 
 
@@ -73,7 +74,7 @@ def plan_routers(spec: LabSpec) -> tuple[RouterPlan, ...]:
 
 
 def candidates_of(nodes: Sequence[NodePlan]) -> list[scheduler.Candidate]:
-    return [scheduler.Candidate(n.name, n.rack, n.labels) for n in nodes]
+    return [scheduler.Candidate(n.name, n.rack, n.labels, n.max_pods) for n in nodes]
 
 
 def plan_pod(

@@ -66,6 +66,7 @@ class NodePlan:
     pod_cidr: IPv4Network  # the node's overlay lease
     vtep_mac: str
     labels: MappingProxyType
+    max_pods: int | None = None  # the node's capacity in pods (lab file maxPods)
 
     @property
     def vtep_ip(self) -> IPv4Address:

@@ -29,6 +29,7 @@ class Candidate:
     name: str
     rack: str
     labels: Mapping[str, str]
+    max_pods: int | None = None
 
 
 def eligible(template: PodTemplate, nodes: Sequence[Candidate]) -> list[Candidate]:
@@ -55,11 +56,17 @@ def place(
     `group` lists the nodes the group's existing pods run on; `load` counts
     all pods per node.
     """
-    candidates = eligible(template, nodes)
-    if not candidates:
+    matching = eligible(template, nodes)
+    if not matching:
         raise Unschedulable(
             "no node matches the pod's nodeName/nodeSelector; "
             "change the selector or label a node in the lab file"
+        )
+    candidates = [n for n in matching if n.max_pods is None or load.get(n.name, 0) < n.max_pods]
+    if not candidates:
+        raise Unschedulable(
+            f"0/{len(nodes)} nodes are available: {len(matching)} Too many pods (every node the "
+            "pod may go to is at its maxPods); raise maxPods in the lab file or add a node"
         )
     group_nodes = list(group)
     rack_of = {node.name: node.rack for node in nodes}

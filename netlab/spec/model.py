@@ -48,6 +48,7 @@ class NodeSpec:
     name: str
     rack: str
     labels: MappingProxyType = field(default_factory=frozen_map)  # user labels only
+    max_pods: int | None = None  # capacity: at most this many pods (None: the pod subnet's)
 
 
 @dataclass(frozen=True)

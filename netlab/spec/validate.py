@@ -303,7 +303,7 @@ LAB_FIELDS = (
     "store",
 )
 RACK_FIELDS = ("name", "subnet", "nodes")
-NODE_FIELDS = ("name", "labels")
+NODE_FIELDS = ("name", "labels", "maxPods")
 ROUTER_FIELDS = ("name", "racks")
 MAX_RACK_PREFIX = 29
 RESERVED_LABELS = (HOSTNAME_LABEL, ZONE_LABEL)
@@ -435,11 +435,12 @@ def _nodes(
         checker.add(path, "a rack needs at least one node", "list its nodes, e.g. nodes: [n1, n2]")
     nodes = []
     for i, entry in enumerate(value):
-        here, labels = item(path, i), {}
+        here, labels, max_pods = item(path, i), {}, None
         if isinstance(entry, dict):
             node = checker.mapping(entry, here, NODE_FIELDS, required=("name",))
             name, here = node.get("name"), join(here, "name")
             labels = checker.labels(node, "labels", item(path, i))
+            max_pods = checker.int_in(node, "maxPods", item(path, i), 1, 65536)
             for key in RESERVED_LABELS:
                 if key in (labels or {}):
                     checker.add(
@@ -451,7 +452,7 @@ def _nodes(
             name = entry
         if _fabric_name(checker, name, here, "node", IFNAME_MAX - len("-eth0"), "{}-eth0"):
             if rack is not None and labels is not None:
-                nodes.append(NodeSpec(name, rack, frozen_map(labels)))
+                nodes.append(NodeSpec(name, rack, frozen_map(labels), max_pods))
         names.claim(name, here, "node")
     return nodes
 

@@ -97,3 +97,40 @@ def test_a_job_with_its_defaults():
         6,
         None,
     )
+
+
+def test_max_pods_is_a_capacity_the_scheduler_keeps():
+    from netlab.plan import scheduler
+    from netlab.plan.build import plan_lab
+
+    text = LAB.replace("nodes: [n1, n2]", "nodes: [{name: n1, maxPods: 1}, {name: n2, maxPods: 2}]")
+    spec = parse_lab(text)
+    assert [n.max_pods for n in spec.nodes] == [1, 2]
+    nodes = [scheduler.Candidate("n1", "r1", {}, 1), scheduler.Candidate("n2", "r1", {}, 2)]
+    tmpl = parse_lab(LAB + JOB % ("", "Never")).jobs[0].template
+    assert scheduler.place(tmpl, nodes, [], {"n1": 1, "n2": 0}) == "n2"
+    with pytest.raises(scheduler.Unschedulable, match="Too many pods"):
+        scheduler.place(tmpl, nodes, [], {"n1": 1, "n2": 2})
+    # a lab file asking for more pods than the nodes hold is refused before anything is built
+    crowded = (
+        text
+        + """
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, command: [sleep, "1"]}]}
+"""
+    )
+    with pytest.raises(scheduler.Unschedulable, match="Too many pods"):
+        plan_lab(parse_lab(crowded))
+
+
+def test_bad_max_pods():
+    with pytest.raises(SpecError, match="maxPods"):
+        parse_lab(LAB.replace("nodes: [n1, n2]", "nodes: [{name: n1, maxPods: 0}]"))
