@@ -250,7 +250,7 @@ def _watch_rows(
     shown = tables.render(
         resource.plural, objs, wide=args.output == "wide", all_namespaces=args.all_namespaces
     )
-    header, *_ = shown.splitlines() or [""]
+    header = shown.splitlines()[0] if objs else None  # none yet: the first change prints it
     print(shown, flush=True)
     field = f"metadata.name={args.name}" if args.name else None
     while True:
@@ -278,7 +278,10 @@ def _watch_rows(
                     all_namespaces=args.all_namespaces,
                 ).splitlines()
                 suffix = "   (deleted)" if event["type"] == "DELETED" else ""
-                for row in rows[1:] if rows and rows[0] == header else rows:
+                if header is None:
+                    header = rows[0]
+                    print(header, flush=True)
+                for row in rows[1:]:
                     print(row + suffix, flush=True)
         except ApiError as exc:
             if exc.status != 410:

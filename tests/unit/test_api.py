@@ -52,6 +52,12 @@ class FakeLab:
     async def shutdown(self) -> None:
         self.shut_down.set()
 
+    async def update_deployment(self, obj: dict) -> dict:
+        replicas = (obj.get("spec") or {}).get("replicas", 1)
+        if not isinstance(replicas, int):  # the real lab validates the whole manifest
+            raise ApiError(422, "spec.replicas: must be an integer")
+        return self.store.update(obj)
+
     def topology(self) -> dict:
         return {"apiVersion": "netlab.io/v1", "kind": "Topology", "racks": [{"name": "r1"}]}
 
@@ -432,3 +438,77 @@ def test_missing_socket_is_lab_not_found(tmp_path):
     with pytest.raises(LabNotFound) as err:
         client.get("pods", "a")
     assert "netlab up" in str(err.value) and "nope.sock" in str(err.value)
+
+
+# -- PATCH and /scale ------------------------------------------------------------------
+
+
+def _patch(lab, path: str, body, kind: str) -> tuple[int, dict]:
+    conn = UnixHTTPConnection(str(lab.path), timeout=5)
+    try:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        conn.request("PATCH", path, body=data, headers={"Content-Type": kind})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_patch_and_scale_a_deployment(lab):
+    dep = dict(deployment("web"), spec={"replicas": 2, "selector": {"matchLabels": {"app": "web"}}})
+    lab.store.create(dep)
+    base = "/apis/apps/v1/namespaces/default/deployments/web"
+    status, obj = _patch(lab, base, {"spec": {"replicas": 3}}, "application/merge-patch+json")
+    assert status == 200 and obj["spec"]["replicas"] == 3
+    ops = [{"op": "replace", "path": "/spec/replicas", "value": 4}]
+    assert _patch(lab, base, ops, "application/json-patch+json")[1]["spec"]["replicas"] == 4
+    code, scale = lab.raw("GET", base + "/scale")
+    assert code == 200 and scale["kind"] == "Scale" and scale["spec"]["replicas"] == 4
+    assert scale["status"]["selector"] == "app=web"
+    status, scale = _patch(
+        lab, base + "/scale", {"spec": {"replicas": 1}}, "application/merge-patch+json"
+    )
+    assert status == 200 and scale["spec"]["replicas"] == 1
+    assert lab.store.get("deployments", "default", "web")["spec"]["replicas"] == 1
+    assert (
+        lab.client.patch("deployments", "web", {"spec": {"replicas": 2}}, subresource="scale")[
+            "spec"
+        ]["replicas"]
+        == 2
+    )
+
+
+@pytest.mark.parametrize(
+    "path,body,kind,code",
+    [
+        ("", {"spec": {"replicas": "many"}}, "application/merge-patch+json", 422),
+        ("", {"metadata": {"name": "other"}}, "application/merge-patch+json", 422),
+        ("", {"spec": {}}, "text/plain", 415),
+        ("", b"{nope", "application/merge-patch+json", 400),
+        (
+            "",
+            [{"op": "test", "path": "/spec/replicas", "value": 9}],
+            "application/json-patch+json",
+            422,
+        ),
+        ("/scale", {"spec": {"replicas": -1}}, "application/merge-patch+json", 422),
+        ("/scale", {"spec": {"replicas": True}}, "application/merge-patch+json", 422),
+    ],
+)
+def test_bad_patches_answer_with_a_status_and_change_nothing(lab, path, body, kind, code):
+    dep = dict(deployment("web"), spec={"replicas": 2})
+    lab.store.create(dep)
+    before = lab.store.get("deployments", "default", "web")
+    status, answer = _patch(
+        lab, "/apis/apps/v1/namespaces/default/deployments/web" + path, body, kind
+    )
+    assert status == code and answer["kind"] == "Status", answer
+    assert lab.store.get("deployments", "default", "web") == before
+
+
+def test_patch_of_a_kind_that_takes_none_is_405(lab):
+    lab.store.create(pod("a"))
+    status, _ = _patch(
+        lab, "/api/v1/namespaces/default/pods/a", {"spec": {}}, "application/merge-patch+json"
+    )
+    assert status == 405
