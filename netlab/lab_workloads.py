@@ -16,7 +16,7 @@ from netlab.meshview import pod_get
 from netlab.plan import PodPlacer
 from netlab.plan.build import deployment_hash
 from netlab.plan.interception import ADMIN_PORT
-from netlab.plan.scheduler import Unschedulable, name_rng, template_hash
+from netlab.plan.scheduler import Unschedulable, name_rng, pod_name, template_hash
 from netlab.spec.autoscale import settings_of
 from netlab.spec.load import parse_manifests
 from netlab.spec.model import DeploymentSpec
@@ -217,25 +217,46 @@ class WorkloadRuntime:
             except ApiError as exc:
                 raise NotFound(f"no job {namespace}/{name}") from exc
 
-    def run_replicas(self, runtime: DeploymentRuntime, count: int) -> None:
-        """Place and start `count` more pods of a Deployment's template."""
+    def run_replicas(
+        self, runtime: DeploymentRuntime, count: int, pending: Sequence[str] = ()
+    ) -> None:
+        """Place and start the `pending` pods (named, in the store only) and `count` more
+        of a Deployment's template. Those that fit nowhere stay (or are written) in the
+        store as Pending with the scheduler's reason; Unschedulable says so."""
         with self.lock:
             if self.stopping:
                 return
-            nodes = self.schedulable_nodes(runtime.spec.template)
+            try:
+                nodes, nowhere = self.schedulable_nodes(runtime.spec.template), None
+            except Unschedulable as exc:  # no node at all: every pod waits, Pending
+                nodes, nowhere = [], exc
             placer = PodPlacer(
                 self.spec.name,
                 nodes,
                 [rt.plan for rt in self.pods.values()],
                 self.last_pod_address,
             )
+            spec, pod_hash = runtime.spec, runtime.pod_hash
+            placer.reserved = {
+                p["metadata"]["name"] for p in self.store.list("pods", spec.namespace)[0]
+            }
             created, full = [], None
-            for _ in range(count):  # as many as fit: the rest wait, said in the status
+            for name in [*pending, *[None] * count]:  # as many as fit: the rest wait, Pending
                 try:
-                    created.append(placer.add_replica(runtime.spec, runtime.pod_hash, runtime.rng))
+                    if nowhere is not None:
+                        raise nowhere
+                    plan = placer.add_replica(spec, pod_hash, runtime.rng, name)
                 except Unschedulable as exc:
                     full = exc
-                    break
+                    if name is None:
+                        taken = placer.reserved | {p.name for p in placer.pods}
+                        name = pod_name(spec.name, pod_hash, runtime.rng, taken)
+                    placer.reserved.add(name)
+                    self.store.apply(objects.pending_pod_object(spec, name, pod_hash, str(exc)))
+                    continue
+                if name is not None:  # it fits now: the Pending object gives way to the pod
+                    self.store.delete("pods", spec.namespace, name)
+                created.append(plan)
             if created:
                 self._create_pods(created)
                 self._wait_ready(created, timeout=10.0)
@@ -248,6 +269,12 @@ class WorkloadRuntime:
         """Stop and remove these pods (those still there): all leave the endpoints, then
         requests already on their way get DRAIN_SECONDS to finish, then they stop."""
         with self.lock:
+            for name in names:  # Pending ones were never anywhere but in the store
+                if (namespace, name) not in self.pods:
+                    try:
+                        self.store.delete("pods", namespace, name)
+                    except ApiError:
+                        pass
             runtimes = [
                 rt
                 for name in names

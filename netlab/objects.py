@@ -177,6 +177,56 @@ def pod_object(pod: PodPlan, status: PodStatus, host_ip: str) -> dict[str, Any]:
     }
 
 
+def pending_pod_object(
+    deployment: DeploymentSpec, name: str, pod_hash: str, message: str
+) -> dict[str, Any]:
+    """A Deployment's pod that fits on no node: in the store, Pending, with the scheduler's
+    reason (as kube-scheduler leaves it), until a node has room."""
+    labels = dict(deployment.template.labels, **{"pod-template-hash": pod_hash})
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": deployment.namespace,
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": deployment.name,
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "containers": [
+                {"name": c.name, "image": c.image or "host"} for c in deployment.template.containers
+            ],
+            "restartPolicy": deployment.template.restart_policy,
+        },
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": message,
+                }
+            ],
+        },
+    }
+
+
+def unscheduled(pod: dict[str, Any]) -> bool:
+    """A Pending pod no node was found for (a pending_pod_object)."""
+    return any(
+        c.get("type") == "PodScheduled" and c.get("status") == "False"
+        for c in pod.get("status", {}).get("conditions") or ()
+    )
+
+
 def deployment_object(deployment: DeploymentSpec) -> dict[str, Any]:
     """A Deployment's desired state as written (its controller fills in the status)."""
     manifest = json.loads(json.dumps(deployment.manifest)) if deployment.manifest else {}

@@ -83,7 +83,7 @@ def _pod_row(pod: dict[str, Any], wide: bool) -> list[str]:
             status = "CrashLoopBackOff"
     row = [
         pod["metadata"]["name"],
-        f"{ready}/{len(statuses)}",
+        f"{ready}/{len(statuses) or len(pod.get('spec', {}).get('containers', []))}",
         status,
         str(restarts),
         age(pod["metadata"].get("creationTimestamp")),

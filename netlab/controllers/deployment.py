@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from netlab.controllers.base import Controller
 from netlab.controllers.rollout import Replica, complete, parse_strategy, step
 from netlab.errors import ApiError, NetlabError
+from netlab.objects import unscheduled
 from netlab.store import Event, Store
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,9 @@ class DeploymentRuntime(Protocol):
         """The template of a stored Deployment, validated; NetlabError if it cannot run."""
         ...
 
-    def run_replicas(self, compiled: Compiled, count: int) -> None:
-        """Place and start `count` more pods of this template; Unschedulable if none fit."""
+    def run_replicas(self, compiled: Compiled, count: int, pending: Sequence[str] = ()) -> None:
+        """Place the `pending` pods and `count` more of this template; those that fit
+        nowhere are Pending in the store, and Unschedulable says so."""
         ...
 
     def delete_pods(self, namespace: str, names: Sequence[str]) -> None:
@@ -134,10 +136,17 @@ class DeploymentController(Controller):
         if change.delete:
             self.runtime.delete_pods(namespace, change.delete)
         failure = None
-        if change.create:
+        pending = [
+            p["metadata"]["name"]
+            for p in self.owned_pods(namespace, name)
+            if unscheduled(p)
+            and p["metadata"]["name"] not in change.delete
+            and p["metadata"].get("labels", {}).get(HASH_LABEL) == compiled.pod_hash
+        ]
+        if change.create or pending:
             try:
-                self.runtime.run_replicas(compiled, change.create)
-            except NetlabError as exc:  # Unschedulable: said in the status, tried again
+                self.runtime.run_replicas(compiled, change.create, pending)
+            except NetlabError as exc:  # Unschedulable: Pending pods say why; tried again
                 failure = str(exc)
         pods = [replica_of(p) for p in self.owned_pods(namespace, name)]
         self._write_status(deployment, compiled.pod_hash, revision, pods, failure)

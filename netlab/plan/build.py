@@ -131,6 +131,7 @@ class PodPlacer:
         # per node, the address handed out last (updated in place: a running
         # lab keeps this map, so addresses advance across placers)
         self.last = last_addresses if last_addresses is not None else {}
+        self.reserved: set[str] = set()  # names taken by pods that exist only in the store
 
     def _taken_on(self, node: str) -> set[IPv4Address]:
         return {p.address.ip for p in self.pods if p.node == node}
@@ -145,7 +146,11 @@ class PodPlacer:
         node_name = scheduler.place(template, candidates_of(self.nodes), [], self._load())
         return self._add(name, namespace, template, node_name, None, None)
 
-    def add_replica(self, deployment: DeploymentSpec, pod_hash: str, rng) -> PodPlan:
+    def add_replica(
+        self, deployment: DeploymentSpec, pod_hash: str, rng, name: str | None = None
+    ) -> PodPlan:
+        """One more pod of a Deployment: spread over racks and nodes; named afresh, or
+        `name` (a Pending pod that now fits)."""
         group = [
             p.node
             for p in self.pods
@@ -154,8 +159,8 @@ class PodPlacer:
         node_name = scheduler.place(
             deployment.template, candidates_of(self.nodes), group, self._load()
         )
-        taken = {p.name for p in self.pods if p.namespace == deployment.namespace}
-        name = scheduler.pod_name(deployment.name, pod_hash, rng, taken)
+        taken = {p.name for p in self.pods if p.namespace == deployment.namespace} | self.reserved
+        name = name or scheduler.pod_name(deployment.name, pod_hash, rng, taken)
         return self._add(
             name, deployment.namespace, deployment.template, node_name, deployment.name, pod_hash
         )

@@ -215,10 +215,30 @@ def test_scale_through_the_api_and_unschedulable_pods_say_why(clab):
 
         assert wait_for(unschedulable, 5.0), reason
         assert len(ready_webs(clab)) == 3
+        # the pod that fits nowhere is in the store, Pending, with the scheduler's reason
+        pending = [
+            p
+            for p in clab.store.list("pods", "default")[0]
+            if p["metadata"]["name"].startswith("web-") and p["status"].get("phase") == "Pending"
+        ]
+        assert len(pending) == 1
+        scheduled = pending[0]["status"]["conditions"][0]
+        assert (scheduled["type"], scheduled["status"], scheduled["reason"]) == (
+            "PodScheduled",
+            "False",
+            "Unschedulable",
+        )
+        assert "4 node(s) were unschedulable" in scheduled["message"]
+        waiting = pending[0]["metadata"]["name"]
     finally:
         for node in clab.nodes:
             clab.cordon(node, False)
     wait_converged(clab, replicas=4)
+    # uncordoned: that very pod was placed and runs (no Pending object is left)
+    assert waiting in {p.name for p in ready_webs(clab)}
+    assert not [
+        p for p in clab.store.list("pods", "default")[0] if p["status"].get("phase") == "Pending"
+    ]
     scale = client._json("GET", "/apis/apps/v1/namespaces/default/deployments/web/scale")
     assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 4
     rollouts.scale(client, "deployment/web", 3, "default")

@@ -53,7 +53,7 @@ class FakeRuntime:
     def compile_deployment(self, obj):
         return self.Compiled(obj)
 
-    def run_replicas(self, compiled, count):
+    def run_replicas(self, compiled, count, pending=()):
         meta = compiled.obj["metadata"]
         for _ in range(count):
             self.serial += 1
