@@ -241,15 +241,11 @@ class EtcdStore(Store):
             raise EtcdError("the lab's etcd is not connected yet")
         etcd_key = self._etcd_key(res, key)
         seen = self._mod.get(etcd_key, 0)
-        if new is None:
-            revision = self.client.delete_if(etcd_key, seen)
-        else:
-            body = dict(
-                new, metadata={k: v for k, v in new["metadata"].items() if k != "resourceVersion"}
-            )
-            revision = self.client.put_if(
-                etcd_key, json.dumps(body, separators=(",", ":")).encode(), seen
-            )
+        try:
+            revision = self._write(etcd_key, seen, new)
+        except EtcdError:
+            self.last_write_failure = time.time()
+            raise
         if revision is None:  # someone else wrote it: take theirs, and let the caller retry
             self.load()
             err = ApiError(
@@ -262,3 +258,11 @@ class EtcdStore(Store):
         else:
             self._mod[etcd_key] = revision
         return revision
+
+    def _write(self, etcd_key: str, seen: int, new: dict | None) -> int | None:
+        assert self.client is not None
+        if new is None:
+            return self.client.delete_if(etcd_key, seen)
+        meta = {k: v for k, v in new["metadata"].items() if k != "resourceVersion"}
+        body = json.dumps(dict(new, metadata=meta), separators=(",", ":")).encode()
+        return self.client.put_if(etcd_key, body, seen)

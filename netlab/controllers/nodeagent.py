@@ -83,10 +83,15 @@ class NodeAgents:
 
     def beat(self, nodes: Iterable[str] | None = None) -> None:
         """Renew the leases of these nodes (default: every live one) now."""
-        now = self.clock()
+        now, error = self.clock(), None
         for node in list(self.nodes()) if nodes is None else nodes:
             if node not in self.failed:
-                self.store.apply(lease_object(node, now, self.grace))
+                try:  # one lost renewal must not cost the other nodes theirs
+                    self.store.apply(lease_object(node, now, self.grace))
+                except Exception as exc:
+                    error = exc
+        if error is not None:
+            raise error
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -88,10 +88,16 @@ class NodeLifecycleController(Controller):
         now = self.clock()
         age = float("inf") if renewed is None else now - renewed
         alive = age <= self.grace
-        if not alive and node_ready(node) and self._all_silent(now):
-            # every node silent at once: the store (etcd electing a leader, say) was out,
-            # not the nodes. Evicting everything would turn a blip into an outage, so
-            # wait, as Kubernetes' node lifecycle controller does in a full disruption.
+        outage = self.store.last_write_failure
+        if (
+            not alive
+            and node_ready(node)
+            and (self._all_silent(now) or (outage is not None and now - outage < 2 * self.grace))
+        ):
+            # every node silent at once, or the store refusing writes lately (etcd
+            # electing a leader): the heartbeats were lost in the control plane, not the
+            # nodes. Evicting then would turn a blip into an outage, so wait, as
+            # Kubernetes' node lifecycle controller does in a full disruption.
             self.disruptions += 1
             return self.grace
         if alive != node_ready(node):

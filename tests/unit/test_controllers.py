@@ -185,3 +185,30 @@ def test_node_lifecycle_marks_a_silent_node_not_ready_and_back():
         assert store.get("leases", LEASE_NAMESPACE, "n1")["spec"]["holderIdentity"] == "n1"
     finally:
         controller.stop()
+
+
+def test_no_eviction_while_the_store_was_refusing_writes():
+    """Heartbeats lost in the control plane (etcd electing a leader) are not a dead node."""
+    store = Store()
+    now = [1000.0]
+    for name in ("n1", "n2"):
+        store.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name},
+                "spec": {},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+            }
+        )
+    store.apply(lease_object("n1", now[0], 1.0))
+    store.apply(lease_object("n2", now[0] + 1.5, 1.0))  # n2 renewed again, n1 not yet
+    nodes = RecordingNodes()
+    controller = NodeLifecycleController(store, nodes, grace=1.0, clock=lambda: now[0])
+    now[0] += 1.5
+    store.last_write_failure = now[0] - 0.5  # a write failed half a second ago
+    assert controller.reconcile("n1") == 1.0  # looked at again later, nothing done
+    assert nodes.calls == [] and node_ready(store.get("nodes", None, "n1"))
+    store.last_write_failure = now[0] - 5.0  # long enough ago: n1 really is silent
+    controller.reconcile("n1")
+    assert nodes.calls == [("lost", "n1")]
