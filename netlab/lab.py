@@ -25,6 +25,7 @@ from netlab.controllers.nodeagent import NodeAgents
 from netlab.controllers.nodelifecycle import NodeLifecycleController
 from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
 from netlab.etcdstore import EtcdStore
+from netlab.journal import Journal
 from netlab.lab_nodes import NodeRuntime
 from netlab.lab_workloads import (
     DeploymentRuntime,
@@ -166,6 +167,8 @@ class Lab(WorkloadRuntime, NodeRuntime):
         report = cleanup.clean_lab(self.spec.name, self.run_dir.parent)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "logs").mkdir(exist_ok=True)
+        if not isinstance(self.store, EtcdStore):  # etcd keeps its own record
+            self.store.persist(Journal(self.run_dir / "store"))
         return report
 
     def build(self, timeout: float = 20.0) -> None:
@@ -271,6 +274,8 @@ class Lab(WorkloadRuntime, NodeRuntime):
         if self.fabric is not None:
             self.fabric.stop()  # ends the Mininet shells, closes their ptys
             self.fabric = None
+        if self.store.journal is not None:
+            self.store.journal.close()
         # every namespace, /etc/netns entry and the run directory, in one pass
         cleanup.clean_lab(self.spec.name, self.run_dir.parent)
         self.pods.clear()

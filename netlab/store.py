@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from netlab.errors import ApiError
+from netlab.journal import Journal
 from netlab.resources import (
     DEFAULT_TABLE,
     FieldSelector,
@@ -123,7 +124,31 @@ class Store:
         # when a write last failed for want of the backend (etcd without a leader): the
         # node lifecycle controller does not take a silence then for a dead node
         self.last_write_failure: float | None = None
+        self.journal: Journal | None = None  # the embedded store's copy on disk
         self._subscribers: list[tuple[Callable[[Event], None], bool]] = []
+
+    # -- on disk -------------------------------------------------------------
+
+    def persist(self, journal: Journal) -> None:
+        """From now on, every write also goes to `journal` (which starts from the
+        state as it is, as its snapshot)."""
+        with self._write_lock, self._lock:
+            journal.start(self._revision, self._objects)
+            self.journal = journal
+
+    @classmethod
+    def restore(cls, journal: Journal, **kwargs) -> Store:
+        """A store holding what `journal` recorded, at its revision. Watches from
+        before it get 410 (the history itself is not kept) and relist."""
+        store = cls(**kwargs)
+        revision, objects = journal.replay()
+        for name, items in objects.items():
+            if name in store._objects:
+                store._objects[name].update(items)
+        store._revision = max(store._revision, revision)
+        for name in store._compacted:
+            store._compacted[name] = store._revision
+        return store
 
     # -- reads ---------------------------------------------------------------
 
@@ -358,6 +383,12 @@ class Store:
                 new["metadata"]["resourceVersion"] = rev
                 obj = self._objects[res.full_name][key] = new
                 ev = Event(self._revision, ADDED if old is None else MODIFIED, res, obj, old)
+            if self.journal is not None:
+                self.journal.append(
+                    self._revision, res.full_name, key, None if new is None else obj
+                )
+                if self.journal.due():
+                    self.journal.compact(self._revision, self._objects)
             ring = self._events[res.full_name]
             if len(ring) == ring.maxlen:
                 self._compacted[res.full_name] = ring[0].revision

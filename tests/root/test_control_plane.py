@@ -14,8 +14,10 @@ import pytest
 from netlab import loadgen, objects, rollouts
 from netlab.client import LabClient
 from netlab.controllers.nodelifecycle import node_ready
+from netlab.journal import Journal
 from netlab.lab import Lab
 from netlab.paths import socket_path
+from netlab.store import Store
 from tests.root.conftest import two_rack_builder, wait_for
 
 pytestmark = pytest.mark.root
@@ -108,6 +110,11 @@ def test_a_deleted_pod_is_replaced_and_in_dns_within_2s(clab):
     )
     assert victim.name not in replacement and len(replacement) == 3
     assert window <= 2.0, [r for r in results if not r.ok]
+    if clab.spec.store == "embedded":  # what the store knows is on disk, and reads back
+        restored = Store.restore(Journal(clab.run_dir / "store"))
+        names = {p["metadata"]["name"] for p in restored.list("pods")[0]}
+        assert names == {p["metadata"]["name"] for p in clab.store.list("pods")[0]}
+        assert victim.name not in names
 
 
 def test_node_failure_moves_pods_and_drops_its_endpoints(clab):
