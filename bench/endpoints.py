@@ -75,11 +75,6 @@ class Resolver:
         return {str(r.rdata) for r in answer.rr if r.rtype == QTYPE.A}
 
 
-def endpoint_ips(lab: Lab) -> set[str]:
-    ep = lab.store.get("endpoints", "default", "web")
-    return {a["ip"] for s in ep.get("subsets", []) for a in s.get("addresses", [])}
-
-
 def until(predicate, timeout: float = 5.0, interval: float = 0.002) -> float:
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
@@ -95,29 +90,29 @@ def web_pods(lab: Lab):
 
 def one_round(lab: Lab, dns: Resolver, record) -> None:
     lab.wait_endpoints("default", "web", count=3)
-    until(lambda: dns.headless() == endpoint_ips(lab), 5)
+    until(lambda: dns.headless() == lab.endpoint_ips("web"), 5)
     victim = web_pods(lab)[0]
     ip = str(victim.address.ip)
     start = time.perf_counter()
     lab.delete_pod(victim.name)
     record("delete: call returned (rules on every node)", time.perf_counter() - start)
-    until(lambda: ip not in endpoint_ips(lab))
+    until(lambda: ip not in lab.endpoint_ips("web"))
     record("delete: Endpoints without it", time.perf_counter() - start)
     until(lambda: (a := dns.headless()) is not None and ip not in a)
     record("delete: DNS answer without it", time.perf_counter() - start)
 
     lab.wait_endpoints("default", "web", count=3)
-    until(lambda: dns.headless() == endpoint_ips(lab), 5)
+    until(lambda: dns.headless() == lab.endpoint_ips("web"), 5)
     victim = web_pods(lab)[0]
     ip = str(victim.address.ip)
     pid = next(iter(lab.pods[victim.key].procs.values())).pid
     start = time.perf_counter()
     os.killpg(pid, signal.SIGKILL)
-    until(lambda: ip not in endpoint_ips(lab), 5)
+    until(lambda: ip not in lab.endpoint_ips("web"), 5)
     record("killed: Endpoints without it", time.perf_counter() - start)
     until(lambda: (a := dns.headless()) is not None and ip not in a)
     record("killed: DNS answer without it", time.perf_counter() - start)
-    until(lambda: ip in endpoint_ips(lab), 10)
+    until(lambda: ip in lab.endpoint_ips("web"), 10)
     record("restarted: Endpoints with it again", time.perf_counter() - start)
     until(lambda: (a := dns.headless()) is not None and ip in a)
     record("restarted: DNS answer with it again", time.perf_counter() - start)

@@ -55,16 +55,6 @@ def build(grace: float, store: str) -> Lab:
     return Lab(dataclasses.replace(spec, control_plane=timing, store=store))
 
 
-def ready_webs(lab: Lab) -> list:
-    with lab.lock:
-        return [rt.plan for rt in lab.pods.values() if rt.plan.owner == "web" and rt.status.ready]
-
-
-def endpoints(lab: Lab) -> set[str]:
-    ep = lab.store.get("endpoints", "default", "web")
-    return {a["ip"] for s in ep.get("subsets", []) for a in s.get("addresses", [])}
-
-
 def wait(predicate, timeout: float) -> float:
     start = time.monotonic()
     while not predicate():
@@ -75,18 +65,18 @@ def wait(predicate, timeout: float) -> float:
 
 
 def converged(lab: Lab) -> bool:
-    webs = ready_webs(lab)
-    return len(webs) == 3 and endpoints(lab) == {str(p.address.ip) for p in webs}
+    webs = lab.ready_pods("web")
+    return len(webs) == 3 and lab.endpoint_ips("web") == {str(p.address.ip) for p in webs}
 
 
 def pod_round(lab: Lab, url: str) -> tuple[float, float]:
     load = loadgen.Load(lab.pod("client").netns, url, seconds=20, interval=0.02)
     time.sleep(0.3)
-    victim = sorted(ready_webs(lab), key=lambda p: p.name)[0]
+    victim = sorted(lab.ready_pods("web"), key=lambda p: p.name)[0]
     since = time.time()
     lab.delete_pod(victim.name)
     serving = wait(
-        lambda: converged(lab) and victim.name not in {p.name for p in ready_webs(lab)}, 20
+        lambda: converged(lab) and victim.name not in {p.name for p in lab.ready_pods("web")}, 20
     )
     time.sleep(0.3)
     answers = load.stop()
@@ -95,12 +85,14 @@ def pod_round(lab: Lab, url: str) -> tuple[float, float]:
 
 def node_round(lab: Lab, url: str) -> tuple[float, float]:
     wait(lambda: converged(lab), 20)
-    victim = next(p.node for p in ready_webs(lab) if p.node != "n1")
+    victim = next(p.node for p in lab.ready_pods("web") if p.node != "n1")
     load = loadgen.Load(lab.pod("client").netns, url, seconds=30, interval=0.02)
     time.sleep(0.3)
     since = time.time()
     lab.fail_node(victim)
-    moved = wait(lambda: converged(lab) and all(p.node != victim for p in ready_webs(lab)), 30)
+    moved = wait(
+        lambda: converged(lab) and all(p.node != victim for p in lab.ready_pods("web")), 30
+    )
     time.sleep(0.5)
     answers = load.stop()
     recovered = loadgen.recovered_after(answers, since)

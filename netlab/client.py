@@ -14,24 +14,7 @@ from urllib.parse import quote, urlencode
 
 from netlab.errors import ApiError, LabNotFound
 from netlab.resources import DEFAULT_TABLE, ResourceTable
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """`http.client.HTTPConnection` that connects to a unix socket."""
-
-    def __init__(self, socket_path: str, timeout: float | None = None):
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+from netlab.unixhttp import UnixHTTPConnection  # noqa: F401 (importers find it here too)
 
 
 @dataclass(frozen=True)

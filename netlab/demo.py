@@ -121,29 +121,25 @@ def _wait(predicate, timeout: float = 20.0) -> float:
     return time.monotonic() - started
 
 
-def _ready_webs(lab: Lab) -> list:
-    with lab.lock:
-        return [rt.plan for rt in lab.pods.values() if rt.plan.owner == "web" and rt.status.ready]
-
-
 def show_healing(lab: Lab, client) -> None:
     """Break it and watch it heal: a pod deleted, a node failed, a Deployment scaled,
     each under a steady client load on the Service's VIP."""
     from netlab import loadgen
 
     url = f"http://{lab.service_vip('web')}/"
-    want = len(_ready_webs(lab))
+    want = len(lab.ready_pods("web"))
     if want == 0:
         return
     step(f"break it: delete a web pod while {client.name} asks {url} every 50 ms")
     load = loadgen.Load(client.netns, url, seconds=20)
     time.sleep(0.3)
-    victim = sorted(_ready_webs(lab), key=lambda p: p.name)[0]
+    victim = sorted(lab.ready_pods("web"), key=lambda p: p.name)[0]
     since = time.time()
     lab.delete_pod(victim.name)
     took = _wait(
         lambda: (
-            len(_ready_webs(lab)) == want and victim.name not in {p.name for p in _ready_webs(lab)}
+            len(lab.ready_pods("web")) == want
+            and victim.name not in {p.name for p in lab.ready_pods("web")}
         )
     )
     answers = load.stop()
@@ -151,7 +147,7 @@ def show_healing(lab: Lab, client) -> None:
         f"{victim.name} deleted; its Deployment's replacement serves after {took:.2f} s; "
         f"the client's longest run of errors: {loadgen.error_window(answers, since):.2f} s"
     )
-    nodes = [p.node for p in _ready_webs(lab) if p.node != client.node]
+    nodes = [p.node for p in lab.ready_pods("web") if p.node != client.node]
     if nodes:
         node = nodes[0]
         grace = lab.spec.control_plane.node_grace
@@ -163,7 +159,10 @@ def show_healing(lab: Lab, client) -> None:
         since = time.time()
         lab.fail_node(node)
         took = _wait(
-            lambda: len(_ready_webs(lab)) == want and all(p.node != node for p in _ready_webs(lab))
+            lambda: (
+                len(lab.ready_pods("web")) == want
+                and all(p.node != node for p in lab.ready_pods("web"))
+            )
         )
         time.sleep(0.3)
         answers = load.stop()
@@ -180,11 +179,11 @@ def show_healing(lab: Lab, client) -> None:
         )
     step("`netlab scale deployment/web --replicas 5`, then back")
     lab.scale("web", want + 2)
-    took = _wait(lambda: len(_ready_webs(lab)) == want + 2)
+    took = _wait(lambda: len(lab.ready_pods("web")) == want + 2)
     show(_netlab(lab.spec.name, "get", "deployments"))
     console.print(f"{want + 2} ready after {took:.2f} s")
     lab.scale("web", want)
-    _wait(lambda: len(_ready_webs(lab)) == want)
+    _wait(lambda: len(lab.ready_pods("web")) == want)
 
 
 def run_demo(lab_file: Path) -> int:

@@ -20,10 +20,10 @@ import threading
 import time
 from collections.abc import Sequence
 
-from netlab.errors import ApiError, NetlabError
+from netlab.errors import NetlabError
 from netlab.realize import etcd
 from netlab.resources import DEFAULT_TABLE, Resource, ResourceTable
-from netlab.store import Store
+from netlab.store import Store, conflict
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ class EtcdClient:
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self._local = threading.local()
-        self.requests = 0
         self.closed = False
 
     def call(self, path: str, body: dict, serializable: bool = False) -> dict:
@@ -107,7 +106,6 @@ class EtcdClient:
 
     def _post(self, endpoint: str, path: str, payload: bytes) -> dict:
         conn = self._conn(endpoint)
-        self.requests += 1
         conn.request("POST", f"/v3/{path}", payload, {"Content-Type": "application/json"})
         response = conn.getresponse()
         data = response.read()
@@ -136,32 +134,22 @@ class EtcdClient:
     def put_if(self, key: str, value: bytes, mod_revision: int) -> int | None:
         """Put `value` if the key's mod_revision is `mod_revision` (0: the key must not
         exist); the commit revision, or None if the comparison failed."""
-        compare = {
-            "key": _b64(key),
-            "target": "MOD",
-            "result": "EQUAL",
-            "mod_revision": str(mod_revision),
-        }
-        answer = self.call(
-            "kv/txn",
-            {
-                "compare": [compare],
-                "success": [{"request_put": {"key": _b64(key), "value": _b64(value)}}],
-            },
+        return self._txn_if(
+            key, mod_revision, {"request_put": {"key": _b64(key), "value": _b64(value)}}
         )
-        return int(answer["header"]["revision"]) if answer.get("succeeded") else None
 
     def delete_if(self, key: str, mod_revision: int) -> int | None:
+        """Delete the key if its mod_revision is `mod_revision`, as put_if."""
+        return self._txn_if(key, mod_revision, {"request_delete_range": {"key": _b64(key)}})
+
+    def _txn_if(self, key: str, mod_revision: int, request: dict) -> int | None:
         compare = {
             "key": _b64(key),
             "target": "MOD",
             "result": "EQUAL",
             "mod_revision": str(mod_revision),
         }
-        answer = self.call(
-            "kv/txn",
-            {"compare": [compare], "success": [{"request_delete_range": {"key": _b64(key)}}]},
-        )
+        answer = self.call("kv/txn", {"compare": [compare], "success": [request]})
         return int(answer["header"]["revision"]) if answer.get("succeeded") else None
 
     def close(self) -> None:
@@ -204,6 +192,16 @@ class EtcdStore(Store):
         if fresh:
             self.clear()
         return self.load()
+
+    def close(self, forget: bool = False) -> None:
+        if self.client is None or self.client.closed:
+            return
+        if forget:
+            try:
+                self.clear()
+            except EtcdError:
+                pass  # etcd is gone: nothing of ours can be left in it to take out
+        self.client.close()
 
     def clear(self) -> None:
         """Remove every object of this lab from etcd (a new lab, or `netlab down`)."""
@@ -248,11 +246,10 @@ class EtcdStore(Store):
             raise
         if revision is None:  # someone else wrote it: take theirs, and let the caller retry
             self.load()
-            err = ApiError(
-                409, f'{res.full_name} "{key[1]}" was changed in etcd by another writer; retry'
+            raise conflict(
+                f'{res.full_name} "{key[1]}" was changed in etcd by another writer; retry',
+                "Conflict",
             )
-            err.reason = "Conflict"  # type: ignore[attr-defined]
-            raise err
         if new is None:
             self._mod.pop(etcd_key, None)
         else:

@@ -61,11 +61,14 @@ class Journal:
         """Begin journaling from this state (written as the snapshot)."""
         self._snapshot(revision, objects)
 
-    def append(self, revision: int, res: str, key: tuple[str, str], obj: dict | None) -> None:
+    def append(self, revision: int, res: str, key: tuple[str, str], obj_json: str | None) -> None:
+        """One write: the object already as JSON (None: deleted)."""
         if self._log is None:  # closed: the lab is being torn down
             return
-        entry = {"rev": revision, "res": res, "ns": key[0], "name": key[1], "obj": obj}
-        self._log.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        ns, name, kind = json.dumps(key[0]), json.dumps(key[1]), json.dumps(res)
+        self._log.write(
+            f'{{"rev":{revision},"res":{kind},"ns":{ns},"name":{name},"obj":{obj_json or "null"}}}\n'
+        )
         self._log.flush()  # in the kernel's hands: it survives the supervisor, not the machine
         self.lines += 1
 

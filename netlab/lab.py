@@ -230,12 +230,8 @@ class Lab(WorkloadRuntime, NodeRuntime):
     def stop(self) -> None:
         """Tear everything down: processes first (by PID), then namespaces."""
         self.stopping = True
-        if (
-            isinstance(self.store, EtcdStore)
-            and self.store.client is not None
-            and self.etcd_members
-        ):
-            self.store.client.closed = True  # a cluster without quorum must not stall the teardown
+        if self.etcd_members:  # the lab's own cluster may have lost its quorum: no more writes
+            self.store.close()
         if self.node_agents is not None:
             self.node_agents.stop()
             self.node_agents = None
@@ -261,21 +257,13 @@ class Lab(WorkloadRuntime, NodeRuntime):
         stop_processes(procs, grace=0.5)
         if self.zygote is not None:
             self.zygote.close()
-        if isinstance(self.store, EtcdStore) and self.store.client is not None:
-            if not self.etcd_members:  # a user's etcd: take this lab's objects out of it
-                try:
-                    self.store.clear()
-                except NetlabError:
-                    pass
-            self.store.client.close()
+        self.store.close(forget=not self.etcd_members)  # a user's etcd: our objects go
         for member in self.etcd_members:
             member.stop()
         self.etcd_members = []
         if self.fabric is not None:
             self.fabric.stop()  # ends the Mininet shells, closes their ptys
             self.fabric = None
-        if self.store.journal is not None:
-            self.store.journal.close()
         # every namespace, /etc/netns entry and the run directory, in one pass
         cleanup.clean_lab(self.spec.name, self.run_dir.parent)
         self.pods.clear()
@@ -459,23 +447,36 @@ class Lab(WorkloadRuntime, NodeRuntime):
             candidates, activator, self.scaled_to_zero_services() if activator else ()
         )
 
+    def endpoint_ips(self, name: str, namespace: str = "default") -> set[str]:
+        """The ready addresses in the Service's Endpoints now."""
+        with self.lock:
+            return {
+                a["ip"]
+                for subset in self.services.subsets.get((namespace, name), [])
+                for a in subset.get("addresses", [])
+            }
+
+    def ready_pods(self, owner: str, namespace: str = "default") -> list[PodPlan]:
+        """The pods of a Deployment or Job that are ready now."""
+        with self.lock:
+            return [
+                rt.plan
+                for rt in self.pods.values()
+                if rt.plan.owner == owner and rt.plan.namespace == namespace and rt.status.ready
+            ]
+
     def wait_endpoints(
         self, namespace: str, name: str, count: int = 1, timeout: float = 20.0
     ) -> list[str]:
         """Wait until the Service has at least `count` ready endpoint addresses."""
         deadline = time.monotonic() + timeout
         while True:
-            with self.lock:
-                addresses = [
-                    a["ip"]
-                    for subset in self.services.subsets.get((namespace, name), [])
-                    for a in subset.get("addresses", [])
-                ]
-            if len(set(addresses)) >= count:
-                return sorted(set(addresses))
+            addresses = self.endpoint_ips(name, namespace)
+            if len(addresses) >= count:
+                return sorted(addresses)
             if time.monotonic() > deadline:
                 raise RealizeError(
-                    f"service {namespace}/{name} has {len(set(addresses))} ready endpoints "
+                    f"service {namespace}/{name} has {len(addresses)} ready endpoints "
                     f"after {timeout:.0f} s, wanted {count}; `netlab get pods -n {namespace}` "
                     "and the pods' logs tell why"
                 )

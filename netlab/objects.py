@@ -24,6 +24,38 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def timestamp(seconds: float, micro: bool = False) -> str:
+    """Kubernetes' Time (whole seconds) or MicroTime (micro=True), in UTC."""
+    layout = "%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ"
+    return datetime.fromtimestamp(seconds, UTC).strftime(layout)
+
+
+def parse_time(text: str | None) -> float | None:
+    """Seconds since the epoch of a Time or MicroTime; None if absent or malformed."""
+    for layout in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(text or "", layout).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def condition_status(obj: dict[str, Any], type_: str) -> str | None:
+    """The status ("True", "False", "Unknown") of the object's condition of this type."""
+    for condition in (obj.get("status") or {}).get("conditions") or ():
+        if condition.get("type") == type_:
+            return condition.get("status")
+    return None
+
+
+def controller_of(obj: dict[str, Any], kind: str) -> str | None:
+    """The name of the object of `kind` that controls `obj` (its ownerReferences)."""
+    for ref in obj["metadata"].get("ownerReferences") or ():
+        if ref.get("kind") == kind and ref.get("controller"):
+            return ref.get("name")
+    return None
+
+
 @dataclass
 class ContainerState:
     """What a container is doing, for the Pod's status."""
@@ -221,10 +253,7 @@ def pending_pod_object(
 
 def unscheduled(pod: dict[str, Any]) -> bool:
     """A Pending pod no node was found for (a pending_pod_object)."""
-    return any(
-        c.get("type") == "PodScheduled" and c.get("status") == "False"
-        for c in pod.get("status", {}).get("conditions") or ()
-    )
+    return condition_status(pod, "PodScheduled") == "False"
 
 
 def deployment_object(deployment: DeploymentSpec) -> dict[str, Any]:

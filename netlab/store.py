@@ -58,7 +58,7 @@ class Event:
         return self._json
 
 
-def _conflict(message: str, reason: str) -> ApiError:
+def conflict(message: str, reason: str) -> ApiError:
     err = ApiError(409, message)
     err.reason = reason  # type: ignore[attr-defined]  # read by the API's Status
     return err
@@ -136,6 +136,12 @@ class Store:
             journal.start(self._revision, self._objects)
             self.journal = journal
 
+    def close(self, forget: bool = False) -> None:
+        """No more writes to the backend (the lab is going); `forget`: also remove what
+        this lab left in it. Idempotent."""
+        if self.journal is not None:
+            self.journal.close()
+
     @classmethod
     def restore(cls, journal: Journal, **kwargs) -> Store:
         """A store holding what `journal` recorded, at its revision. Watches from
@@ -190,7 +196,7 @@ class Store:
             key = self._key(res, new["metadata"].get("namespace"), new["metadata"]["name"])
             if key in self._objects[res.full_name]:
                 name = new["metadata"]["name"]
-                raise _conflict(f'{res.full_name} "{name}" already exists', "AlreadyExists")
+                raise conflict(f'{res.full_name} "{name}" already exists', "AlreadyExists")
             return self._commit(res, key, self._stamp_new(new), None)
 
     def update(self, obj: dict) -> dict:
@@ -350,7 +356,7 @@ class Store:
                     "the object has been modified; please apply your changes to the latest "
                     "version and try again"
                 )
-                raise _conflict(message, "Conflict")
+                raise conflict(message, "Conflict")
             return self._replace(res, key, current, new)
 
     def _replace(self, res: Resource, key: tuple[str, str], current: dict, new: dict) -> dict:
@@ -384,8 +390,9 @@ class Store:
                 obj = self._objects[res.full_name][key] = new
                 ev = Event(self._revision, ADDED if old is None else MODIFIED, res, obj, old)
             if self.journal is not None:
+                # the event's JSON, made once here, is the one its watchers are sent
                 self.journal.append(
-                    self._revision, res.full_name, key, None if new is None else obj
+                    self._revision, res.full_name, key, None if new is None else ev.object_json()
                 )
                 if self.journal.due():
                     self.journal.compact(self._revision, self._objects)

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from netlab.client import LabClient
+from netlab.controllers.job import finished
+from netlab.objects import condition_status
 
 
 def _lab_table(title: str, rows: list[tuple[str, str, str, str, str]]) -> Table:
@@ -99,15 +101,7 @@ def _pod_row(pod: dict[str, Any], wide: bool) -> list[str]:
 
 def _node_status(node: dict[str, Any]) -> str:
     """kubectl's STATUS: Ready or NotReady, then SchedulingDisabled if cordoned."""
-    ready = next(
-        (
-            c.get("status")
-            for c in node.get("status", {}).get("conditions") or ()
-            if c.get("type") == "Ready"
-        ),
-        "Unknown",
-    )
-    text = "Ready" if ready == "True" else "NotReady"
+    text = "Ready" if condition_status(node, "Ready") == "True" else "NotReady"
     if (node.get("spec") or {}).get("unschedulable"):
         text += ",SchedulingDisabled"
     return text
@@ -263,14 +257,7 @@ def _replicaset_row(rs: dict[str, Any], wide: bool) -> list[str]:
 
 def _job_row(job: dict[str, Any], wide: bool) -> list[str]:
     status, spec = job.get("status", {}), job.get("spec", {})
-    ended = next(
-        (
-            c["type"]
-            for c in status.get("conditions") or ()
-            if c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-        ),
-        "Running",
-    )
+    ended = finished(job) or "Running"
     row = [
         job["metadata"]["name"],
         ended,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from netlab.controllers.base import Controller
-from netlab.controllers.deployment import is_ready, owner_of
+from netlab.controllers.deployment import is_ready
 from netlab.errors import ApiError
 from netlab.spec.autoscale import PREFIX, TICK, Settings, settings_of
 from netlab.store import Event, Store
@@ -85,7 +85,6 @@ class Autoscaler(Controller):
         super().__init__(store)
         self.scrape, self.clock = scrape, clock
         self.samples: dict[Hashable, Samples] = {}
-        self.decisions: list[tuple[float, Hashable, int, int]] = []  # (time, key, from, to)
 
     def keys_for(self, event: Event) -> Iterable[Hashable]:
         meta = event.object["metadata"]
@@ -115,9 +114,7 @@ class Autoscaler(Controller):
         if settings is None:
             self.samples.pop(key, None)
             return None
-        pods = [
-            p for p in self.store.list("pods", namespace)[0] if owner_of(p) == name and is_ready(p)
-        ]
+        pods = [p for p in self.controlled("pods", namespace, "Deployment", name) if is_ready(p)]
         total = float(self.scrape.waiting(namespace, name))
         for pod in pods:
             total += self.scrape.in_flight(pod) or 0.0
@@ -129,5 +126,4 @@ class Autoscaler(Controller):
         if want != current:
             deployment["spec"]["replicas"] = want
             self.store.update(deployment)  # a conflict: tried again on the next tick
-            self.decisions.append((now, key, current, want))
         return TICK

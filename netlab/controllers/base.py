@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 
+from netlab.objects import controller_of
 from netlab.store import Event, Store
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,6 @@ class Controller:
         self._failures: dict[Hashable, int] = {}
         self._thread: threading.Thread | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self.reconciles = 0  # how many reconciles ran (for /stats and tests)
 
     # -- what subclasses write ---------------------------------------------
 
@@ -139,6 +139,24 @@ class Controller:
 
     def reconcile(self, key: Hashable) -> float | None:
         raise NotImplementedError
+
+    # -- helpers for controllers of owned objects ----------------------------------
+
+    def keys_of(self, plural: str) -> list[tuple[str, str]]:
+        """(namespace, name) of every object of a resource."""
+        items, _ = self.store.list(plural)
+        return [(o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in items]
+
+    def controlled(self, plural: str, namespace: str, kind: str, name: str) -> list[dict]:
+        """The objects of `plural` in `namespace` that the `kind` named `name` controls."""
+        items, _ = self.store.list(plural, namespace)
+        return [o for o in items if controller_of(o, kind) == name]
+
+    @staticmethod
+    def owner_key(obj: dict, kind: str) -> list[tuple[str, str]]:
+        """The key of the `kind` that controls `obj`, if one does."""
+        owner = controller_of(obj, kind)
+        return [(obj["metadata"]["namespace"], owner)] if owner else []
 
     # -- the loop ----------------------------------------------------------------
 
@@ -190,7 +208,6 @@ class Controller:
                 if again is not None:
                     self.queue.add_after(key, again)
             finally:
-                self.reconciles += 1
                 self.queue.done(key)
 
 

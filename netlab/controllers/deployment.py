@@ -12,13 +12,12 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Hashable, Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from netlab.controllers.base import Controller
-from netlab.controllers.rollout import Replica, complete, parse_strategy, step
+from netlab.controllers.rollout import Replica, RolloutError, complete, parse_strategy, step
 from netlab.errors import ApiError, NetlabError
-from netlab.objects import unscheduled
+from netlab.objects import condition_status, controller_of, parse_time, unscheduled
 from netlab.store import Event, Store
 
 log = logging.getLogger(__name__)
@@ -52,19 +51,13 @@ class DeploymentRuntime(Protocol):
         ...
 
 
-def owner_of(pod: dict) -> str | None:
-    """The name of the Deployment that controls a pod, if any."""
-    for ref in pod["metadata"].get("ownerReferences") or ():
-        if ref.get("kind") == "Deployment" and ref.get("controller"):
-            return ref.get("name")
-    return None
+def owner_of(obj: dict) -> str | None:
+    """The name of the Deployment that controls a pod or ReplicaSet, if any."""
+    return controller_of(obj, "Deployment")
 
 
 def is_ready(pod: dict) -> bool:
-    for condition in pod.get("status", {}).get("conditions") or ():
-        if condition.get("type") == "Ready":
-            return condition.get("status") == "True"
-    return False
+    return condition_status(pod, "Ready") == "True"
 
 
 def replica_of(pod: dict) -> Replica:
@@ -73,17 +66,8 @@ def replica_of(pod: dict) -> Replica:
         meta["name"],
         meta.get("labels", {}).get(HASH_LABEL, ""),
         is_ready(pod),
-        _epoch(meta.get("creationTimestamp")),
+        int(parse_time(meta.get("creationTimestamp")) or 0),
     )
-
-
-def _epoch(stamp: str | None) -> int:
-    try:
-        return int(
-            datetime.strptime(stamp or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-        )
-    except ValueError:
-        return 0
 
 
 class DeploymentController(Controller):
@@ -101,20 +85,17 @@ class DeploymentController(Controller):
         if plural == "deployments":
             return [(meta["namespace"], meta["name"])]
         if plural == "pods":
-            owner = owner_of(event.object)
-            return [(meta["namespace"], owner)] if owner else []
+            return self.owner_key(event.object, "Deployment")
         # a node joined, left, recovered or was cordoned: a pod that fit nowhere may fit now
         if event.type == "MODIFIED" and _schedulable(event.object) == _schedulable(event.old):
             return []
         return self.all_keys()
 
     def all_keys(self) -> Iterable[Hashable]:
-        items, _ = self.store.list("deployments")
-        return [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in items]
+        return self.keys_of("deployments")
 
     def owned_pods(self, namespace: str, name: str) -> list[dict]:
-        pods, _ = self.store.list("pods", namespace)
-        return [p for p in pods if owner_of(p) == name]
+        return self.controlled("pods", namespace, "Deployment", name)
 
     def reconcile(self, key: Hashable) -> float | None:
         namespace, name = key  # type: ignore[misc]
@@ -214,8 +195,7 @@ class DeploymentController(Controller):
     # -- history (ReplicaSets) --------------------------------------------------------
 
     def _replicasets(self, namespace: str, name: str) -> list[dict]:
-        items, _ = self.store.list("replicasets", namespace)
-        return [rs for rs in items if owner_of(rs) == name]
+        return self.controlled("replicasets", namespace, "Deployment", name)
 
     def _record_template(self, deployment: dict, pod_hash: str) -> int:
         """The revision of the current template: its ReplicaSet's, made (or brought back
@@ -309,22 +289,13 @@ def _condition(type_: str, status: str, reason: str, message: str) -> dict[str, 
 def _schedulable(node: dict | None) -> tuple:
     if node is None:
         return ()
-    ready = next(
-        (
-            c.get("status")
-            for c in node.get("status", {}).get("conditions") or ()
-            if c.get("type") == "Ready"
-        ),
-        None,
-    )
+    ready = condition_status(node, "Ready")
     return (ready, bool((node.get("spec") or {}).get("unschedulable")))
 
 
 def undo_target(replicasets: list[dict], current: int, to_revision: int | None) -> dict:
     """The ReplicaSet `rollout undo` goes back to: the given revision, or the newest
     one before the current; RolloutError (a NetlabError) if there is none."""
-    from netlab.controllers.rollout import RolloutError
-
     by_revision = {_revision(rs): rs for rs in replicasets}
     if to_revision:
         if to_revision not in by_revision:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Protocol
 
 from netlab.controllers.base import Controller
 from netlab.errors import ApiError, NetlabError
+from netlab.objects import condition_status, parse_time, timestamp
 from netlab.store import Event, Store
 
 BACKOFF_START = (
@@ -36,36 +36,15 @@ class JobRuntime(Protocol):
     def delete_pods(self, namespace: str, names: Sequence[str]) -> None: ...
 
 
-def job_of(pod: dict) -> str | None:
-    for ref in pod["metadata"].get("ownerReferences") or ():
-        if ref.get("kind") == "Job" and ref.get("controller"):
-            return ref.get("name")
-    return None
-
-
 def _restarts(pod: dict) -> int:
     return sum(
         c.get("restartCount", 0) for c in pod.get("status", {}).get("containerStatuses") or ()
     )
 
 
-def _stamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(stamp: str | None) -> float | None:
-    try:
-        return datetime.strptime(stamp or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-
-
 def finished(job: dict) -> str | None:
-    """ "Complete" or "Failed" once the Job has ended; None while it runs."""
-    for condition in job.get("status", {}).get("conditions") or ():
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-            return condition["type"]
-    return None
+    """Complete or Failed once the Job has ended; None while it runs."""
+    return next((t for t in ("Complete", "Failed") if condition_status(job, t) == "True"), None)
 
 
 class JobController(Controller):
@@ -85,16 +64,13 @@ class JobController(Controller):
         meta = event.object["metadata"]
         if event.resource.plural == "jobs":
             return [(meta["namespace"], meta["name"])]
-        owner = job_of(event.object)
-        return [(meta["namespace"], owner)] if owner else []
+        return self.owner_key(event.object, "Job")
 
     def all_keys(self) -> Iterable[Hashable]:
-        items, _ = self.store.list("jobs")
-        return [(j["metadata"]["namespace"], j["metadata"]["name"]) for j in items]
+        return self.keys_of("jobs")
 
     def _pods(self, namespace: str, name: str) -> list[dict]:
-        pods, _ = self.store.list("pods", namespace)
-        return [p for p in pods if job_of(p) == name]
+        return self.controlled("pods", namespace, "Job", name)
 
     def reconcile(self, key: Hashable) -> float | None:
         namespace, name = key  # type: ignore[misc]
@@ -109,8 +85,8 @@ class JobController(Controller):
             return None
         spec, status = job.get("spec") or {}, dict(job.get("status") or {})
         now = self.clock()
-        started = self._started.setdefault(key, _parse(status.get("startTime")) or now)
-        status.setdefault("startTime", _stamp(started))
+        started = self._started.setdefault(key, parse_time(status.get("startTime")) or now)
+        status.setdefault("startTime", timestamp(started))
         pods = self._pods(namespace, name)
         phase = {p["metadata"]["name"]: p.get("status", {}).get("phase") for p in pods}
         succeeded = sum(1 for v in phase.values() if v == "Succeeded")
@@ -125,7 +101,7 @@ class JobController(Controller):
         if ended is None:
             if succeeded >= completions:
                 ended = "Complete"
-                status["completionTime"] = _stamp(now)
+                status["completionTime"] = timestamp(now)
                 self._condition(status, "Complete", "", "", now)
             elif failed > limit:
                 ended = "Failed"
@@ -183,7 +159,7 @@ class JobController(Controller):
     @staticmethod
     def _condition(status: dict, type_: str, reason: str, message: str, now: float) -> None:
         conditions = [c for c in status.get("conditions") or () if c.get("type") != type_]
-        entry = {"type": type_, "status": "True", "lastTransitionTime": _stamp(now)}
+        entry = {"type": type_, "status": "True", "lastTransitionTime": timestamp(now)}
         if reason:
             entry.update(reason=reason, message=message)
         status["conditions"] = [*conditions, entry]

@@ -9,28 +9,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 
+from netlab.objects import timestamp
 from netlab.store import Store
 
 log = logging.getLogger(__name__)
 LEASE_NAMESPACE = "kube-node-lease"
-
-
-def micro_time(seconds: float) -> str:
-    """Kubernetes' MicroTime: RFC 3339 with microseconds."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_micro_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    for layout in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return datetime.strptime(text, layout).replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            continue
-    return None
 
 
 def lease_object(node: str, renewed: float, duration: float) -> dict:
@@ -41,7 +25,7 @@ def lease_object(node: str, renewed: float, duration: float) -> dict:
         "spec": {
             "holderIdentity": node,
             "leaseDurationSeconds": max(1, round(duration)),
-            "renewTime": micro_time(renewed),
+            "renewTime": timestamp(renewed, micro=True),
         },
     }
 

@@ -10,8 +10,9 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Protocol
 
 from netlab.controllers.base import Controller
-from netlab.controllers.nodeagent import LEASE_NAMESPACE, parse_micro_time
+from netlab.controllers.nodeagent import LEASE_NAMESPACE
 from netlab.errors import ApiError
+from netlab.objects import condition_status, parse_time, timestamp
 from netlab.store import Event, Store
 
 UNREACHABLE = "node.kubernetes.io/unreachable"
@@ -28,10 +29,7 @@ class NodeRuntime(Protocol):
 
 
 def node_ready(node: dict) -> bool:
-    for condition in node.get("status", {}).get("conditions") or ():
-        if condition.get("type") == "Ready":
-            return condition.get("status") == "True"
-    return False
+    return condition_status(node, "Ready") == "True"
 
 
 def ready_condition(ready: bool, at: str) -> dict[str, str]:
@@ -62,13 +60,19 @@ class NodeLifecycleController(Controller):
     ):
         super().__init__(store)
         self.runtime, self.grace, self.clock = runtime, grace, clock
-        self.transitions: list[tuple[float, str, bool]] = []  # (time, node, ready): for benches
-        self.disruptions = 0  # times every node was silent at once (no eviction then)
 
     def keys_for(self, event: Event) -> Iterable[Hashable]:
         meta = event.object["metadata"]
-        if event.resource.plural == "leases" and meta.get("namespace") != LEASE_NAMESPACE:
-            return []
+        if event.resource.plural == "leases":
+            if meta.get("namespace") != LEASE_NAMESPACE:
+                return []
+            # a renewal matters only to a node that is not Ready: a Ready node's expiry
+            # is checked by the timer its last reconcile set (not 5 times a second)
+            try:
+                if node_ready(self.store.get("nodes", None, meta["name"])):
+                    return []
+            except ApiError:
+                return []
         return [meta["name"]]
 
     def all_keys(self) -> Iterable[Hashable]:
@@ -82,7 +86,7 @@ class NodeLifecycleController(Controller):
             return None  # the node left the lab
         try:
             lease = self.store.get("leases", LEASE_NAMESPACE, name)
-            renewed = parse_micro_time(lease["spec"].get("renewTime"))
+            renewed = parse_time(lease["spec"].get("renewTime"))
         except ApiError:
             renewed = None
         now = self.clock()
@@ -98,7 +102,6 @@ class NodeLifecycleController(Controller):
             # electing a leader): the heartbeats were lost in the control plane, not the
             # nodes. Evicting then would turn a blip into an outage, so wait, as
             # Kubernetes' node lifecycle controller does in a full disruption.
-            self.disruptions += 1
             return self.grace
         if alive != node_ready(node):
             self._set_ready(node, alive, now)
@@ -111,7 +114,7 @@ class NodeLifecycleController(Controller):
 
     def _all_silent(self, now: float) -> bool:
         leases = {
-            lease["metadata"]["name"]: parse_micro_time(lease["spec"].get("renewTime"))
+            lease["metadata"]["name"]: parse_time(lease["spec"].get("renewTime"))
             for lease in self.store.list("leases", LEASE_NAMESPACE)[0]
         }
         names = [n["metadata"]["name"] for n in self.store.list("nodes")[0]]
@@ -120,9 +123,7 @@ class NodeLifecycleController(Controller):
         return all((leases.get(n) or 0) < now - self.grace for n in names)
 
     def _set_ready(self, node: dict, ready: bool, now: float) -> None:
-        from netlab.controllers.nodeagent import micro_time
-
-        stamp = micro_time(now)
+        stamp = timestamp(now, micro=True)
         conditions = [
             c for c in node.get("status", {}).get("conditions") or () if c.get("type") != "Ready"
         ]
@@ -138,4 +139,3 @@ class NodeLifecycleController(Controller):
         if not taints:
             node["spec"].pop("taints")
         self.store.update(node)  # a conflict raises: retried with the newer node
-        self.transitions.append((now, node["metadata"]["name"], ready))

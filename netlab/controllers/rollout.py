@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from netlab.errors import NetlabError
-from netlab.spec.strategy import RECREATE, ROLLING
+from netlab.spec.strategy import DEFAULT_SURGE, RECREATE, ROLLING
 
-DEFAULT_SURGE = DEFAULT_UNAVAILABLE = "25%"
+DEFAULT_UNAVAILABLE = DEFAULT_SURGE  # both 25%, as in Kubernetes
 
 
 @dataclass(frozen=True)

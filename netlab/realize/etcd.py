@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netlab.errors import RealizeError
+from netlab.unixhttp import UnixHTTPConnection
 
 CLIENT_PORT, PEER_PORT = 2379, 2380
 SOCKET_NAME = f"client:{CLIENT_PORT}"  # etcd's unix://client:2379 makes this file in its cwd
@@ -39,17 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 5.0):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
 
 
 def connection(endpoint: str, timeout: float) -> http.client.HTTPConnection:

@@ -110,11 +110,6 @@ def replicas(lab: Lab, name: str) -> int:
     return lab.store.get("deployments", "default", name)["spec"]["replicas"]
 
 
-def ready(lab: Lab, name: str) -> int:
-    with lab.lock:
-        return sum(1 for rt in lab.pods.values() if rt.plan.owner == name and rt.status.ready)
-
-
 def test_bounded_load_raises_replicas_and_quiet_brings_them_back(alab):
     vip = alab.service_vip("busy")
     load = subprocess.Popen(
@@ -133,16 +128,18 @@ def test_bounded_load_raises_replicas_and_quiet_brings_them_back(alab):
     )
     try:
         assert wait_for(lambda: replicas(alab, "busy") >= 3, 6.0, 0.1), replicas(alab, "busy")
-        assert wait_for(lambda: ready(alab, "busy") >= 3, 10.0, 0.1)
+        assert wait_for(lambda: len(alab.ready_pods("busy")) >= 3, 10.0, 0.1)
         assert replicas(alab, "busy") <= 4  # maxScale
     finally:
         load.wait(15)
     assert wait_for(lambda: replicas(alab, "busy") == 1, 12.0, 0.1), replicas(alab, "busy")
-    assert wait_for(lambda: ready(alab, "busy") == 1, 10.0, 0.1)
+    assert wait_for(lambda: len(alab.ready_pods("busy")) == 1, 10.0, 0.1)
 
 
 def test_no_load_scales_to_zero_and_a_request_wakes_it(alab):
-    assert wait_for(lambda: replicas(alab, "sleepy") == 0 and ready(alab, "sleepy") == 0, 15.0, 0.1)
+    assert wait_for(
+        lambda: replicas(alab, "sleepy") == 0 and len(alab.ready_pods("sleepy")) == 0, 15.0, 0.1
+    )
     endpoints = alab.store.get("endpoints", "default", "sleepy")
     assert endpoints["subsets"][0]["addresses"][0]["targetRef"]["name"].startswith(
         "netlab-activator-"

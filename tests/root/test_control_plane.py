@@ -47,16 +47,6 @@ def error_window(answers) -> float:
     return loadgen.error_window(answers)
 
 
-def ready_webs(lab: Lab) -> list:
-    with lab.lock:
-        return [rt.plan for rt in lab.pods.values() if rt.plan.owner == "web" and rt.status.ready]
-
-
-def endpoint_ips(lab: Lab) -> set[str]:
-    ep = lab.store.get("endpoints", "default", "web")
-    return {a["ip"] for s in ep.get("subsets", []) for a in s.get("addresses", [])}
-
-
 def dig(lab: Lab, name: str) -> set[str]:
     out = lab.exec("a", ["dig", "+short", "+time=1", "+tries=1", name]).stdout
     return {line for line in out.split() if line[:1].isdigit()}
@@ -79,7 +69,11 @@ def wait_converged(lab: Lab, replicas: int = 3, timeout: float = 20.0) -> None:
     def done() -> bool:
         dep = lab.store.get("deployments", "default", "web")
         ready, line = rollouts.rollout_state(dep)
-        return ready and len(ready_webs(lab)) == replicas and len(endpoint_ips(lab)) == replicas
+        return (
+            ready
+            and len(lab.ready_pods("web")) == replicas
+            and len(lab.endpoint_ips("web")) == replicas
+        )
 
     assert wait_for(done, timeout), lab.store.get("deployments", "default", "web")["status"]
 
@@ -89,20 +83,20 @@ def test_a_deleted_pod_is_replaced_and_in_dns_within_2s(clab):
     vip = clab.service_vip("web")
     load = Load(clab, f"http://{vip}/")
     time.sleep(0.5)
-    victim = sorted(ready_webs(clab), key=lambda p: p.name)[0]
+    victim = sorted(clab.ready_pods("web"), key=lambda p: p.name)[0]
     started = time.monotonic()
     clab.delete_pod(victim.name)
     # a replacement is Running, ready, in the Endpoints and in DNS within 2 s
     assert wait_for(
         lambda: (
-            len(ready_webs(clab)) == 3
-            and len(dig(clab, f"web-headless.default.svc.{ZONE}") | endpoint_ips(clab)) >= 3
-            and len(endpoint_ips(clab)) == 3
+            len(ready := {str(p.address.ip) for p in clab.ready_pods("web")}) == 3
+            and clab.endpoint_ips("web") == ready
+            and dig(clab, f"web-headless.default.svc.{ZONE}") == ready
         ),
         2.0,
     )
     healed = time.monotonic() - started
-    replacement = {p.name for p in ready_webs(clab)} - {victim.name}
+    replacement = {p.name for p in clab.ready_pods("web")} - {victim.name}
     results = load.stop()
     window = error_window(results)
     print(
@@ -120,8 +114,8 @@ def test_a_deleted_pod_is_replaced_and_in_dns_within_2s(clab):
 def test_node_failure_moves_pods_and_drops_its_endpoints(clab):
     wait_converged(clab)
     vip = clab.service_vip("web")
-    victim_node = next(p.node for p in ready_webs(clab) if p.node != "n1")
-    doomed = {str(p.address.ip) for p in ready_webs(clab) if p.node == victim_node}
+    victim_node = next(p.node for p in clab.ready_pods("web") if p.node != "n1")
+    doomed = {str(p.address.ip) for p in clab.ready_pods("web") if p.node == victim_node}
     load = Load(clab, f"http://{vip}/")
     time.sleep(0.5)
     failed_at = time.monotonic()
@@ -130,14 +124,21 @@ def test_node_failure_moves_pods_and_drops_its_endpoints(clab):
     assert wait_for(lambda: not node_ready(clab.store.get("nodes", None, victim_node)), 5.0)
     assert wait_for(
         lambda: (
-            len(ready_webs(clab)) == 3
-            and all(p.node != victim_node for p in ready_webs(clab))
-            and not doomed & endpoint_ips(clab)
+            len(clab.ready_pods("web")) == 3
+            and all(p.node != victim_node for p in clab.ready_pods("web"))
+            and not doomed & clab.endpoint_ips("web")
         ),
         10.0,
     )
     healed = time.monotonic() - failed_at
-    assert wait_for(lambda: not doomed & dig(clab, f"web-headless.default.svc.{ZONE}"), 3.0)
+    assert wait_for(
+        lambda: (
+            (answer := dig(clab, f"web-headless.default.svc.{ZONE}")) == clab.endpoint_ips("web")
+            and len(answer) == 3
+            and not doomed & answer
+        ),
+        3.0,
+    )
     results = load.stop()
     window = error_window(results)
     print(
@@ -178,7 +179,7 @@ def test_rolling_update_under_load_keeps_enough_ready_and_fails_nothing(clab):
     assert clab.apply_text(json.dumps(manifest))[0]["action"] == "configured"
 
     def done() -> bool:
-        fewest[0] = min(fewest[0], len(endpoint_ips(clab)))
+        fewest[0] = min(fewest[0], len(clab.endpoint_ips("web")))
         ok, _ = rollouts.rollout_state(clab.store.get("deployments", "default", "web"))
         return ok
 
@@ -193,13 +194,12 @@ def test_rolling_update_under_load_keeps_enough_ready_and_fails_nothing(clab):
     assert not failed
     assert fewest[0] >= 3  # replicas - maxUnavailable
     assert versions[0] == "v1" and versions[-1] == "v2"
-    assert {p.labels.get("version") for p in ready_webs(clab)} == {"v2"}
+    assert {p.labels.get("version") for p in clab.ready_pods("web")} == {"v2"}
     # the history has both templates; undo goes back to v1 through the API (JSON patch)
     client = LabClient(socket_path(clab.run_dir))
     assert "rolled back" in rollouts.undo(client, "web", "default", None)
-    wait_for(lambda: rollouts.rollout_state(clab.store.get("deployments", "default", "web"))[0], 1)
     wait_converged(clab, timeout=30)
-    assert {p.labels.get("version") for p in ready_webs(clab)} == {None}
+    assert {p.labels.get("version") for p in clab.ready_pods("web")} == {None}
     revisions = rollouts.history(client, "web", "default")
     assert revisions.count("\n") >= 3, revisions
 
@@ -221,7 +221,7 @@ def test_scale_through_the_api_and_unschedulable_pods_say_why(clab):
             return "0/4 nodes are available: 4 node(s) were unschedulable" in reason[0]
 
         assert wait_for(unschedulable, 5.0), reason
-        assert len(ready_webs(clab)) == 3
+        assert len(clab.ready_pods("web")) == 3
         # the pod that fits nowhere is in the store, Pending, with the scheduler's reason
         pending = [
             p
@@ -242,7 +242,7 @@ def test_scale_through_the_api_and_unschedulable_pods_say_why(clab):
             clab.cordon(node, False)
     wait_converged(clab, replicas=4)
     # uncordoned: that very pod was placed and runs (no Pending object is left)
-    assert waiting in {p.name for p in ready_webs(clab)}
+    assert waiting in {p.name for p in clab.ready_pods("web")}
     assert not [
         p for p in clab.store.list("pods", "default")[0] if p["status"].get("phase") == "Pending"
     ]

@@ -44,7 +44,7 @@ def test_node_join_and_leave_update_every_node():
             assert old.vtep_mac not in neigh and old.vtep_mac not in fdb
             assert str(old.pod_cidr) not in routes
         # the Deployment controller sees them gone and starts replacements elsewhere
-        assert wait_for(lambda: len(_ready_webs(lab)) == 4, 15)
+        assert wait_for(lambda: len(lab.ready_pods("web")) == 4, 15)
         webs = [p for p in lab.pod_list() if p.owner == "web"]
         assert len(webs) == 4 and all(p.node != "n3" for p in webs)
         assert not set(victims) & {p.name for p in webs}
@@ -63,15 +63,10 @@ def test_deleted_pod_is_replaced_and_its_processes_end():
         pid = lab.pods[victim.key].procs["web"].pid
         lab.delete_pod(victim.name)
         assert not wait_for(lambda: _alive(pid), 0.1)
-        assert wait_for(lambda: len(_ready_webs(lab)) == 2, 15)
+        assert wait_for(lambda: len(lab.ready_pods("web")) == 2, 15)
         webs = [p for p in lab.pod_list() if p.owner == "web"]
         assert len(webs) == 2 and victim.name not in {p.name for p in webs}
         assert all(p.name.startswith("web-") for p in webs)
-
-
-def _ready_webs(lab) -> list:
-    with lab.lock:
-        return [rt.plan for rt in lab.pods.values() if rt.plan.owner == "web" and rt.status.ready]
 
 
 def _alive(pid: int) -> bool:

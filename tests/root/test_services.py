@@ -163,16 +163,12 @@ def test_endpoint_churn(slab):
     gone = str(victim.address.ip)
     slab.delete_pod(victim.name)
 
-    def endpoint_ips() -> set[str]:
-        ep = slab.store.get("endpoints", "default", "web")
-        return {a["ip"] for s in ep.get("subsets", []) for a in s.get("addresses", [])}
-
-    assert gone not in endpoint_ips()
+    assert gone not in slab.endpoint_ips("web")
     assert wait_for(lambda: gone not in dig(slab, "+short", f"web-headless.default.svc.{ZONE}"), 1)
     out = sh(slab, "for i in $(seq 12); do curl -s --max-time 5 http://web/; done")
     assert victim.name not in out
-    assert wait_for(lambda: len(endpoint_ips()) == 3, 15)
-    assert endpoint_ips() == web_ips(slab)
+    assert wait_for(lambda: len(slab.endpoint_ips("web")) == 3, 15)
+    assert slab.endpoint_ips("web") == web_ips(slab)
 
 
 def test_apply_adds_and_changes_a_service(slab):
