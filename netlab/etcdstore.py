@@ -59,6 +59,7 @@ class EtcdClient:
         self.timeout = timeout
         self._local = threading.local()
         self.closed = False
+        self.last_trouble: float | None = None  # when a member last failed to answer
 
     def call(self, path: str, body: dict, serializable: bool = False) -> dict:
         """POST `body` to /v3/`path` on the first endpoint that answers."""
@@ -87,6 +88,7 @@ class EtcdClient:
     def _demote(self, endpoint: str) -> None:
         """A member that failed is tried last from now on (a dead or frozen member must
         not cost a timeout on every request)."""
+        self.last_trouble = time.time()
         endpoints = self.endpoints
         if endpoint in endpoints and endpoints[-1] != endpoint:
             endpoints.remove(endpoint)
@@ -241,9 +243,9 @@ class EtcdStore(Store):
         seen = self._mod.get(etcd_key, 0)
         try:
             revision = self._write(etcd_key, seen, new)
-        except EtcdError:
-            self.last_write_failure = time.time()
-            raise
+        finally:  # a member that failed on the way counts, even if another answered:
+            # the write (a heartbeat, say) was held up by the control plane
+            self.last_write_failure = self.client.last_trouble
         if revision is None:  # someone else wrote it: take theirs, and let the caller retry
             self.load()
             raise conflict(

@@ -121,8 +121,9 @@ class Store:
         }
         self._compacted = {r.full_name: 0 for r in resources}  # last revision dropped
         self._watches: set[Watch] = set()
-        # when a write last failed for want of the backend (etcd without a leader): the
-        # node lifecycle controller does not take a silence then for a dead node
+        # when a write last ran into trouble with the backend (an etcd member that did
+        # not answer, no leader): the node lifecycle controller does not take a silence
+        # then for a dead node
         self.last_write_failure: float | None = None
         self.journal: Journal | None = None  # the embedded store's copy on disk
         self._subscribers: list[tuple[Callable[[Event], None], bool]] = []

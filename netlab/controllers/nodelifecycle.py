@@ -98,9 +98,9 @@ class NodeLifecycleController(Controller):
             and node_ready(node)
             and (self._all_silent(now) or (outage is not None and now - outage < 2 * self.grace))
         ):
-            # every node silent at once, or the store refusing writes lately (etcd
-            # electing a leader): the heartbeats were lost in the control plane, not the
-            # nodes. Evicting then would turn a blip into an outage, so wait, as
+            # every node silent at once, or the store in trouble lately (an etcd member
+            # not answering, a leader election): the heartbeats were held up or lost in
+            # the control plane, not by the nodes. Evicting then would turn a blip into an outage, so wait, as
             # Kubernetes' node lifecycle controller does in a full disruption.
             return self.grace
         if alive != node_ready(node):

@@ -117,11 +117,8 @@ def test_the_labs_own_etcd_cluster_survives_its_leader():
         members = lab.etcd_members
         assert len(members) == 3
         assert {m.plan.name for m in members} == {"etcd-n1", "etcd-n3", "etcd-n2"}  # both racks
-        statuses = {m.plan.name: member_status(m.endpoint) for m in members}
-        leader_id = statuses["etcd-n1"]["leader"]
-        leader = next(
-            m for m in members if statuses[m.plan.name]["header"]["member_id"] == leader_id
-        )
+        assert wait_for(lambda: len(_leader(members)) == 1, 5.0)  # elected, and agreed on
+        (leader,) = _leader(members)
         committed = {p["metadata"]["name"] for p in lab.store.list("pods")[0]}
         revision = lab.store.revision
         leader.kill()
@@ -145,6 +142,16 @@ def test_the_labs_own_etcd_cluster_survives_its_leader():
         assert time.monotonic() - started < 15
         stale, _ = lone.range_prefix("/netlab/tcluster/pods/", serializable=True)
         assert committed <= {_value(k)["metadata"]["name"] for k in stale}
+
+
+def _leader(members) -> list:
+    """[the member every member names as leader], or [] while they do not agree yet."""
+    views = [member_status(m.endpoint) for m in members]
+    if not all(views):
+        return []
+    named = {v.get("leader") for v in views}
+    by_id = {v["header"]["member_id"]: m for v, m in zip(views, members, strict=True)}
+    return [by_id[n] for n in named if n in by_id] if len(named) == 1 else []
 
 
 def _value(kv: dict) -> dict:
