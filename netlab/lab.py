@@ -13,7 +13,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -61,14 +61,8 @@ from netlab.realize import (
     rtnl_batch,
 )
 from netlab.realize.fabric import Fabric
-from netlab.realize.processes import (
-    ExitMonitor,
-    PidRecord,
-    container_env,
-    start_container,
-    stop_processes,
-)
-from netlab.realize.zygote import ForkedProcess, Zygote
+from netlab.realize.processes import PidRecord, container_env, stop_processes
+from netlab.realize.runtime import ContainerRequest, Runtime, RuntimeProcess
 from netlab.services import Candidate, Services, selects
 from netlab.spec.load import ManifestSet, load_lab, parse_manifests
 from netlab.spec.mesh import MeshContext
@@ -113,15 +107,11 @@ class Lab(WorkloadRuntime, NodeRuntime):
         self.pods: dict[tuple[str, str], PodRuntime] = {}
         self.deployments: dict[tuple[str, str], DeploymentRuntime] = {}
         self.fabric: Fabric | None = None
-        self.monitor: ExitMonitor | None = None
         self.pid_record = PidRecord(self.run_dir / "pids")
+        # the lab's containers run under its own runtime process, which outlives this one
+        self.runtime = Runtime(self.run_dir, self.pid_record.add)
         # sidecars are forked from one preloaded parent (NETLAB_SIDECAR_FORK=0: started fresh)
-        self.zygote = (
-            Zygote(self.run_dir / "logs" / "zygote.log", self._record_zygote, self._record_fork)
-            if os.environ.get("NETLAB_SIDECAR_FORK", "1") != "0"
-            else None
-        )
-        self.forked: dict[tuple[str, str], ForkedProcess] = {}  # forked ahead, by pod key
+        self.fork_sidecars = os.environ.get("NETLAB_SIDECAR_FORK", "1") != "0"
         self.job_rngs: dict[tuple[str, str], object] = {}  # Job pod names, per Job
         self.stopping = False
         self.controllers: ControllerManager | None = None
@@ -189,7 +179,7 @@ class Lab(WorkloadRuntime, NodeRuntime):
         self.api = ApiServer.for_lab(self, self._request_shutdown)
         self.api.start()
         self.prober = Prober(self._readiness_changed)
-        self.monitor = ExitMonitor()
+        self.runtime.start_daemon()
         self.fabric = Fabric(self.plan, self.pid_record.add)
         self.fabric.build()
         self.nodes = {node.name: node for node in self.plan.nodes}
@@ -247,16 +237,10 @@ class Lab(WorkloadRuntime, NodeRuntime):
         with self.lock:
             runtimes = list(self.pods.values())
             procs = [p for rt in runtimes for p in rt.procs.values()]
-            procs += self.forked.values()  # forked ahead, not yet taken by their pod
-            self.forked.clear()
             for rt in runtimes:
                 rt.deleted = True
-        if self.monitor is not None:
-            self.monitor.close()
-            self.monitor = None
         stop_processes(procs, grace=0.5)
-        if self.zygote is not None:
-            self.zygote.close()
+        self.runtime.shutdown()
         self.store.close(forget=not self.etcd_members)  # a user's etcd: our objects go
         for member in self.etcd_members:
             member.stop()
@@ -334,61 +318,43 @@ class Lab(WorkloadRuntime, NodeRuntime):
         """Intercept the meshed pods' traffic (all at once), then start every container.
         The zygote forks the sidecars meanwhile: their requests go out first."""
         meshed = [p for p in plans if is_meshed(p.template)]
-        started: set[tuple[tuple[str, str], int]] = set()
+        runtimes = [self.pods[p.key] for p in plans]
+        wanted = [(rt, i) for rt in runtimes for i in range(len(rt.plan.template.containers))]
+        forked = [(rt, i) for rt, i in wanted if self._forked(rt, i)]
+        execed = [(rt, i) for rt, i in wanted if not self._forked(rt, i)]
+        forks: dict[str, object] = {}
 
-        def intercept_then_apps() -> None:
+        def fork() -> None:
+            try:
+                forks["procs"] = self.runtime.start([self._request(rt, i) for rt, i in forked])
+            except BaseException as exc:  # raised below, in the lab's thread
+                forks["error"] = exc
+
+        forking = threading.Thread(target=fork, name="fork-sidecars") if forked else None
+        if forking is not None:
+            forking.start()
+        try:
             if meshed:  # before any app runs: none of its traffic slips past the sidecar
                 nftables.apply_each(
                     {str(netns.netns_path(p.netns)): interception_script(p.gateway) for p in meshed}
                 )
-            for pod in plans:
-                rt = self.pods[pod.key]
-                for index, container in enumerate(rt.plan.template.containers):
-                    if container.name != SIDECAR_CONTAINER:
-                        self._start_container(rt, index)
-                        started.add((pod.key, index))
-
-        if meshed and self.zygote is not None:
-            self._fork_sidecars(meshed, while_waiting=intercept_then_apps)
-        else:
-            intercept_then_apps()
-        for pod in plans:
-            self._start_containers(self.pods[pod.key], started)
-
-    def _fork_sidecars(
-        self, plans: Sequence[PodPlan], while_waiting: Callable[[], None] | None = None
-    ) -> None:
-        """Ask the zygote for all these pods' sidecars at once, running `while_waiting`
-        while it forks; `_start_container` takes them from `self.forked`."""
-        wanted = []
-        for plan in plans:
-            container = next(c for c in plan.template.containers if c.name == SIDECAR_CONTAINER)
-            wanted.append((plan, container))
-        procs = self.zygote.spawn_many(
-            [
-                (
-                    str(netns.netns_path(plan.netns)),
-                    container.argv[3:],  # after `python -m mesh`
-                    container_env(plan, container),
-                    self.log_path(plan, container.name),
-                )
-                for plan, container in wanted
-            ],
-            while_waiting,
-        )
-        for plan, proc in zip(plans, procs, strict=True):
-            self.forked[plan.key] = proc  # recorded by pid already (`_record_fork`)
-
-    def _start_containers(
-        self, rt: PodRuntime, started: Container[tuple[tuple[str, str], int]] = ()
-    ) -> None:
-        """Start the pod's containers (those not in `started`: (pod key, index)), then
-        hand it to the prober and publish it."""
-        for index in range(len(rt.plan.template.containers)):
-            if (rt.plan.key, index) not in started:
-                self._start_container(rt, index)
-        self._probe(rt)
-        self._publish_pod(rt)
+            procs = self.runtime.start([self._request(rt, i) for rt, i in execed])
+        except BaseException:
+            if forking is not None:  # all or nothing: no sidecar left without its pod
+                forking.join()
+                stop_processes(forks.get("procs", ()), grace=0.0)
+            raise
+        if forking is not None:
+            forking.join()
+        if "error" in forks:
+            stop_processes(procs, grace=0.0)
+            raise forks["error"]
+        started = zip(execed + forked, procs + forks.get("procs", []), strict=True)
+        for (rt, index), proc in started:
+            self._attach(rt, index, proc)
+        for rt in runtimes:
+            self._probe(rt)
+            self._publish_pod(rt)
 
     # -- readiness and services ------------------------------------------
 
@@ -613,39 +579,45 @@ class Lab(WorkloadRuntime, NodeRuntime):
             raise NotFound(f"no ClusterIP service {namespace}/{name}")
         return str(vip)
 
-    def _record_zygote(self, pid: int) -> None:
-        self.pid_record.add(pid, "zygote", "mesh.zygote")
-
-    def _record_fork(self, pid: int) -> None:
-        """A sidecar the zygote just forked, before its pod takes it (a crash in between
-        must not leave it behind): `netlab clean` ends what the record holds."""
-        self.pid_record.add(pid, "container", "netlab-proxy (forked)")
-
     def _request_shutdown(self) -> None:
         if self.on_shutdown is not None:
             self.on_shutdown()
 
-    def _start_container(self, rt: PodRuntime, index: int) -> None:
-        container = rt.plan.template.containers[index]
-        log_path = self.log_path(rt.plan, container.name)
-        if container.name != SIDECAR_CONTAINER or self.zygote is None:
-            proc = start_container(rt.plan, container, log_path)
-        else:
-            proc = self.forked.pop(rt.plan.key, None) or self.zygote.spawn(
-                str(netns.netns_path(rt.plan.netns)),
-                container.argv[3:],  # after `python -m mesh`
-                container_env(rt.plan, container),
-                log_path,
-            )
-        self.pid_record.add(
-            proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}"
-        )
-        state = rt.status.containers[index]
-        state.state, state.started_at, state.pid = "running", objects.now(), proc.pid
-        rt.procs[container.name] = proc
-        self.monitor.watch(proc, lambda p, rt=rt, i=index: self._container_exited(rt, i, p))
+    def _forked(self, rt: PodRuntime, index: int) -> bool:
+        return self.fork_sidecars and rt.plan.template.containers[index].name == SIDECAR_CONTAINER
 
-    def _container_exited(self, rt: PodRuntime, index: int, proc: subprocess.Popen) -> None:
+    def _request(self, rt: PodRuntime, index: int) -> ContainerRequest:
+        """What the runtime needs to start container `index` of the pod."""
+        plan, container = rt.plan, rt.plan.template.containers[index]
+        ident = f"{plan.namespace}/{plan.name}/{container.name}"
+        env = container_env(plan, container)
+        log_path = self.log_path(plan, container.name)
+        if self._forked(rt, index):  # `python -m mesh ...`, forked: the zygote runs mesh
+            return ContainerRequest(
+                ident, container.argv[3:], env, str(netns.netns_path(plan.netns)), log_path, True
+            )
+        return ContainerRequest(ident, container.argv, env, plan.netns, log_path)
+
+    def _start_container(self, rt: PodRuntime, index: int) -> None:
+        (proc,) = self.runtime.start([self._request(rt, index)])
+        self._attach(rt, index, proc)
+
+    def _attach(self, rt: PodRuntime, index: int, proc: RuntimeProcess, fresh: bool = True) -> None:
+        """The container runs as `proc`: on the lab's record, in the pod's status, watched.
+        `fresh`: it has just started (else it was running when the supervisor came)."""
+        container = rt.plan.template.containers[index]
+        if fresh:
+            self.pid_record.add(
+                proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}"
+            )
+        state = rt.status.containers[index]
+        state.state, state.pid = "running", proc.pid
+        if fresh or state.started_at is None:
+            state.started_at = objects.now()
+        rt.procs[container.name] = proc
+        self.runtime.on_exit(proc, lambda p, rt=rt, i=index: self._container_exited(rt, i, p))
+
+    def _container_exited(self, rt: PodRuntime, index: int, proc: RuntimeProcess) -> None:
         with self.lock:
             if rt.deleted or self.stopping:
                 return
@@ -716,7 +688,7 @@ class Lab(WorkloadRuntime, NodeRuntime):
 
     def _teardown(self, rt: PodRuntime, grace: float) -> None:
         for proc in rt.procs.values():
-            self.monitor.forget(proc)
+            self.runtime.forget(proc)
         stop_processes(rt.procs.values(), grace=grace)
         node = self.nodes.get(rt.plan.node)
         if node is not None and self.fabric.exists(node.name):

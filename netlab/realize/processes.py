@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -104,21 +104,23 @@ class ContainerProcess(subprocess.Popen):
     log_path: Path
 
 
-def start_container(pod: PodPlan, container: ContainerSpec, log_path: Path) -> ContainerProcess:
+def start_container(
+    netns_name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path
+) -> ContainerProcess:
     """Start one container: its command in the pod's namespace through
     `ip netns exec`, which also shows it the pod's /etc/netns files as
     /etc/resolv.conf and /etc/hosts. A session of its own, so the whole
-    process group can be signalled. Its output comes out of a pipe: the lab's
+    process group can be signalled. Its output comes out of a pipe: an
     `ExitMonitor.watch` appends it to its log file as timestamped CRI records,
     like a container runtime (stderr shares the pipe, so the order the two were
     written in is kept)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     proc = ContainerProcess(
-        ["ip", "netns", "exec", pod.netns, *container.argv],
+        ["ip", "netns", "exec", netns_name, *argv],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env=container_env(pod, container),
+        env=dict(env),
         cwd="/",
         start_new_session=True,
     )

@@ -1,0 +1,223 @@
+"""The lab's container runtime: one process per lab that starts its containers,
+keeps their logs and learns how they end, and outlives the lab supervisor
+(`python -m netlab.realize.runtimed --socket PATH`).
+
+It does for the lab what containerd and its shims do for a kubelet: a kubelet
+that restarts finds its containers still running, their output still logged,
+and the exits it missed waiting for it. Containers are this process's
+children (sidecars are forked by the zygote, its child), so only it can wait
+for them; their output pipes end here, where `OutputWriter` turns them into
+CRI log records. The supervisor talks to it over a SOCK_SEQPACKET socket in
+the run directory, one JSON message each way:
+
+- `{"seq": N, "op": "start", "items": [{"id", "argv", "env", "netns", "log",
+  "fork"}...]}` starts containers (`fork`: a sidecar from the zygote) and
+  answers `{"seq": N, "started": [{"id", "pid", "started"} | {"id", "error"}]}`;
+- `{"seq": N, "op": "list"}` answers `{"seq": N, "running": [...], "exited": [...]}`,
+  the exits no supervisor was connected to hear;
+- `{"seq": N, "op": "shutdown"}` ends the zygote and this process (the lab has
+  stopped the containers by PID before);
+- unasked, `{"exit": PID, "id": ID, "code": C}` when a container ends.
+
+A newer connection replaces an older one (the supervisor that restarted).
+Requests run in a thread each: a burst of sidecar forks does not hold up the
+apps' starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from netlab.realize.processes import ExitMonitor, PidRecord, start_container, start_time
+from netlab.realize.zygote import Zygote
+
+log = logging.getLogger("netlab.runtimed")
+MAX_MESSAGE = 1 << 20
+
+
+@dataclass
+class Entry:
+    id: str
+    proc: object  # a subprocess.Popen or a zygote's ForkedProcess
+    started: int | None
+
+
+class Runtimed:
+    def __init__(self, socket_path: Path, zygote_log: Path, pids: PidRecord) -> None:
+        self.socket_path = socket_path
+        self.monitor = ExitMonitor()
+        # the zygote and its children are on the lab's record from the moment they exist
+        self.zygote = Zygote(
+            zygote_log,
+            lambda pid: pids.add(pid, "zygote", "mesh.zygote"),
+            lambda pid: pids.add(pid, "container", "netlab-proxy (forked)"),
+        )
+        self.lock = threading.Lock()
+        self.running: dict[int, Entry] = {}
+        self.exited: list[dict] = []  # heard while no supervisor was connected
+        self.client: socket.socket | None = None
+        self.done = threading.Event()
+
+    # -- the connection ---------------------------------------------------
+
+    def serve(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        old = os.umask(0o077)  # only root may start processes through it
+        try:
+            listener.bind(str(self.socket_path))
+        finally:
+            os.umask(old)
+        listener.listen(4)
+        listener.settimeout(0.5)
+        print(f"runtimed: serving {self.socket_path}", flush=True)
+        while not self.done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(None)
+            with self.lock:
+                previous, self.client = self.client, conn
+            if previous is not None:
+                with contextlib.suppress(OSError):
+                    previous.shutdown(socket.SHUT_RDWR)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+    def _read(self, conn: socket.socket) -> None:
+        while True:
+            try:
+                data = conn.recv(MAX_MESSAGE)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            try:
+                request = json.loads(data)
+                seq, op = request["seq"], request["op"]
+            except (ValueError, KeyError, TypeError):
+                print(f"runtimed: malformed request {data[:80]!r}", flush=True)
+                continue
+            threading.Thread(
+                target=self._answer, args=(conn, seq, op, request), daemon=True
+            ).start()
+        with self.lock:
+            if self.client is conn:
+                self.client = None
+        conn.close()
+
+    def _answer(self, conn: socket.socket, seq: int, op: str, request: dict) -> None:
+        try:
+            if op == "start":
+                reply = {"started": self.start(request.get("items") or [])}
+            elif op == "list":
+                reply = self.listing()
+            elif op == "shutdown":
+                reply = {"ok": True}
+            else:
+                reply = {"error": f"unknown op {op!r}"}
+        except Exception as exc:  # an answer always goes back: the supervisor waits for it
+            log.exception("request %s failed", op)
+            reply = {"error": str(exc)}
+        self._send(conn, {"seq": seq, **reply})
+        if op == "shutdown":
+            self.done.set()
+
+    def _send(self, conn: socket.socket | None, message: dict) -> bool:
+        if conn is None:
+            return False
+        try:
+            conn.sendall(json.dumps(message).encode())
+            return True
+        except OSError:
+            return False
+
+    # -- containers -------------------------------------------------------
+
+    def start(self, items: list[dict]) -> list[dict]:
+        forks = [i for i in items if i.get("fork")]
+        answers: dict[int, dict] = {}
+        if forks:
+            requests = [(i["netns"], i["argv"], i.get("env") or {}, Path(i["log"])) for i in forks]
+            try:
+                procs = self.zygote.spawn_many(requests)
+            except Exception as exc:
+                procs = []
+                for item in forks:
+                    answers[id(item)] = {"id": item["id"], "error": str(exc)}
+            for item, proc in zip(forks, procs, strict=False):
+                answers[id(item)] = self._watch(item["id"], proc)
+        for item in items:
+            if item.get("fork"):
+                continue
+            try:
+                proc = start_container(
+                    item["netns"], item["argv"], item.get("env") or {}, Path(item["log"])
+                )
+            except OSError as exc:
+                answers[id(item)] = {"id": item["id"], "error": str(exc)}
+                continue
+            answers[id(item)] = self._watch(item["id"], proc)
+        return [answers[id(item)] for item in items]
+
+    def _watch(self, ident: str, proc) -> dict:
+        entry = Entry(ident, proc, start_time(proc.pid))
+        with self.lock:
+            self.running[proc.pid] = entry
+        self.monitor.watch(proc, self._exited)
+        return {"id": ident, "pid": proc.pid, "started": entry.started}
+
+    def _exited(self, proc) -> None:
+        code = proc.returncode if proc.returncode is not None else -1
+        with self.lock:
+            entry = self.running.pop(proc.pid, None)
+            message = {"exit": proc.pid, "id": entry.id if entry else "", "code": code}
+            delivered = self._send(self.client, message)
+            if not delivered:
+                self.exited.append(message)
+
+    def listing(self) -> dict:
+        with self.lock:
+            running = [
+                {"id": e.id, "pid": pid, "started": e.started} for pid, e in self.running.items()
+            ]
+            exited, self.exited = self.exited, []
+        return {"running": running, "exited": exited}
+
+    def close(self) -> None:
+        self.monitor.close()
+        self.zygote.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m netlab.realize.runtimed")
+    p.add_argument("--socket", type=Path, required=True)
+    p.add_argument("--zygote-log", type=Path, required=True)
+    p.add_argument("--pids", type=Path, required=True, help="the lab's record of its processes")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="runtimed: %(message)s")
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closing terminal is not our end
+    daemon = Runtimed(args.socket, args.zygote_log, PidRecord(args.pids))
+    try:
+        daemon.serve()
+    finally:
+        daemon.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
