@@ -64,8 +64,9 @@ class Actions(Protocol):
         """Delete a deployment and its pods; return the object."""
         ...
 
-    async def shutdown(self) -> None:
-        """Tear the lab down (runs as a task after the API has answered 202)."""
+    async def shutdown(self, leave: bool = False) -> None:
+        """Tear the lab down, or (`leave`) end only the supervisor (runs as a task after
+        the API has answered 202)."""
         ...
 
     def log_path(self, namespace: str, pod: str, container: str | None) -> Path:
@@ -546,10 +547,14 @@ def _same_pod(store: Store, namespace: str, name: str, uid: str) -> bool:
 
 
 async def _shutdown(request: web.Request) -> web.Response:
-    task = asyncio.create_task(request.app[ACTIONS].shutdown())
+    """`?leave=true`: only the supervisor goes; the lab keeps running, to be adopted."""
+    leave = request.query.get("leave") in ("1", "true")
+    actions = request.app[ACTIONS]
+    task = asyncio.create_task(actions.shutdown(leave=True) if leave else actions.shutdown())
     request.app[TASKS].add(task)
     task.add_done_callback(request.app[TASKS].discard)
-    return web.json_response(status(202, "the lab is shutting down", "Accepted"), status=202)
+    what = "the supervisor is leaving the lab running" if leave else "the lab is shutting down"
+    return web.json_response(status(202, what, "Accepted"), status=202)
 
 
 MAX_APPLY_BYTES = 1 << 20

@@ -100,7 +100,8 @@ class LabActions:
     async def apply(self, text: str) -> list[dict]:
         return await self._run(self.lab.apply_text, text)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, leave: bool = False) -> None:
+        self.lab.leaving = leave
         self.on_shutdown()
 
     def log_path(self, namespace: str, pod: str, container: str | None) -> Path:

@@ -41,12 +41,27 @@ def _running_labs() -> list[str]:
     return sorted(p.name for p in RUN_ROOT.iterdir() if socket_path(p).exists())
 
 
+def _unsupervised_labs() -> list[str]:
+    """Labs whose runtime (and so their containers) runs on with nobody serving the API."""
+    from netlab.realize.runtime import SOCKET_NAME as RUNTIME_SOCKET
+
+    if not RUN_ROOT.is_dir():
+        return []
+    return sorted(p.name for p in RUN_ROOT.iterdir() if (p / RUNTIME_SOCKET).exists())
+
+
 def _pick_lab(name: str | None) -> str:
     name = name or os.environ.get("NETLAB_LAB")
     if name:
         return name
     labs = _running_labs()
     if not labs:
+        orphans = _unsupervised_labs()
+        if orphans:
+            raise LabNotFound(
+                f"lab {', '.join(orphans)} runs without a supervisor (it ended or detached); "
+                "`netlab up -d --adopt [FILE]` takes it over, `netlab clean` removes it"
+            )
         raise LabNotFound("no lab is running; start one with `netlab up [FILE]`")
     if len(labs) > 1:
         raise LabNotFound(f"several labs are running ({', '.join(labs)}); pick one with --lab NAME")
@@ -82,19 +97,25 @@ def cmd_up(args) -> int:
         if problem:
             raise NetlabError(f"--store: {problem}; write embedded, etcd or etcd://127.0.0.1:2379")
         spec = dataclasses.replace(spec, store=args.store)
+    if args.adopt:
+        from netlab.lab_adopt import recorded_store
+
+        if args.cli:
+            raise NetlabError("--cli cannot take over a running lab; leave out --cli or --adopt")
+        spec = dataclasses.replace(spec, store=recorded_store(RUN_ROOT / spec.name, spec.store))
     lab = Lab(spec)
     if args.detach:
-        return _up_detached(lab)
+        return _up_detached(lab, args.adopt)
     if args.cli:
         return _up_cli(lab)
-    asyncio.run(_supervise(lab, _print_ready))
+    asyncio.run(_supervise(lab, _print_ready, adopt=args.adopt))
     return 0
 
 
-async def _supervise(lab: Lab, on_ready, on_prepared=None) -> None:
+async def _supervise(lab: Lab, on_ready, on_prepared=None, adopt: bool = False) -> None:
     from netlab.supervisor import run
 
-    await run(lab, on_ready, on_prepared=on_prepared)
+    await run(lab, on_ready, on_prepared=on_prepared, adopt=adopt)
 
 
 def _up_cli(lab: Lab) -> int:
@@ -106,7 +127,7 @@ def _up_cli(lab: Lab) -> int:
     return 0
 
 
-def _up_detached(lab: Lab) -> int:
+def _up_detached(lab: Lab, adopt: bool = False) -> int:
     """Fork a supervisor in its own session; report when it is ready or failed."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -119,7 +140,9 @@ def _up_detached(lab: Lab) -> int:
 
         def prepared(lab: Lab) -> None:
             # its output goes to the run directory, which teardown removes
-            log = os.open(lab.run_dir / "supervisor.log", os.O_WRONLY | os.O_CREAT, 0o600)
+            log = os.open(
+                lab.run_dir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+            )
             os.dup2(log, 1)
             os.dup2(log, 2)
 
@@ -128,7 +151,7 @@ def _up_detached(lab: Lab) -> int:
 
         code = 0
         try:
-            asyncio.run(_supervise(lab, ready, prepared))
+            asyncio.run(_supervise(lab, ready, prepared, adopt))
         except BaseException as exc:  # reported to the waiting parent
             os.write(write_fd, f"error: {exc}\n".encode())
             code = 1
@@ -163,6 +186,28 @@ def cmd_down(args) -> int:
             f"lab {name} did not stop within {args.timeout:.0f} s; `netlab clean --force --lab {name}` removes it"
         )
     print(f"lab {name} is down")
+    return 0
+
+
+def cmd_detach(args) -> int:
+    """End the supervisor only: the lab runs on until `netlab up --adopt` takes it over."""
+    from netlab.realize import cleanup
+
+    name = _pick_lab(args.lab)
+    run_dir = RUN_ROOT / name
+    pid = cleanup.supervisor_pid(run_dir)
+    LabClient(str(socket_path(run_dir))).shutdown(leave=True)
+    deadline = time.monotonic() + args.timeout
+    while pid is not None and cleanup.supervisor_pid(run_dir) == pid:
+        if time.monotonic() > deadline:
+            raise NetlabError(
+                f"the supervisor of lab {name} did not end within {args.timeout:.0f} s"
+            )
+        time.sleep(0.05)
+    print(
+        f"lab {name} runs on without its supervisor; `netlab up -d --adopt [FILE]` takes it "
+        "over again (the API and the controllers are away until then)"
+    )
     return 0
 
 
@@ -497,7 +542,19 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--cli", action="store_true", help="open Mininet's CLI (nodes and pods by name)"
     )
+    up.add_argument(
+        "--adopt",
+        action="store_true",
+        help="take over the running lab of this lab file whose supervisor ended "
+        "(a crash, `netlab detach`): nothing is rebuilt, no pod restarts",
+    )
     up.set_defaults(func=cmd_up)
+
+    detach = sub.add_parser(
+        "detach", help="end the lab's supervisor but leave the lab running (for up --adopt)"
+    )
+    detach.add_argument("--timeout", type=float, default=30.0)
+    detach.set_defaults(func=cmd_detach)
 
     down = sub.add_parser("down", help="stop a running lab and remove everything it made")
     down.add_argument("--timeout", type=float, default=60.0)

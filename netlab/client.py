@@ -151,9 +151,10 @@ class LabClient:
 
     # -- the lab ---------------------------------------------------------------
 
-    def shutdown(self) -> None:
-        """Ask the lab to shut down (it answers at once and tears down afterwards)."""
-        self._json("POST", "/netlab/v1/shutdown")
+    def shutdown(self, leave: bool = False) -> None:
+        """Ask the lab to shut down (it answers at once and tears down afterwards);
+        `leave`: only its supervisor ends, the lab runs on (`netlab up --adopt`)."""
+        self._json("POST", "/netlab/v1/shutdown", {"leave": "true"} if leave else None)
 
     def apply(self, text: str) -> list[dict]:
         """Send a YAML stream of manifests; what the lab did with each object."""

@@ -26,6 +26,7 @@ from netlab.controllers.nodelifecycle import NodeLifecycleController
 from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
 from netlab.etcdstore import EtcdStore
 from netlab.journal import Journal
+from netlab.lab_adopt import Adoption, record_store
 from netlab.lab_nodes import NodeRuntime
 from netlab.lab_workloads import (
     DeploymentRuntime,
@@ -60,6 +61,7 @@ from netlab.realize import (
     ready,
     rtnl_batch,
 )
+from netlab.realize.checkpoint import Checkpoints, pod_key
 from netlab.realize.fabric import Fabric
 from netlab.realize.processes import PidRecord, container_env, stop_processes
 from netlab.realize.runtime import ContainerRequest, Runtime, RuntimeProcess
@@ -93,7 +95,7 @@ class PodRuntime:
     deleted: bool = False
 
 
-class Lab(WorkloadRuntime, NodeRuntime):
+class Lab(WorkloadRuntime, NodeRuntime, Adoption):
     def __init__(self, spec: LabSpec, run_root: Path = RUN_ROOT, store: Store | None = None):
         self.run_dir = run_root / spec.name
         self.spec = with_system_workloads(spec, socket_path(self.run_dir))
@@ -108,12 +110,14 @@ class Lab(WorkloadRuntime, NodeRuntime):
         self.deployments: dict[tuple[str, str], DeploymentRuntime] = {}
         self.fabric: Fabric | None = None
         self.pid_record = PidRecord(self.run_dir / "pids")
+        self.checkpoints = Checkpoints(self.run_dir / "checkpoints")  # nodes and pod sandboxes
         # the lab's containers run under its own runtime process, which outlives this one
         self.runtime = Runtime(self.run_dir, self.pid_record.add)
         # sidecars are forked from one preloaded parent (NETLAB_SIDECAR_FORK=0: started fresh)
         self.fork_sidecars = os.environ.get("NETLAB_SIDECAR_FORK", "1") != "0"
         self.job_rngs: dict[tuple[str, str], object] = {}  # Job pod names, per Job
         self.stopping = False
+        self.leaving = False  # the supervisor ends and leaves the lab running
         self.controllers: ControllerManager | None = None
         self.node_agents: NodeAgents | None = None
         self.node_lifecycle: NodeLifecycleController | None = None
@@ -157,6 +161,7 @@ class Lab(WorkloadRuntime, NodeRuntime):
         report = cleanup.clean_lab(self.spec.name, self.run_dir.parent)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "logs").mkdir(exist_ok=True)
+        record_store(self.run_dir, self.spec.store)
         if not isinstance(self.store, EtcdStore):  # etcd keeps its own record
             self.store.persist(Journal(self.run_dir / "store"))
         return report
@@ -183,6 +188,8 @@ class Lab(WorkloadRuntime, NodeRuntime):
         self.fabric = Fabric(self.plan, self.pid_record.add)
         self.fabric.build()
         self.nodes = {node.name: node for node in self.plan.nodes}
+        for node in self.plan.nodes:
+            self.checkpoints.save("nodes", node.name, node)
         self._connect_store()
         for pod in self.plan.pods:  # the plan handed addresses out in this order
             self.last_pod_address[pod.node] = pod.address.ip
@@ -282,6 +289,7 @@ class Lab(WorkloadRuntime, NodeRuntime):
                     start_time=objects.now(),
                 )
                 self.pods[pod.key] = PodRuntime(pod, status)
+                self.checkpoints.save("pods", pod_key(*pod.key), pod)
             pods.create_on_node(
                 str(self.fabric.host_path(node_name)),
                 node_pods,
@@ -358,8 +366,8 @@ class Lab(WorkloadRuntime, NodeRuntime):
 
     # -- readiness and services ------------------------------------------
 
-    def _probe(self, rt: PodRuntime) -> None:
-        """Hand the pod's readiness checks to the prober."""
+    def _probe(self, rt: PodRuntime, ready: bool = False) -> None:
+        """Hand the pod's readiness checks to the prober (`ready`: they passed already)."""
         plan = rt.plan
         extra = tuple(
             sorted(
@@ -378,7 +386,7 @@ class Lab(WorkloadRuntime, NodeRuntime):
         target = Target(
             plan.key, plan.address.ip, str(self.fabric.host_path(plan.node)), plan.netns, checks
         )
-        self.prober.add(target)
+        self.prober.add(target, ready)
         rt.status.probes_ready = self.prober.ready(plan.key)
 
     def _readiness_changed(self, key: tuple[str, str], _ready: bool) -> None:
@@ -618,13 +626,17 @@ class Lab(WorkloadRuntime, NodeRuntime):
         self.runtime.on_exit(proc, lambda p, rt=rt, i=index: self._container_exited(rt, i, p))
 
     def _container_exited(self, rt: PodRuntime, index: int, proc: RuntimeProcess) -> None:
+        self._ended(rt, index, proc.returncode)
+
+    def _ended(self, rt: PodRuntime, index: int, code: int | None) -> None:
+        """Container `index` of the pod ended with `code`: restart it as its policy says."""
         with self.lock:
             if rt.deleted or self.stopping:
                 return
             state = rt.status.containers[index]
-            state.state, state.exit_code = "terminated", proc.returncode
+            state.state, state.exit_code = "terminated", code
             policy = rt.plan.template.restart_policy
-            restart = policy == "Always" or (policy == "OnFailure" and proc.returncode != 0)
+            restart = policy == "Always" or (policy == "OnFailure" and code != 0)
             if restart:
                 state.state, state.reason = "waiting", "CrashLoopBackOff"
                 delay = min(BACKOFF_MAX, BACKOFF_START * 2**state.restarts)
@@ -697,6 +709,7 @@ class Lab(WorkloadRuntime, NodeRuntime):
         else:
             pods.delete(rt.plan, None)
         del self.pods[rt.plan.key]
+        self.checkpoints.remove("pods", pod_key(*rt.plan.key))
         self.store.delete("pods", rt.plan.namespace, rt.plan.name)
         self._sync_services()  # and out of notReadyAddresses
 

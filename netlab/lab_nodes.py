@@ -35,18 +35,8 @@ class NodeRuntime:
         if not isinstance(self.store, EtcdStore) or self.store.client is not None:
             return
         if self.spec.store == "etcd":
-            hosts = control_plane_nodes(self.plan.nodes)
-            plans = [
-                etcd.MemberPlan(
-                    f"etcd-{node.name}",
-                    str(node.address.ip),
-                    node.netns,
-                    self.run_dir / "etcd" / node.name,
-                )
-                for node in hosts
-            ]
             self.etcd_members = etcd.start_cluster(
-                plans,
+                self._member_plans(),
                 self.run_dir / "logs",
                 lambda pid, name: self.pid_record.add(pid, "etcd", name),
             )
@@ -54,6 +44,18 @@ class NodeRuntime:
         else:
             endpoints = endpoints_of(self.spec.store)
         self.store.connect(EtcdClient(endpoints), fresh=True)
+
+    def _member_plans(self) -> list[etcd.MemberPlan]:
+        """The lab's own etcd members, on its control-plane nodes."""
+        return [
+            etcd.MemberPlan(
+                f"etcd-{node.name}",
+                str(node.address.ip),
+                node.netns,
+                self.run_dir / "etcd" / node.name,
+            )
+            for node in control_plane_nodes(self.plan.nodes)
+        ]
 
     def _start_control_plane(self) -> None:
         """The node agents' heartbeats, then the controllers that watch the store."""
@@ -211,6 +213,7 @@ class NodeRuntime:
             )
             self.fabric.add_node(node)
             self.nodes[name] = node
+            self.checkpoints.save("nodes", name, node)
             self._setup_overlay(node)
             self.services.program_node(str(self.fabric.host_path(name)))
             for other in self.nodes.values():
@@ -238,6 +241,7 @@ class NodeRuntime:
                         ipr, peer_entry(other, node, self.spec.overlay.direct_routing)
                     )
             self.fabric.remove_node(node)
+            self.checkpoints.remove("nodes", name)
             self.store.delete("nodes", None, name)
             try:
                 self.store.delete("leases", LEASE_NAMESPACE, name)

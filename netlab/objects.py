@@ -14,7 +14,7 @@ from typing import Any
 
 from netlab.plan import LabPlan, NodePlan, PodPlan
 from netlab.plan.model import CNI_BRIDGE, NODE_UPLINK, VTEP_DEVICE
-from netlab.spec.model import DeploymentSpec, OverlaySpec, ServiceSpec
+from netlab.spec.model import DeploymentSpec, OverlaySpec, PodTemplate, ServiceSpec
 
 NETNS_ANNOTATION = "netlab.io/netns"
 RACK_ANNOTATION = "netlab.io/rack"
@@ -111,6 +111,31 @@ class PodStatus:
     def ready(self) -> bool:
         running = all(c.state == "running" for c in self.containers)
         return self.network_ready and running and self.probes_ready
+
+
+def pod_status_of(obj: dict, template: PodTemplate) -> PodStatus:
+    """The status a stored Pod says its pod had (restarts, start times, readiness):
+    what a supervisor that takes the pod over carries on from."""
+    status = obj.get("status") or {}
+    by_name = {c.get("name"): c for c in status.get("containerStatuses") or ()}
+    containers = []
+    for spec in template.containers:
+        seen = by_name.get(spec.name) or {}
+        state = ContainerState(spec.name, restarts=int(seen.get("restartCount") or 0))
+        shown = seen.get("state") or {}
+        if "running" in shown:
+            state.state, state.started_at = "running", shown["running"].get("startedAt")
+        elif "terminated" in shown:
+            state.state = "terminated"
+            state.exit_code = shown["terminated"].get("exitCode")
+        else:
+            state.reason = (shown.get("waiting") or {}).get("reason", state.reason)
+        containers.append(state)
+    return PodStatus(
+        containers=containers,
+        start_time=status.get("startTime"),
+        probes_ready=condition_status(obj, "Ready") == "True",
+    )
 
 
 def node_object(node: NodePlan, overlay: OverlaySpec) -> dict[str, Any]:

@@ -131,9 +131,14 @@ class Prober:
         self.thread = threading.Thread(target=self._loop, name="prober", daemon=True)
         self.thread.start()
 
-    def add(self, target: Target) -> None:
+    def add(self, target: Target, ready: bool = False) -> None:
         """Probe a pod; a pod probed already keeps the state of every check
-        that is unchanged (a new Service must not make ready pods unready)."""
+        that is unchanged (a new Service must not make ready pods unready).
+        `ready`: it was ready when an earlier supervisor last looked (it stays
+        so until its checks fail as often as their thresholds say)."""
+        if ready:
+            for check in target.checks:
+                check.ready = True
         with self.lock:
             old = self.targets.get(target.key)
             if old is not None:

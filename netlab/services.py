@@ -194,6 +194,16 @@ class Services:
             self.store.apply(objects.service_object(service, _text(self.vips.get(key))))
         return changed
 
+    def adopt(self, services: Iterable[ServiceSpec], vips: dict[Key, str]) -> None:
+        """The Services a running lab has (the store's), with the VIPs they have; the
+        nodes' rules are unknown, so the next sync replaces them in one transaction."""
+        for service in services:
+            key = (service.namespace, service.name)
+            self.specs[key] = service
+            if key in vips:
+                self.vips[key] = IPv4Address(vips[key])
+        self.ruleset = None
+
     def remove(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         if key not in self.specs:

@@ -197,17 +197,52 @@ def mesh_enabled(spec: LabSpec) -> bool:
     return bool(spec.policies) or any(injected(t.labels, labels.get(ns, {})) for ns, t in templates)
 
 
+def with_manifest(deployment: DeploymentSpec) -> DeploymentSpec:
+    """A Deployment the lab makes itself, with the manifest a user would have written
+    for it: the store serves it whole, and its controller (or a supervisor taking the
+    lab over) compiles its template from there like any other."""
+    containers = []
+    for c in deployment.template.containers:
+        item: dict = {"name": c.name, "image": c.image or "host", "command": list(c.command)}
+        if c.args:
+            item["args"] = list(c.args)
+        if c.env:
+            item["env"] = [{"name": k, "value": v} for k, v in c.env]
+        if c.ports:
+            item["ports"] = [
+                {"name": p.name, "containerPort": p.container_port, "protocol": p.protocol}
+                for p in c.ports
+            ]
+        containers.append(item)
+    labels = dict(deployment.template.labels)
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment.name,
+            "namespace": deployment.namespace,
+            "labels": dict(deployment.labels),
+        },
+        "spec": {
+            "replicas": deployment.replicas,
+            "selector": {"matchLabels": dict(deployment.match_labels)},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": containers}},
+        },
+    }
+    return dataclasses.replace(deployment, manifest=manifest)
+
+
 def with_system_workloads(spec: LabSpec, api_socket: Path) -> LabSpec:
     """The spec plus the lab's DNS and collector, and sidecars injected."""
     deployments, services = list(spec.deployments), list(spec.services)
     if spec.dns.enabled:
-        deployments.append(dns_deployment(spec, api_socket))
+        deployments.append(with_manifest(dns_deployment(spec, api_socket)))
         services.append(dns_service_spec(spec.dns))
     if mesh_enabled(spec):
-        deployments.append(collector_deployment())
+        deployments.append(with_manifest(collector_deployment()))
         services.append(collector_service())
     if any(scales_to_zero(d) for d in spec.deployments):
-        deployments.append(activator_deployment(api_socket))
+        deployments.append(with_manifest(activator_deployment(api_socket)))
     labels = {ns.name: ns.labels for ns in spec.namespaces}
     injected_deployments, pods = inject_all(spec, api_socket, tuple(deployments), spec.pods, labels)
     return dataclasses.replace(

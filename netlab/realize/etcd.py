@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netlab.errors import RealizeError
+from netlab.realize.processes import Orphan
 from netlab.unixhttp import UnixHTTPConnection
 
 CLIENT_PORT, PEER_PORT = 2379, 2380
@@ -99,6 +100,13 @@ class EtcdMember:
                 argv, cwd=plan.data_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True,
             )  # fmt: skip
+
+    @classmethod
+    def adopted(cls, plan: MemberPlan, pid: int, started: int | None) -> EtcdMember:
+        """The member an earlier supervisor started, still running."""
+        member = cls.__new__(cls)
+        member.plan, member.proc = plan, Orphan(pid, started)
+        return member
 
     @property
     def endpoint(self) -> str:

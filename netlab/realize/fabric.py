@@ -19,6 +19,7 @@ from mininet.net import Mininet
 from mininet.node import Host
 from mininet.nodelib import LinuxBridge
 
+from netlab.errors import NetlabError
 from netlab.plan import LabPlan, NodePlan, RouterPlan
 from netlab.plan.model import NODE_UPLINK, UNDERLAY_MTU
 from netlab.realize import netlink, netns
@@ -71,6 +72,29 @@ class Fabric:
         self.shaped = bool(links.bandwidth_mbit or links.delay or links.loss_percent)
         self.net: Mininet | None = None
         self.bound: set[str] = set()  # node/router namespace names given by netns.bind
+        self.named: dict[str, str] = {}  # node/router name -> its bound namespace's name
+
+    @classmethod
+    def adopt(
+        cls, plan: LabPlan, nodes: list[NodePlan], record_pid: Callable[[int, str, str], None]
+    ) -> Fabric:
+        """The fabric of a lab that runs already: its namespaces outlived the Mininet
+        shells that made them (they are bound to names), so it is driven by name."""
+        fabric = cls(plan, record_pid)
+        for host in [*plan.routers, *nodes]:
+            if netns.netns_path(host.netns).exists():
+                fabric.bound.add(host.netns)
+                fabric.named[host.name] = host.netns
+        return fabric
+
+    def link_down(self, node: NodePlan) -> bool:
+        """The node's rack-bridge port is down (`netlab node fail` left it so)."""
+        with netlink.iproute(self.lab_path) as ipr:
+            found = ipr.link_lookup(ifname=node.lab_ifname)
+            if not found:
+                return False
+            (link,) = ipr.get_links(found[0])
+            return not link["flags"] & 1  # IFF_UP
 
     # -- building ---------------------------------------------------------
 
@@ -135,13 +159,17 @@ class Fabric:
         return params
 
     def host_path(self, name: str) -> str:
-        """/proc/<pid>/ns/net of a node or router."""
+        """The namespace of a node or router: its bound name once it has one (that
+        outlives the Mininet shell), else /proc/<pid>/ns/net of the shell."""
+        if name in self.named:
+            return str(netns.netns_path(self.named[name]))
         return f"/proc/{self.net[name].pid}/ns/net"
 
     def _configure_router(self, router: RouterPlan) -> None:
         path = self.host_path(router.name)
         netns.bind(router.netns, path)
         self.bound.add(router.netns)
+        self.named[router.name] = router.netns
         netns.write_sysctl(path, "net.ipv4.ip_forward", "1")
         with netlink.iproute(path) as ipr:
             ipr.link("set", index=1, state="up")
@@ -157,6 +185,7 @@ class Fabric:
         path = self.host_path(node.name)
         netns.bind(node.netns, path)
         self.bound.add(node.netns)
+        self.named[node.name] = node.netns
         for key, value in (
             ("net.ipv4.ip_forward", "1"),
             ("net.ipv4.conf.all.rp_filter", "0"),
@@ -186,6 +215,12 @@ class Fabric:
 
     def add_node(self, node: NodePlan) -> None:
         """A node joins: host, uplink into its rack bridge, underlay config."""
+        if self.net is None:
+            raise NetlabError(
+                f"node {node.name}: nodes cannot join a lab taken over from an earlier "
+                "supervisor (the Mininet network that makes them is gone); `netlab down` and "
+                "`netlab up` with the node in the lab file"
+            )
         with netns.entered(self.lab_path):
             self._add_node_host(node)
             rack = self.net[node.rack]
@@ -200,11 +235,14 @@ class Fabric:
 
     def remove_node(self, node: NodePlan) -> None:
         """A node leaves: its shell ends (its namespace with it) and its port goes."""
-        host = self.net[node.name]
         netns.remove(node.netns)
         self.bound.discard(node.netns)
+        self.named.pop(node.name, None)
         with netlink.iproute(self.lab_path) as ipr:
             netlink.ignore_missing(ipr.link, "del", ifname=node.lab_ifname)
+        if self.net is None or node.name not in self.net.nameToNode:
+            return  # taken over from an earlier supervisor: no shell of ours
+        host = self.net[node.name]
         host.terminate()
         self.net.hosts.remove(host)
         del self.net.nameToNode[node.name]
@@ -214,15 +252,15 @@ class Fabric:
 
     def stop(self) -> None:
         """End every Mininet shell (their namespaces go with them)."""
-        if self.net is None:
-            return
-        for node in self.net.hosts + self.net.switches:
-            with contextlib.suppress(OSError, AttributeError):
-                node.terminate()
+        if self.net is not None:
+            for node in self.net.hosts + self.net.switches:
+                with contextlib.suppress(OSError, AttributeError):
+                    node.terminate()
         for name in sorted(self.bound):
             netns.remove(name)
         self.bound.clear()
+        self.named.clear()
         self.net = None
 
     def exists(self, name: str) -> bool:
-        return self.net is not None and name in self.net.nameToNode
+        return name in self.named or (self.net is not None and name in self.net.nameToNode)

@@ -283,6 +283,40 @@ def stop_processes(procs: Iterable[subprocess.Popen], grace: float = 1.0) -> Non
             proc.wait(timeout=2.0)
 
 
+class Orphan:
+    """A process started by an earlier supervisor (not our child: no exit code), as
+    far as stopping it goes: poll, wait, signals. `returncode` is -1 once it ended."""
+
+    def __init__(self, pid: int, started: int | None) -> None:
+        self.pid, self.started = pid, started
+        self.returncode: int | None = None
+        self.args = [str(pid)]
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not alive_as_recorded(self.pid, self.started):
+            self.returncode = -1
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            time.sleep(0.01)
+        return -1
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 @dataclass
 class Watched:
     proc: subprocess.Popen

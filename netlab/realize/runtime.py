@@ -169,7 +169,8 @@ class Runtime:
                 data = b""
             if not data:
                 with self.changed:
-                    self.connected = False
+                    if sock is self.sock or self.sock is None:
+                        self.connected = False
                     self.changed.notify_all()
                 return
             message = json.loads(data)
