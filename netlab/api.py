@@ -13,14 +13,15 @@ import json
 import logging
 import os
 import socket
+import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
 
-from netlab import __version__, crilog
+from netlab import __version__, api_exec, crilog, kube_table, objects, openapi
 from netlab.errors import ApiError
 from netlab.patch import apply_patch
 from netlab.resources import Resource, discovery_documents
@@ -169,6 +170,10 @@ def _add_discovery(app: web.Application, store: Store) -> None:
         "platform": "linux/amd64",
     }
     app.router.add_get("/version", _static(version))
+    root, by_path = openapi.documents(store.resources)
+    app.router.add_get("/openapi/v3", _static(root))
+    for path, doc in by_path.items():
+        app.router.add_get(f"/openapi/v3/{path}", _static(doc))
     for path in ("/healthz", "/livez", "/readyz"):
         app.router.add_get(path, _static("ok"))
 
@@ -190,6 +195,8 @@ def _add_resource(app: web.Application, res: Resource) -> None:
         app.router.add_get(f"{collection}/{{name}}/log", _get_log)
     if "patch" in res.verbs:
         app.router.add_patch(f"{collection}/{{name}}", functools.partial(_patch_item, res=res))
+    if "create" in res.verbs:
+        app.router.add_post(collection, functools.partial(_create_item, res=res))
     if "scale" in res.subresources:
         scale = f"{collection}/{{name}}/scale"
         app.router.add_get(scale, functools.partial(_get_scale, res=res))
@@ -205,6 +212,10 @@ async def _get_collection(request: web.Request, res: Resource) -> web.StreamResp
         return await _watch(request, res, namespace, labels, fields)
     parse_revision(request.query.get("resourceVersion"))  # validated; lists are always current
     items, revision = store.list(res, namespace, labels, fields)
+    version = kube_table.wanted(request.headers.get("Accept", ""))
+    if version is not None:  # kubectl get: the server prints
+        include = request.query.get("includeObject", "Metadata")
+        return web.json_response(kube_table.table(res, items, version, revision, include))
     body = {
         "apiVersion": res.api_version,
         "kind": res.list_kind,
@@ -219,7 +230,12 @@ async def _get_item(request: web.Request, res: Resource) -> web.StreamResponse:
     namespace = request.match_info.get("namespace")
     if _flag(request, "watch"):  # the old single-object watch form
         return await _watch(request, res, namespace, None, f"metadata.name={name}")
-    return web.json_response(request.app[STORE].get(res, namespace, name))
+    obj = request.app[STORE].get(res, namespace, name)
+    version = kube_table.wanted(request.headers.get("Accept", ""))
+    if version is not None:
+        include = request.query.get("includeObject", "Metadata")
+        return web.json_response(kube_table.table(res, [obj], version, None, include))
+    return web.json_response(obj)
 
 
 async def _delete_item(request: web.Request, res: Resource) -> web.StreamResponse:
@@ -244,7 +260,16 @@ async def _delete_item(request: web.Request, res: Resource) -> web.StreamRespons
 MAX_PATCH_BYTES = 1 << 20
 
 
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+
+
 async def _body(request: web.Request) -> bytes:
+    if request.content_type == PROTOBUF:  # client-go's typed clients, as kubectl create sends
+        raise ApiError(
+            415,
+            f"the lab API speaks JSON, not {PROTOBUF}: send application/json",
+            "UnsupportedMediaType",
+        )
     body = await request.content.read(MAX_PATCH_BYTES + 1)
     if len(body) > MAX_PATCH_BYTES:
         raise ApiError(413, f"request body larger than {MAX_PATCH_BYTES} bytes")
@@ -253,11 +278,61 @@ async def _body(request: web.Request) -> bytes:
 
 async def _update(request: web.Request, res: Resource, obj: dict) -> dict:
     """Hand a changed object to the lab, which validates it and writes it (409 if the
-    stored object changed meanwhile: its resourceVersion is the base of the change)."""
+    stored object changed meanwhile: its resourceVersion is the base of the change).
+    Kinds without an update of their own are applied again, as `netlab apply` would."""
     action = getattr(request.app[ACTIONS], f"update_{res.singular}", None)
+    if action is not None:
+        return await action(obj)
+    meta = obj["metadata"]
+    await _apply_manifest(request, objects.applyable(obj))
+    return request.app[STORE].get(res, meta.get("namespace"), meta["name"])
+
+
+async def _apply_manifest(request: web.Request, manifest: dict) -> list[dict]:
+    action = getattr(request.app[ACTIONS], "apply", None)
     if action is None:
-        raise ApiError(405, f"{res.full_name} cannot be changed through the lab API")
-    return await action(obj)
+        raise ApiError(405, "this lab does not take manifests")
+    return await action(json.dumps(manifest))
+
+
+async def _create_item(request: web.Request, res: Resource) -> web.Response:
+    """POST to a collection (kubectl create, and apply of a new object)."""
+    try:
+        obj = json.loads(await _body(request) or b"null")
+    except ValueError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
+        raise ApiError(400, f"request body must be a {res.kind} object")
+    if obj.get("kind") != res.kind:
+        raise ApiError(
+            400,
+            f"the body is a {obj.get('kind')!r}, not a {res.kind}; post it to its own collection",
+        )
+    meta = obj.setdefault("metadata", {})
+    namespace = request.match_info.get("namespace")
+    if res.namespaced:
+        if meta.get("namespace") not in (None, namespace):
+            raise ApiError(
+                400, f"the namespace of the object ({meta['namespace']}) does not match the "
+                f"namespace on the request ({namespace})", "BadRequest"
+            )  # fmt: skip
+        meta["namespace"] = namespace
+    if not meta.get("name"):
+        raise ApiError(
+            422,
+            f"{res.kind}: metadata.name: Required value (generateName is not supported)",
+            "Invalid",
+        )
+    if request.query.get("dryRun"):
+        raise ApiError(400, "dryRun is not supported by the lab API; leave out --dry-run=server")
+    try:
+        request.app[STORE].get(res, namespace, meta["name"])
+    except ApiError:
+        pass
+    else:
+        raise ApiError(409, f'{res.full_name} "{meta["name"]}" already exists', "AlreadyExists")
+    await _apply_manifest(request, objects.applyable(obj))
+    return web.json_response(request.app[STORE].get(res, namespace, meta["name"]), status=201)
 
 
 PATCH_ATTEMPTS = 5  # a patch is applied to the newest object; a write in between retries it
@@ -377,6 +452,16 @@ async def _watch(request, res, namespace, labels, fields) -> web.StreamResponse:
     if initial_end:  # WatchList: current state as ADDED, then a bookmark marking its end
         rv = None
     watch = request.app[STORE].watch(res, namespace, rv, labels, fields, copy_objects=False)
+    version = kube_table.wanted(request.headers.get("Accept", ""))
+    first = [True]
+
+    def encode(event) -> bytes:
+        if version is None:
+            return _line(event.type, event.object_json())
+        obj_json = kube_table.event_object_json(res, event.object_json(), version, first[0])
+        first[0] = False
+        return _line(event.type, obj_json)
+
     request.app[STREAMS].add(watch.close)
     if request.app[CLOSING].is_set():
         watch.close()
@@ -387,7 +472,7 @@ async def _watch(request, res, namespace, labels, fields) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await response.write(b"")  # send the headers now: the watch is established
-        data = b"".join(_line(e.type, e.object_json()) for e in watch.take_initial())
+        data = b"".join(encode(e) for e in watch.take_initial())
         if initial_end:
             data += _bookmark(res, watch.cursor, initial_end=True)
         if data:
@@ -409,7 +494,7 @@ async def _watch(request, res, namespace, labels, fields) -> web.StreamResponse:
             if batch is None or _gone(request):
                 break
             if batch:
-                await response.write(b"".join(_line(e.type, e.object_json()) for e in batch))
+                await response.write(b"".join(encode(e) for e in batch))
                 sent = watch.cursor
                 now = loop.time()
                 if now - last_batch < STORM_GAP:  # events keep coming (a lab starting):
@@ -605,14 +690,20 @@ async def _on_shutdown(app: web.Application) -> None:
         close()
 
 
-def make_app(store: Store, actions: Actions) -> web.Application:
-    """The lab API application over `store`, calling `actions` for deletes, logs and shutdown."""
-    app = web.Application(middlewares=[_errors])
+def make_app(store: Store, actions: Actions, middlewares: Sequence = ()) -> web.Application:
+    """The lab API application over `store`, calling `actions` for deletes, logs and shutdown.
+    `middlewares` run first (the TLS endpoint's authentication)."""
+    app = web.Application(middlewares=[*middlewares, _errors])
     app[STORE], app[ACTIONS] = store, actions
     app[STREAMS], app[TASKS], app[CLOSING] = set(), set(), asyncio.Event()
     _add_discovery(app, store)
     for res in store.resources:
         _add_resource(app, res)
+    entry = getattr(actions, "exec_entry", None)
+    if entry is not None:  # kubectl exec (WebSocket); POST: SPDY, refused with a reason
+        handler = api_exec.make_handler(entry)
+        app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}/exec", handler)
+        app.router.add_post("/api/v1/namespaces/{namespace}/pods/{name}/exec", handler)
     app.router.add_post("/netlab/v1/shutdown", _shutdown)
     app.router.add_post("/netlab/v1/apply", _apply)
     app.router.add_post("/netlab/v1/nodes/{name}/{action}", _node_action)
@@ -621,8 +712,13 @@ def make_app(store: Store, actions: Actions) -> web.Application:
     return app
 
 
-async def serve(app: web.Application, socket_path: str | os.PathLike) -> web.AppRunner:
-    """Serve `app` on a unix socket (mode 0600; parent made 0700; a stale socket replaced).
+async def serve(
+    app: web.Application,
+    socket_path: str | os.PathLike,
+    tls: tuple[str, int, ssl.SSLContext] | None = None,
+) -> web.AppRunner:
+    """Serve `app` on a unix socket (mode 0600; parent made 0700; a stale socket replaced),
+    and with `tls` (host, port, context) also on that TCP port.
 
     Returns the started runner; stop with `await runner.cleanup()`. ApiError 409 if another
     server is live on the socket or the path is not a socket.
@@ -653,6 +749,18 @@ async def serve(app: web.Application, socket_path: str | os.PathLike) -> web.App
     await runner.setup()
     try:
         await web.SockSite(runner, sock).start()
+        if tls is not None:
+            host, port, context = tls
+            try:
+                await web.TCPSite(
+                    runner, host, port, ssl_context=context, reuse_address=True
+                ).start()
+            except OSError as exc:
+                raise ApiError(
+                    409,
+                    f"cannot serve the lab API on {host}:{port} ({exc.strerror}); "
+                    f"remove {Path(socket_path).parent / 'api.port'} to have another port chosen",
+                ) from exc
     except BaseException:
         await runner.cleanup()
         raise

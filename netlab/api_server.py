@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 from netlab import objects
 from netlab.api import make_app, serve
 from netlab.errors import ApiError, NetlabError, NotFound, SpecError
+from netlab.kube_access import HOST, KubeEndpoint, auth_middleware, endpoint_for
 from netlab.paths import socket_path
+from netlab.realize.processes import container_env
 from netlab.system import SIDECAR_CONTAINER
 
 if TYPE_CHECKING:
@@ -78,6 +80,50 @@ class LabActions:
         }
         return await self._run(calls[verb]) or []
 
+    async def update_pod(self, obj: dict) -> dict:
+        """A pod's spec and labels stay as they were made (as in Kubernetes, whose
+        pods take few changes); annotations (kubectl's last-applied) are not kept."""
+        meta = obj["metadata"]
+        stored = self.lab.store.get("pods", meta.get("namespace"), meta["name"])
+        changed = [
+            what
+            for what, before, after in (
+                ("spec", stored.get("spec"), obj.get("spec")),
+                (
+                    "metadata.labels",
+                    stored["metadata"].get("labels") or {},
+                    meta.get("labels") or {},
+                ),
+            )
+            if before != after
+        ]
+        if changed:
+            raise ApiError(
+                422,
+                f'Pod "{meta["name"]}" is invalid: {", ".join(changed)}: Forbidden: a lab pod\'s '
+                "spec and labels cannot change once it runs; delete it and create it again "
+                "(or let a Deployment roll a new template out)",
+                "Invalid",
+            )
+        return stored
+
+    async def exec_entry(
+        self, namespace: str, pod: str, container: str | None
+    ) -> tuple[list[str], dict[str, str]]:
+        """How a command enters a pod's container (kubectl exec): the pod's network
+        namespace and the container's environment."""
+        try:
+            plan = self.lab.pod(pod, namespace)
+        except NotFound as exc:
+            raise ApiError(404, f'pods "{pod}" not found', "NotFound") from exc
+        containers = [c for c in plan.template.containers if c.name != SIDECAR_CONTAINER]
+        chosen = next((c for c in plan.template.containers if c.name == container), None)
+        if container and chosen is None:
+            names = ", ".join(c.name for c in plan.template.containers)
+            raise ApiError(400, f"container {container} is not valid for pod {pod}: one of {names}")
+        spec = chosen or (containers or list(plan.template.containers))[0]
+        return ["ip", "netns", "exec", plan.netns], container_env(plan, spec)
+
     async def delete_service(self, namespace: str, name: str) -> dict:
         obj = self.lab.store.get("services", namespace, name)
         await self._run(self.lab.delete_service, name, namespace)
@@ -134,25 +180,33 @@ class LabActions:
 class ApiServer:
     """aiohttp's runner on a unix socket, in a thread of its own."""
 
-    def __init__(self, app: web.Application, path: Path):
+    def __init__(self, app: web.Application, path: Path, kube: KubeEndpoint | None = None):
         self.app = app
         self.path = path
+        self.kube = kube  # also over TLS on loopback, for kubectl
         self.loop = asyncio.new_event_loop()
         self.runner: web.AppRunner | None = None
         self.thread = threading.Thread(target=self.loop.run_forever, name="lab-api", daemon=True)
 
     @classmethod
     def for_lab(cls, lab: Lab, on_shutdown: Callable[[], None]) -> ApiServer:
-        return cls(make_app(lab.store, LabActions(lab, on_shutdown)), socket_path(lab.run_dir))
+        kube = endpoint_for(lab.spec.name, lab.run_dir)
+        app = make_app(lab.store, LabActions(lab, on_shutdown), [auth_middleware(kube.token)])
+        return cls(app, socket_path(lab.run_dir), kube)
 
     def start(self, timeout: float = 10.0) -> None:
         self.thread.start()
-        future: Future = asyncio.run_coroutine_threadsafe(serve(self.app, self.path), self.loop)
+        tls = (HOST, self.kube.port, self.kube.ssl_context()) if self.kube else None
+        future: Future = asyncio.run_coroutine_threadsafe(
+            serve(self.app, self.path, tls), self.loop
+        )
         try:
             self.runner = future.result(timeout)
         except BaseException:
             self.stop()
             raise
+        if self.kube is not None:
+            self.kube.write_kubeconfig()
 
     def stop(self, timeout: float = 10.0) -> None:
         """End every watch and log stream, remove the socket, end the thread."""

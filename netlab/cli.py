@@ -189,6 +189,23 @@ def cmd_down(args) -> int:
     return 0
 
 
+def cmd_kubeconfig(args) -> int:
+    """Print the running lab's kubeconfig (kubectl and the kubernetes client over TLS)."""
+    from netlab.kube_access import KUBECONFIG_FILE
+
+    name = _pick_lab(args.lab)
+    path = RUN_ROOT / name / KUBECONFIG_FILE
+    try:
+        sys.stdout.write(path.read_text())
+    except PermissionError as exc:
+        raise NetlabError(f"{path} is root's alone: run `sudo netlab kubeconfig`") from exc
+    except FileNotFoundError as exc:
+        raise LabNotFound(
+            f"lab {name} has no kubeconfig (is it running?); `netlab up` writes one"
+        ) from exc
+    return 0
+
+
 def cmd_detach(args) -> int:
     """End the supervisor only: the lab runs on until `netlab up --adopt` takes it over."""
     from netlab.realize import cleanup
@@ -549,6 +566,12 @@ def parser() -> argparse.ArgumentParser:
         "(a crash, `netlab detach`): nothing is rebuilt, no pod restarts",
     )
     up.set_defaults(func=cmd_up)
+
+    kubeconfig = sub.add_parser(
+        "kubeconfig",
+        help="print the lab's kubeconfig: KUBECONFIG=FILE kubectl get pods (TLS on loopback)",
+    )
+    kubeconfig.set_defaults(func=cmd_kubeconfig)
 
     detach = sub.add_parser(
         "detach", help="end the lab's supervisor but leave the lab running (for up --adopt)"

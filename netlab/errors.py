@@ -57,6 +57,8 @@ class LabNotFound(NetlabError):
 class ApiError(NetlabError):
     """The lab API answered with an error."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, reason: str | None = None):
         self.status = status
+        if reason is not None:  # the Status's reason (else one from the code)
+            self.reason = reason
         super().__init__(message)

@@ -733,7 +733,8 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
     def _publish_pod(self, rt: PodRuntime) -> None:
         node = self.nodes.get(rt.plan.node)
         host_ip = str(node.address.ip) if node else ""
-        self.store.apply(objects.pod_object(rt.plan, rt.status, host_ip))
+        rack = node.rack if node else None
+        self.store.apply(objects.pod_object(rt.plan, rt.status, host_ip, rack, rt.deleted))
 
 
 def _make_store(spec: LabSpec) -> Store:

@@ -246,10 +246,8 @@ class Adoption:
             meta = obj["metadata"]
             key = (meta["namespace"], meta["name"])
             try:
-                manifest = objects.manifest_of(obj)
-                manifest["spec"].pop("clusterIPs", None)  # the API's, from clusterIP
                 (service,) = parse_manifests(
-                    json.dumps(manifest), self.spec, f"service {key[1]}"
+                    json.dumps(objects.applyable(obj)), self.spec, f"service {key[1]}"
                 ).services
             except (NetlabError, ValueError) as exc:
                 service = own.get(key)

@@ -169,7 +169,10 @@ def node_object(node: NodePlan, overlay: OverlaySpec) -> dict[str, Any]:
     }
 
 
-def pod_object(pod: PodPlan, status: PodStatus, host_ip: str) -> dict[str, Any]:
+def pod_object(
+    pod: PodPlan, status: PodStatus, host_ip: str, rack: str | None = None, deleting: bool = False
+) -> dict[str, Any]:
+    """A Pod as kubelet reports it (`deleting`: on its way out, Terminating)."""
     template = pod.template
     containers = []
     for c in template.containers:
@@ -200,6 +203,11 @@ def pod_object(pod: PodPlan, status: PodStatus, host_ip: str) -> dict[str, Any]:
         "labels": dict(pod.labels),
         "annotations": {NETNS_ANNOTATION: pod.netns},
     }
+    if rack:
+        metadata["annotations"][RACK_ANNOTATION] = rack
+    if deleting:
+        metadata["deletionTimestamp"] = now()
+        metadata["deletionGracePeriodSeconds"] = 1
     if pod.owner:
         api = "batch/v1" if pod.owner_kind == "Job" else "apps/v1"
         metadata["ownerReferences"] = [
@@ -312,6 +320,7 @@ def job_object(job) -> dict[str, Any]:
 
 
 MANIFEST_METADATA = ("name", "namespace", "labels", "annotations")
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 def manifest_of(obj: dict[str, Any]) -> dict[str, Any]:
@@ -321,8 +330,7 @@ def manifest_of(obj: dict[str, Any]) -> dict[str, Any]:
     annotations = {
         k: v
         for k, v in (meta.get("annotations") or {}).items()
-        if not k.startswith("deployment.kubernetes.io/")
-        and k != "kubectl.kubernetes.io/last-applied-configuration"
+        if not k.startswith("deployment.kubernetes.io/") and k != LAST_APPLIED
     }
     if annotations:
         meta["annotations"] = annotations
@@ -336,6 +344,19 @@ def manifest_of(obj: dict[str, Any]) -> dict[str, Any]:
         "metadata": meta,
         "spec": copy.deepcopy(obj.get("spec") or {}),
     }
+
+
+def applyable(obj: dict[str, Any]) -> dict[str, Any]:
+    """A stored object as a manifest the lab takes again (a PATCH, a supervisor taking
+    the lab over): what its author wrote, with kubectl's last-applied annotation, and
+    without the fields the API fills in (a Service's clusterIPs)."""
+    manifest = manifest_of(obj)
+    applied = (obj["metadata"].get("annotations") or {}).get(LAST_APPLIED)
+    if applied is not None:
+        manifest["metadata"].setdefault("annotations", {})[LAST_APPLIED] = applied
+    if obj.get("kind") == "Service":
+        manifest["spec"].pop("clusterIPs", None)
+    return manifest
 
 
 def namespace_object(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from netlab.errors import ApiError
 
 READ_VERBS = ("get", "list", "watch")
+WRITE_VERBS = (*READ_VERBS, "create", "delete", "patch")  # kinds the lab applies again
 # discovery entries of subresources that are not their parent's kind
 SUBRESOURCES = {
     "scale": {
@@ -86,7 +87,7 @@ class Resource:
 
 
 RESOURCES: tuple[Resource, ...] = (
-    Resource("", "v1", "Namespace", "namespaces", False, ("ns",)),
+    Resource("", "v1", "Namespace", "namespaces", False, ("ns",), (*READ_VERBS, "create", "patch")),
     Resource("", "v1", "Node", "nodes", False, ("no",)),
     Resource(
         "",
@@ -95,7 +96,7 @@ RESOURCES: tuple[Resource, ...] = (
         "pods",
         True,
         ("po",),
-        verbs=(*READ_VERBS, "delete"),
+        verbs=WRITE_VERBS,
         fields=("spec.nodeName", "status.phase", "status.podIP"),
         subresources=("log",),
     ),
@@ -106,12 +107,12 @@ RESOURCES: tuple[Resource, ...] = (
         "deployments",
         True,
         ("deploy",),
-        (*READ_VERBS, "delete", "patch"),
+        (*READ_VERBS, "create", "delete", "patch"),
         subresources=("scale",),
     ),
     Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",)),
-    Resource("batch", "v1", "Job", "jobs", True, (), (*READ_VERBS, "delete")),
-    Resource("", "v1", "Service", "services", True, ("svc",), (*READ_VERBS, "delete")),
+    Resource("batch", "v1", "Job", "jobs", True, (), WRITE_VERBS),
+    Resource("", "v1", "Service", "services", True, ("svc",), WRITE_VERBS),
     Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True, ()),
     # mesh policy (Istio's shapes, and netlab's rate limit); the sidecars watch these
@@ -122,7 +123,7 @@ RESOURCES: tuple[Resource, ...] = (
         "virtualservices",
         True,
         ("vs",),
-        (*READ_VERBS, "delete"),
+        WRITE_VERBS,
     ),
     Resource(
         "networking.istio.io",
@@ -131,7 +132,7 @@ RESOURCES: tuple[Resource, ...] = (
         "destinationrules",
         True,
         ("dr",),
-        (*READ_VERBS, "delete"),
+        WRITE_VERBS,
     ),
     Resource(
         "netlab.io",
@@ -140,7 +141,7 @@ RESOURCES: tuple[Resource, ...] = (
         "ratelimitpolicies",
         True,
         ("rlp",),
-        (*READ_VERBS, "delete"),
+        WRITE_VERBS,
     ),
 )
 MESH_RESOURCES = ("virtualservices", "destinationrules", "ratelimitpolicies")

@@ -79,6 +79,8 @@ def _pod_row(pod: dict[str, Any], wide: bool) -> list[str]:
     ready = sum(1 for c in statuses if c.get("ready"))
     restarts = sum(c.get("restartCount", 0) for c in statuses)
     status = pod["status"].get("phase", "")
+    if pod["metadata"].get("deletionTimestamp"):
+        status = "Terminating"
     for c in statuses:
         waiting = c.get("state", {}).get("waiting")
         if waiting and waiting.get("reason") == "CrashLoopBackOff":
@@ -94,6 +96,7 @@ def _pod_row(pod: dict[str, Any], wide: bool) -> list[str]:
         row += [
             pod["status"].get("podIP", ""),
             pod["spec"].get("nodeName", ""),
+            pod["metadata"].get("annotations", {}).get("netlab.io/rack", ""),
             pod["metadata"].get("annotations", {}).get("netlab.io/netns", ""),
         ]
     return row
@@ -279,7 +282,11 @@ def _job_row(job: dict[str, Any], wide: bool) -> list[str]:
 
 
 COLUMNS = {
-    "pods": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE", "NETNS"], _pod_row),
+    "pods": (
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        ["IP", "NODE", "RACK", "NETNS"],
+        _pod_row,
+    ),
     "nodes": (
         ["NAME", "STATUS", "RACK", "INTERNAL-IP", "POD-CIDR", "AGE"],
         ["VTEP-MAC", "NETNS"],

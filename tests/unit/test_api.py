@@ -374,7 +374,8 @@ def test_server_shutdown_ends_open_watches_and_log_follows(lab, tmp_path):
         ("GET", "/api/v1/namespaces/default/pods/a/log?tailLines=-1", 400, "BadRequest"),
         ("GET", "/api/v1/gadgets", 404, "NotFound"),
         ("GET", "/nowhere/at/all", 404, "NotFound"),
-        ("POST", "/api/v1/namespaces/default/pods", 405, "MethodNotAllowed"),
+        ("POST", "/api/v1/namespaces/default/endpoints", 405, "MethodNotAllowed"),
+        ("POST", "/api/v1/namespaces/default/pods", 400, "BadRequest"),  # no body
         ("DELETE", "/api/v1/namespaces/default/pods/a", 400, "BadRequest"),  # with a bad body
     ],
 )
