@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh bench-failover clean
+.PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh bench-failover bench-api clean
 
 bootstrap:
 	@$(SUDO) scripts/bootstrap.sh
@@ -15,6 +15,7 @@ demo: bootstrap
 	$(SUDO) $(VENV)/bin/netlab demo
 
 test: bootstrap
+	@$(SUDO) scripts/kubectl.sh
 	$(SUDO) env NETLAB_REQUIRE_ROOT_TESTS=$${NETLAB_REQUIRE_ROOT_TESTS:-0} $(PY) -m pytest $(PYTEST_ARGS)
 
 unit: bootstrap
@@ -28,7 +29,7 @@ fmt: bootstrap
 	$(VENV)/bin/ruff format netlab labdns mesh labwatch tests bench topologies
 	$(VENV)/bin/ruff check --fix netlab labdns mesh labwatch tests bench topologies
 
-bench: bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh bench-failover
+bench: bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh bench-failover bench-api
 
 bench-bringup: bootstrap
 	$(SUDO) $(PY) bench/bringup.py
@@ -55,6 +56,10 @@ bench-mesh: bootstrap
 
 bench-failover: bootstrap
 	$(SUDO) $(PY) bench/failover.py
+
+bench-api: bootstrap
+	@$(SUDO) scripts/kubectl.sh
+	$(SUDO) $(PY) bench/api.py
 
 clean:
 	@if [ -x $(VENV)/bin/netlab ]; then $(SUDO) $(VENV)/bin/netlab clean --all; fi

@@ -155,6 +155,12 @@ def _static(doc: dict | str) -> Callable[[web.Request], Awaitable[web.Response]]
     return handler
 
 
+async def _openapi_v2(request: web.Request) -> web.Response:
+    if "protobuf" in request.headers.get("Accept", ""):
+        return web.Response(body=openapi.v2_document(True), content_type=openapi.V2_PROTOBUF)
+    return web.Response(body=openapi.v2_document(False), content_type="application/json")
+
+
 def _add_discovery(app: web.Application, store: Store) -> None:
     for path, doc in discovery_documents(store.resources).items():
         app.router.add_get(path, _static(doc))
@@ -172,6 +178,7 @@ def _add_discovery(app: web.Application, store: Store) -> None:
     app.router.add_get("/version", _static(version))
     root, by_path = openapi.documents(store.resources)
     app.router.add_get("/openapi/v3", _static(root))
+    app.router.add_get("/openapi/v2", _openapi_v2)
     for path, doc in by_path.items():
         app.router.add_get(f"/openapi/v3/{path}", _static(doc))
     for path in ("/healthz", "/livez", "/readyz"):
@@ -451,7 +458,18 @@ async def _watch(request, res, namespace, labels, fields) -> web.StreamResponse:
     rv = request.query.get("resourceVersion")
     if initial_end:  # WatchList: current state as ADDED, then a bookmark marking its end
         rv = None
-    watch = request.app[STORE].watch(res, namespace, rv, labels, fields, copy_objects=False)
+    try:
+        watch = request.app[STORE].watch(res, namespace, rv, labels, fields, copy_objects=False)
+    except ApiError as exc:
+        if exc.status != 410:
+            raise
+        # as kube-apiserver answers it: the watch is made, and its one event says 410 Gone
+        gone = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await gone.prepare(request)
+        body = json.dumps(status(410, str(exc), "Expired"))
+        await gone.write(_line("ERROR", body))
+        await gone.write_eof()
+        return gone
     version = kube_table.wanted(request.headers.get("Accept", ""))
     first = [True]
 

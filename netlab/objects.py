@@ -87,6 +87,7 @@ class ContainerState:
             "started": self.state == "running",
             "state": state,
             "image": "host",
+            "imageID": "",
         }
 
 

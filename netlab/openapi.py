@@ -84,3 +84,27 @@ def documents(table: ResourceTable) -> tuple[dict, dict[str, dict]]:
         }
     }
     return root, by_path
+
+
+V2_PROTOBUF = (
+    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"  # as kube-apiserver says it
+)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (lengths here are all under 128)."""
+    assert len(payload) < 128
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def v2_document(protobuf: bool) -> bytes:
+    """An OpenAPI v2 document with no definitions, for kubectl before 1.27, which
+    fetches v2 (as gnostic's protobuf) to validate what it sends: a kind it finds no
+    schema for it does not validate, and leaves to the server."""
+    if not protobuf:
+        return json.dumps(
+            {"swagger": "2.0", "info": {"title": "netlab", "version": "v1"}, "paths": {}}
+        ).encode()
+    info = _field(1, b"netlab") + _field(2, b"v1")
+    # Document: swagger (1), info (2), paths (8, empty)
+    return _field(1, b"2.0") + _field(2, info) + _field(8, b"")

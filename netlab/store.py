@@ -330,8 +330,29 @@ class Store:
         for field in ("labels", "annotations"):
             if meta.get(field) is None:
                 meta[field] = {}
+        for ref in meta.get("ownerReferences") or ():
+            if isinstance(ref, dict) and not ref.get("uid"):
+                ref["uid"] = self._owner_uid(ref, meta.get("namespace"))
         new.setdefault("status", {})  # no default spec: clients validate required spec fields
         return res, new
+
+    def _owner_uid(self, ref: dict, namespace: str | None) -> str:
+        """The uid of the object an owner reference names (clients require one), or a
+        stable stand-in while the owner is not stored."""
+        try:
+            owner = self.resources.resolve(str(ref.get("kind", "")).lower())
+            found = self._objects[owner.full_name].get(
+                self._key(owner, namespace, str(ref.get("name")))
+            )
+        except (ApiError, KeyError):
+            found = None
+        if found is not None:
+            return found["metadata"]["uid"]
+        return str(
+            uuid.uuid5(
+                uuid.NAMESPACE_URL, f"netlab:{ref.get('kind')}/{namespace}/{ref.get('name')}"
+            )
+        )
 
     def _stamp_new(self, new: dict) -> dict:
         meta = new["metadata"]

