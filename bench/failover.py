@@ -9,6 +9,9 @@ Service `web`. Rounds, interleaved:
   node  fail a node holding web pods (uplink without carrier, processes frozen,
         heartbeats stop): time until every request succeeds again, and until all 3
         pods are ready elsewhere; then recover the node and wait until the lab converges
+  supervisor  the supervisor leaves the lab running and a new one takes it over (as
+        `netlab detach` and `netlab up --adopt` do): the time to take it over, the
+        client's error window, and how many containers were started anew (0 is right)
 
 Also the store: median write latency (an apply) and write-to-watch-event delay, the
 embedded store against one on a loopback etcd (interleaved rounds).
@@ -41,7 +44,7 @@ from netlab.store import Store
 ECHO = [sys.executable, "-m", "netlab.apps.echo", "8080"]
 
 
-def build(grace: float, store: str) -> Lab:
+def spec_of(grace: float, store: str):
     b = LabBuilder("bfail")
     b.add_rack("rack1", "192.168.1.0/24")
     b.add_rack("rack2", "192.168.2.0/24")
@@ -52,7 +55,7 @@ def build(grace: float, store: str) -> Lab:
     b.add_service("web", selector={"app": "web"}, ports=[(80, 8080)])
     spec = b.build()
     timing = dataclasses.replace(spec.control_plane, node_grace=grace)
-    return Lab(dataclasses.replace(spec, control_plane=timing, store=store))
+    return dataclasses.replace(spec, control_plane=timing, store=store)
 
 
 def wait(predicate, timeout: float) -> float:
@@ -99,6 +102,34 @@ def node_round(lab: Lab, url: str) -> tuple[float, float]:
     lab.recover_node(victim)
     wait(lambda: converged(lab), 30)
     return (recovered if recovered is not None else float("nan")), moved
+
+
+def supervisor_round(lab: Lab, spec, url: str) -> tuple[Lab, float, float, int]:
+    """The supervisor goes (as `netlab detach` does: API, controllers, probes stop) and
+    a new one takes the lab over (`adopt`): seconds to take it over, the client's error
+    window meanwhile, and how many containers were started anew (0: none restarted)."""
+    wait(lambda: converged(lab), 20)
+    before = {(p.namespace, p.name): pid for p, pid in container_pids(lab)}
+    load = loadgen.Load(lab.pod("client").netns, url, seconds=20, interval=0.02)
+    time.sleep(0.3)
+    since = time.time()
+    lab.leave()
+    time.sleep(0.5)  # nobody supervises for a moment: the data plane carries on
+    successor = Lab(spec)
+    started = time.monotonic()
+    successor.adopt()
+    adopted = time.monotonic() - started
+    successor.settle()
+    time.sleep(0.3)
+    answers = load.stop()
+    after = {(p.namespace, p.name): pid for p, pid in container_pids(successor)}
+    restarted = sum(1 for key, pid in after.items() if before.get(key) != pid)
+    return successor, adopted, loadgen.error_window(answers, since), restarted
+
+
+def container_pids(lab: Lab) -> list[tuple]:
+    with lab.lock:
+        return [(rt.plan, proc.pid) for rt in lab.pods.values() for proc in rt.procs.values()]
 
 
 async def store_latency(store: Store, rounds: int) -> tuple[list[float], list[float]]:
@@ -163,26 +194,40 @@ def main() -> None:
         help="the lab's store for the failover rounds: embedded or etcd",
     )
     args = parser.parse_args()
-    lab = build(args.grace, args.store)
+    spec = spec_of(args.grace, args.store)
+    lab = Lab(spec)
     say(
         f"failover bench: 2 racks x 2 nodes, web x3, grace period {args.grace:g} s, {args.rounds} rounds"
     )
-    with lab:
+    lab.start()
+    try:
         lab.settle()
         url = f"http://{lab.service_vip('web')}/"
-        pods, nodes = [], []
+        pods, nodes, restarts = [], [], []
         for index in range(args.rounds):
             pods.append(pod_round(lab, url))
             nodes.append(node_round(lab, url))
+            lab, *measured = supervisor_round(lab, spec, url)
+            restarts.append(measured)
             say(
                 f"round {index + 1}: pod replaced {pods[-1][0]:.2f} s (errors {pods[-1][1]:.2f} s); "
-                f"node: requests ok again after {nodes[-1][0]:.2f} s, pods moved {nodes[-1][1]:.2f} s"
+                f"node: requests ok again after {nodes[-1][0]:.2f} s, pods moved {nodes[-1][1]:.2f} s; "
+                f"supervisor taken over in {measured[0]:.2f} s (errors {measured[1]:.2f} s, "
+                f"{measured[2]} containers restarted)"
             )
+    finally:
+        lab.stop()
     rows = [
         ["pod deleted: replacement ready, in Endpoints", f"{median([p[0] for p in pods]):.2f} s"],
         ["pod deleted: client error window", f"{median([p[1] for p in pods]):.2f} s"],
         ["node failed: all requests succeed again", f"{median([n[0] for n in nodes]):.2f} s"],
         ["node failed: all pods ready elsewhere", f"{median([n[1] for n in nodes]):.2f} s"],
+        [
+            "supervisor restarted: lab taken over (adopt)",
+            f"{median([r[0] for r in restarts]):.2f} s",
+        ],
+        ["supervisor restarted: client error window", f"{median([r[1] for r in restarts]):.2f} s"],
+        ["supervisor restarted: containers restarted", f"{max(r[2] for r in restarts)}"],
         ["node grace period (this lab)", f"{args.grace:g} s"],
         ["Kubernetes defaults: NotReady / eviction", "40 s / +300 s"],
         *store_rows(),

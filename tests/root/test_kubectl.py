@@ -186,6 +186,19 @@ def test_kubectl_apply_scale_rollout_delete_logs_exec(klab, tmp_path):
     assert wait_for(lambda: not web_pods(klab, "hello"), 10)
 
 
+def test_kubectl_server_side_apply_creates_and_changes(klab, tmp_path):
+    manifest = tmp_path / "ssa.yaml"
+    service = "apiVersion: v1\nkind: Service\nmetadata: {name: ssa}\nspec:\n  selector: {app: web}\n  ports: [{port: PORT, targetPort: 8080}]\n"
+    manifest.write_text(service.replace("PORT", "80"))
+    out = kubectl(klab, "apply", "--server-side", "-f", str(manifest)).stdout
+    assert "service/ssa serverside-applied" in out
+    manifest.write_text(service.replace("PORT", "81"))
+    kubectl(klab, "apply", "--server-side", "-f", str(manifest))
+    ports = klab.store.get("services", "default", "ssa")["spec"]["ports"]
+    assert [p["port"] for p in ports] == [81]
+    kubectl(klab, "delete", "service", "ssa")
+
+
 def test_debians_kubectl_1_20_does_the_core_verbs(klab, tmp_path):
     manifest = tmp_path / "old.yaml"
     manifest.write_text(HELLO.replace("hello", "old").replace("REPLICAS", "1"))

@@ -1,0 +1,228 @@
+"""The lab API's writes, as Kubernetes clients send them: POST to create, PATCH (JSON
+merge, JSON patch, strategic merge, server-side apply), and the scale subresource.
+Every change goes through the lab (`Actions`), which validates it against the lab as
+a whole: a write that would break it is refused with a Status and changes nothing."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from aiohttp import web
+
+from netlab import objects
+from netlab.api_base import ACTIONS, STORE
+from netlab.errors import ApiError
+from netlab.patch import apply_patch, merge
+from netlab.resources import Resource
+
+MAX_PATCH_BYTES = 1 << 20
+
+
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+
+
+async def _body(request: web.Request) -> bytes:
+    if request.content_type == PROTOBUF:  # client-go's typed clients, as kubectl create sends
+        raise ApiError(
+            415,
+            f"the lab API speaks JSON, not {PROTOBUF}: send application/json",
+            "UnsupportedMediaType",
+        )
+    body = await request.content.read(MAX_PATCH_BYTES + 1)
+    if len(body) > MAX_PATCH_BYTES:
+        raise ApiError(413, f"request body larger than {MAX_PATCH_BYTES} bytes")
+    return body
+
+
+async def _update(request: web.Request, res: Resource, obj: dict) -> dict:
+    """Hand a changed object to the lab, which validates it and writes it (409 if the
+    stored object changed meanwhile: its resourceVersion is the base of the change).
+    Kinds without an update of their own are applied again, as `netlab apply` would."""
+    action = getattr(request.app[ACTIONS], f"update_{res.singular}", None)
+    if action is not None:
+        return await action(obj)
+    meta = obj["metadata"]
+    await _apply_manifest(request, objects.applyable(obj))
+    return request.app[STORE].get(res, meta.get("namespace"), meta["name"])
+
+
+async def _apply_manifest(request: web.Request, manifest: dict) -> list[dict]:
+    action = getattr(request.app[ACTIONS], "apply", None)
+    if action is None:
+        raise ApiError(405, "this lab does not take manifests")
+    return await action(json.dumps(manifest))
+
+
+async def create_item(request: web.Request, res: Resource) -> web.Response:
+    """POST to a collection (kubectl create, and apply of a new object)."""
+    try:
+        obj = json.loads(await _body(request) or b"null")
+    except ValueError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
+        raise ApiError(400, f"request body must be a {res.kind} object")
+    if obj.get("kind") != res.kind:
+        raise ApiError(
+            400,
+            f"the body is a {obj.get('kind')!r}, not a {res.kind}; post it to its own collection",
+        )
+    meta = obj.setdefault("metadata", {})
+    namespace = request.match_info.get("namespace")
+    if res.namespaced:
+        if meta.get("namespace") not in (None, namespace):
+            raise ApiError(
+                400, f"the namespace of the object ({meta['namespace']}) does not match the "
+                f"namespace on the request ({namespace})", "BadRequest"
+            )  # fmt: skip
+        meta["namespace"] = namespace
+    if not meta.get("name"):
+        raise ApiError(
+            422,
+            f"{res.kind}: metadata.name: Required value (generateName is not supported)",
+            "Invalid",
+        )
+    if request.query.get("dryRun"):
+        raise ApiError(400, "dryRun is not supported by the lab API; leave out --dry-run=server")
+    try:
+        request.app[STORE].get(res, namespace, meta["name"])
+    except ApiError:
+        pass
+    else:
+        raise ApiError(409, f'{res.full_name} "{meta["name"]}" already exists', "AlreadyExists")
+    await _apply_manifest(request, objects.applyable(obj))
+    return web.json_response(request.app[STORE].get(res, namespace, meta["name"]), status=201)
+
+
+PATCH_ATTEMPTS = 5  # a patch is applied to the newest object; a write in between retries it
+
+
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+async def _server_side_apply(
+    request: web.Request, res: Resource, namespace: str | None, name: str, body: bytes
+) -> web.Response:
+    """`kubectl apply --server-side`: the body is the whole intent (YAML; JSON is YAML
+    too), applied as `netlab apply` applies a manifest, creating the object if it is
+    new. Field ownership between managers (managedFields, conflicts) is not tracked."""
+    try:
+        manifest = yaml.safe_load(body.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ApiError(400, f"the apply patch is not valid YAML: {exc}", "BadRequest") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("metadata", {}), dict):
+        raise ApiError(400, f"the apply patch must be a {res.kind} object", "BadRequest")
+    if manifest.get("kind") != res.kind:
+        raise ApiError(
+            400, f"the apply patch is a {manifest.get('kind')!r}, not a {res.kind}", "BadRequest"
+        )
+    meta = manifest.setdefault("metadata", {})
+    if meta.setdefault("name", name) != name:
+        raise ApiError(
+            400, f"metadata.name {meta['name']!r} does not match the URL's {name!r}", "BadRequest"
+        )
+    if res.namespaced:
+        if meta.setdefault("namespace", namespace) != namespace:
+            raise ApiError(400, "metadata.namespace does not match the URL's", "BadRequest")
+    store = request.app[STORE]
+    try:
+        current = store.get(res, namespace, name)
+    except ApiError:
+        current = None
+    if current is not None and res.plural == "pods":  # a pod takes few changes: checked
+        merged = merge(current, manifest)
+        return web.json_response(await _update(request, res, merged))
+    await _apply_manifest(request, manifest)
+    return web.json_response(store.get(res, namespace, name), status=200 if current else 201)
+
+
+async def patch_item(request: web.Request, res: Resource) -> web.Response:
+    name, namespace = request.match_info["name"], request.match_info.get("namespace")
+    body = await _body(request)
+    if request.content_type == APPLY_PATCH:
+        return await _server_side_apply(request, res, namespace, name, body)
+    for attempt in range(PATCH_ATTEMPTS):
+        current = request.app[STORE].get(res, namespace, name)
+        patched = apply_patch(current, body, request.content_type)
+        pinned = _same_identity(current, patched)
+        try:
+            return web.json_response(await _update(request, res, patched))
+        except ApiError as exc:  # a controller wrote meanwhile: patch the newer object
+            if exc.status != 409 or pinned or attempt == PATCH_ATTEMPTS - 1:
+                raise
+    raise AssertionError("not reached")
+
+
+def _same_identity(current: dict, changed: dict) -> bool:
+    """Name and namespace unchanged (422 if not); True if the change names the
+    resourceVersion it was made against (then a conflict is the client's to resolve)."""
+    meta = changed.get("metadata")
+    if not isinstance(meta, dict):
+        raise ApiError(422, "metadata: Required value")
+    for field in ("name", "namespace"):
+        if meta.get(field, current["metadata"].get(field)) != current["metadata"].get(field):
+            raise ApiError(422, f"metadata.{field}: Invalid value: field is immutable")
+    pinned = meta.get("resourceVersion") not in (None, current["metadata"]["resourceVersion"])
+    meta.setdefault("resourceVersion", current["metadata"]["resourceVersion"])
+    return pinned
+
+
+def scale_object(obj: dict) -> dict:
+    """The `autoscaling/v1` Scale of a Deployment."""
+    meta = obj["metadata"]
+    labels = (obj.get("spec") or {}).get("selector", {}).get("matchLabels", {})
+    return {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        },
+    }
+
+
+async def get_scale(request: web.Request, res: Resource) -> web.Response:
+    name, namespace = request.match_info["name"], request.match_info.get("namespace")
+    return web.json_response(scale_object(request.app[STORE].get(res, namespace, name)))
+
+
+async def write_scale(request: web.Request, res: Resource) -> web.Response:
+    """PATCH or PUT .../scale: only spec.replicas changes."""
+    name, namespace = request.match_info["name"], request.match_info.get("namespace")
+    body = await _body(request)
+    for attempt in range(PATCH_ATTEMPTS):
+        try:
+            return await _scale_once(request, res, namespace, name, body)
+        except ApiError as exc:
+            if exc.status != 409 or request.method == "PUT" or attempt == PATCH_ATTEMPTS - 1:
+                raise
+    raise AssertionError("not reached")
+
+
+async def _scale_once(request, res, namespace, name, body) -> web.Response:
+    current = request.app[STORE].get(res, namespace, name)
+    base = scale_object(current)
+    if request.method == "PUT":
+        try:
+            scale = json.loads(body)
+        except ValueError as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(scale, dict):
+            raise ApiError(400, "request body must be a Scale object")
+    else:
+        scale = apply_patch(base, body, request.content_type)
+    replicas = (scale.get("spec") or {}).get("replicas")
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise ApiError(422, f"spec.replicas: Invalid value: {replicas!r}: must be 0 or more")
+    wanted = (scale.get("metadata") or {}).get("resourceVersion")
+    changed = dict(current, spec=dict(current.get("spec") or {}, replicas=replicas))
+    changed["metadata"] = dict(
+        current["metadata"], resourceVersion=wanted or current["metadata"]["resourceVersion"]
+    )
+    return web.json_response(scale_object(await _update(request, res, changed)))
