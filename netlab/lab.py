@@ -25,6 +25,7 @@ from netlab.controllers.nodeagent import NodeAgents
 from netlab.controllers.nodelifecycle import NodeLifecycleController
 from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
 from netlab.etcdstore import EtcdStore
+from netlab.events import EventRecorder
 from netlab.journal import Journal
 from netlab.lab_adopt import Adoption, record_store
 from netlab.lab_nodes import NodeRuntime
@@ -123,6 +124,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.node_lifecycle: NodeLifecycleController | None = None
         self.api: ApiServer | None = None
         self.prober: Prober | None = None
+        self.events = EventRecorder(self.store)  # kubelet's and the scheduler's events
         self.services = Services(
             self.store,
             self.spec.service_network,
@@ -363,6 +365,16 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         for rt in runtimes:
             self._probe(rt)
             self._publish_pod(rt)
+            plan = rt.plan
+            self.events.pod(
+                plan.namespace, plan.name, "Scheduled",
+                f"Successfully assigned {plan.namespace}/{plan.name} to {plan.node}",
+                "default-scheduler",
+            )  # fmt: skip
+            for container in plan.template.containers:
+                self.events.pod(
+                    plan.namespace, plan.name, "Started", f"Started container {container.name}"
+                )
 
     # -- readiness and services ------------------------------------------
 
@@ -609,6 +621,8 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
     def _start_container(self, rt: PodRuntime, index: int) -> None:
         (proc,) = self.runtime.start([self._request(rt, index)])
         self._attach(rt, index, proc)
+        name = rt.plan.template.containers[index].name
+        self.events.pod(rt.plan.namespace, rt.plan.name, "Started", f"Started container {name}")
 
     def _attach(self, rt: PodRuntime, index: int, proc: RuntimeProcess, fresh: bool = True) -> None:
         """The container runs as `proc`: on the lab's record, in the pod's status, watched.
@@ -639,6 +653,11 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             restart = policy == "Always" or (policy == "OnFailure" and code != 0)
             if restart:
                 state.state, state.reason = "waiting", "CrashLoopBackOff"
+                self.events.pod(
+                    rt.plan.namespace, rt.plan.name, "BackOff",
+                    f"Back-off restarting failed container {rt.plan.template.containers[index].name} "
+                    f"in pod {rt.plan.name}", type_="Warning",
+                )  # fmt: skip
                 delay = min(BACKOFF_MAX, BACKOFF_START * 2**state.restarts)
                 timer = threading.Timer(delay, self._restart_container, (rt, index))
                 timer.daemon = True
@@ -699,6 +718,10 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self._sync_services()
 
     def _teardown(self, rt: PodRuntime, grace: float) -> None:
+        for name in rt.procs:
+            self.events.pod(
+                rt.plan.namespace, rt.plan.name, "Killing", f"Stopping container {name}"
+            )
         for proc in rt.procs.values():
             self.runtime.forget(proc)
         stop_processes(rt.procs.values(), grace=grace)

@@ -157,7 +157,7 @@ class Adoption:
             journal = Journal(self.run_dir / "store")
             self.store = Store.restore(journal)
             self.store.persist(journal)
-            self.services.store = self.store
+            self.services.store = self.events.store = self.store
             return
         if self.spec.store == "etcd":  # the lab's own members kept running: find them
             recorded = {

@@ -114,6 +114,23 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("batch", "v1", "Job", "jobs", True, (), WRITE_VERBS),
     Resource("", "v1", "Service", "services", True, ("svc",), WRITE_VERBS),
     Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
+    Resource(
+        "",
+        "v1",
+        "Event",
+        "events",
+        True,
+        ("ev",),
+        fields=(
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "reason",
+            "type",
+            "source.component",
+        ),  # fmt: skip
+    ),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True, ()),
     # mesh policy (Istio's shapes, and netlab's rate limit); the sidecars watch these
     Resource(

@@ -166,6 +166,20 @@ def _service_row(svc: dict[str, Any], wide: bool) -> list[str]:
     return row
 
 
+def _event_row(ev: dict[str, Any], wide: bool) -> list[str]:
+    involved = ev.get("involvedObject") or {}
+    row = [
+        age(ev.get("lastTimestamp")),
+        ev.get("type", ""),
+        ev.get("reason", ""),
+        f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}",
+        ev.get("message", ""),
+    ]
+    if wide:
+        row += [(ev.get("source") or {}).get("component", ""), str(ev.get("count", 1))]
+    return row
+
+
 def _endpoints_row(ep: dict[str, Any], wide: bool) -> list[str]:
     addresses = []
     for subset in ep.get("subsets", []):
@@ -306,6 +320,11 @@ COLUMNS = {
         _service_row,
     ),
     "endpoints": (["NAME", "ENDPOINTS", "AGE"], ["NOT-READY"], _endpoints_row),
+    "events": (
+        ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        ["SOURCE", "COUNT"],
+        _event_row,
+    ),
     "virtualservices": (["NAME", "GATEWAYS", "HOSTS", "AGE"], ["ROUTES"], _virtual_service_row),
     "destinationrules": (["NAME", "HOST", "AGE"], ["SUBSETS"], _destination_rule_row),
     "ratelimitpolicies": (

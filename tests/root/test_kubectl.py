@@ -99,6 +99,8 @@ def test_kubectl_gets_nodes_and_pods_with_the_labs_columns(klab):
     assert "podIP:" in kubectl(klab, "get", "pod", "a", "-o", "yaml").stdout
     described = kubectl(klab, "describe", "pod", "a").stdout
     assert "Node:" in described and "n1/" in described and "Status:" in described
+    events = described[described.index("Events:") :]
+    assert "Scheduled" in events and "default-scheduler" in events and "to n1" in events
 
 
 def test_kubectl_apply_scale_rollout_delete_logs_exec(klab, tmp_path):
@@ -119,6 +121,8 @@ def test_kubectl_apply_scale_rollout_delete_logs_exec(klab, tmp_path):
     assert wait_for(
         lambda: len(web_pods(klab, "hello")) == 3 and victim not in web_pods(klab, "hello"), 15
     )
+    killed = kubectl(klab, "get", "events", "--field-selector", "reason=Killing").stdout
+    assert f"pod/{victim}" in killed
     # exec runs in the pod's own network namespace; stdin and exit codes come through
     pod = klab.pod("a")
     addr = kubectl(klab, "exec", "a", "--", "ip", "-4", "-o", "addr", "show", "eth0").stdout

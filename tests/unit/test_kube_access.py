@@ -249,3 +249,32 @@ def test_the_endpoint_is_kept_for_the_next_supervisor(tmp_path):
     config = json.loads(first.kubeconfig())
     assert config["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{first.port}"
     assert oct(first.pki.client_key.stat().st_mode)[-3:] == "600"
+
+
+def test_events_count_up_and_the_oldest_go():
+    from netlab.events import EventRecorder
+
+    store = Store()
+    store.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {},
+        }
+    )
+    recorder = EventRecorder(store, limit=2)
+    recorder.pod("default", "p", "BackOff", "Back-off restarting failed container", type_="Warning")
+    recorder.pod("default", "p", "BackOff", "Back-off restarting failed container", type_="Warning")
+    (event,) = store.list("events", "default")[0]
+    assert event["count"] == 2 and event["type"] == "Warning"
+    assert event["involvedObject"]["uid"] == store.get("pods", "default", "p")["metadata"]["uid"]
+    assert event["firstTimestamp"] <= event["lastTimestamp"]
+    recorder.pod("default", "p", "Started", "Started container a")
+    recorder.pod("default", "p", "Started", "Started container b")
+    reasons = sorted(e["message"] for e in store.list("events", "default")[0])
+    assert reasons == ["Started container a", "Started container b"]  # the oldest went
+    found = store.list("events", "default", field_selector="involvedObject.name=p,reason=Started")[
+        0
+    ]
+    assert len(found) == 2
