@@ -231,18 +231,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.stopping = True
         if self.etcd_members:  # the lab's own cluster may have lost its quorum: no more writes
             self.store.close()
-        if self.node_agents is not None:
-            self.node_agents.stop()
-            self.node_agents = None
-        if self.controllers is not None:
-            self.controllers.stop()
-            self.controllers = None
-        if self.api is not None:
-            self.api.stop()
-            self.api = None
-        if self.prober is not None:
-            self.prober.close()
-            self.prober = None
+        self._stop_supervising()
         with self.lock:
             runtimes = list(self.pods.values())
             procs = [p for rt in runtimes for p in rt.procs.values()]
@@ -260,6 +249,21 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         # every namespace, /etc/netns entry and the run directory, in one pass
         cleanup.clean_lab(self.spec.name, self.run_dir.parent)
         self.pods.clear()
+
+    def _stop_supervising(self) -> None:
+        """Stop the supervisor's own parts: heartbeats, controllers, the API, probes."""
+        if self.node_agents is not None:
+            self.node_agents.stop()
+            self.node_agents = None
+        if self.controllers is not None:
+            self.controllers.stop()
+            self.controllers = None
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
+        if self.prober is not None:
+            self.prober.close()
+            self.prober = None
 
     # -- overlay ----------------------------------------------------------
 

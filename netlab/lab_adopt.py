@@ -98,16 +98,7 @@ class Adoption:
         """Stop this supervisor's part (API, loops, probes) and leave the lab running:
         kernel objects, containers, the runtime and the store's files stay."""
         self.stopping = True
-        for part in ("node_agents", "controllers"):
-            if getattr(self, part) is not None:
-                getattr(self, part).stop()
-                setattr(self, part, None)
-        if self.api is not None:
-            self.api.stop()
-            self.api = None
-        if self.prober is not None:
-            self.prober.close()
-            self.prober = None
+        self._stop_supervising()
         if isinstance(self.store, EtcdStore):
             self.store.close(forget=False)
         else:

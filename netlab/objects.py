@@ -14,7 +14,13 @@ from typing import Any
 
 from netlab.plan import LabPlan, NodePlan, PodPlan
 from netlab.plan.model import CNI_BRIDGE, NODE_UPLINK, VTEP_DEVICE
-from netlab.spec.model import DeploymentSpec, OverlaySpec, PodTemplate, ServiceSpec
+from netlab.spec.model import (
+    ContainerSpec,
+    DeploymentSpec,
+    OverlaySpec,
+    PodTemplate,
+    ServiceSpec,
+)
 
 NETNS_ANNOTATION = "netlab.io/netns"
 RACK_ANNOTATION = "netlab.io/rack"
@@ -170,34 +176,37 @@ def node_object(node: NodePlan, overlay: OverlaySpec) -> dict[str, Any]:
     }
 
 
+def container_manifest(c: ContainerSpec) -> dict[str, Any]:
+    """A container as a manifest writes it."""
+    item: dict[str, Any] = {"name": c.name, "image": c.image or "host"}
+    if c.command:
+        item["command"] = list(c.command)
+    if c.args:
+        item["args"] = list(c.args)
+    if c.env:
+        item["env"] = [{"name": k, "value": v} for k, v in c.env]
+    if c.ports:
+        item["ports"] = [
+            {
+                k: v
+                for k, v in (
+                    ("name", p.name),
+                    ("containerPort", p.container_port),
+                    ("protocol", p.protocol),
+                )
+                if v is not None
+            }
+            for p in c.ports
+        ]
+    return item
+
+
 def pod_object(
     pod: PodPlan, status: PodStatus, host_ip: str, rack: str | None = None, deleting: bool = False
 ) -> dict[str, Any]:
     """A Pod as kubelet reports it (`deleting`: on its way out, Terminating)."""
     template = pod.template
-    containers = []
-    for c in template.containers:
-        item: dict[str, Any] = {"name": c.name, "image": c.image or "host"}
-        if c.command:
-            item["command"] = list(c.command)
-        if c.args:
-            item["args"] = list(c.args)
-        if c.env:
-            item["env"] = [{"name": k, "value": v} for k, v in c.env]
-        if c.ports:
-            item["ports"] = [
-                {
-                    k: v
-                    for k, v in (
-                        ("name", p.name),
-                        ("containerPort", p.container_port),
-                        ("protocol", p.protocol),
-                    )
-                    if v is not None
-                }
-                for p in c.ports
-            ]
-        containers.append(item)
+    containers = [container_manifest(c) for c in template.containers]
     metadata: dict[str, Any] = {
         "name": pod.name,
         "namespace": pod.namespace,

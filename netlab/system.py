@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from netlab.objects import container_manifest
 from netlab.plan.interception import ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, SIDECAR_MARK
 from netlab.plan.services import dns_service_spec
 from netlab.spec.autoscale import settings_of
@@ -201,19 +202,7 @@ def with_manifest(deployment: DeploymentSpec) -> DeploymentSpec:
     """A Deployment the lab makes itself, with the manifest a user would have written
     for it: the store serves it whole, and its controller (or a supervisor taking the
     lab over) compiles its template from there like any other."""
-    containers = []
-    for c in deployment.template.containers:
-        item: dict = {"name": c.name, "image": c.image or "host", "command": list(c.command)}
-        if c.args:
-            item["args"] = list(c.args)
-        if c.env:
-            item["env"] = [{"name": k, "value": v} for k, v in c.env]
-        if c.ports:
-            item["ports"] = [
-                {"name": p.name, "containerPort": p.container_port, "protocol": p.protocol}
-                for p in c.ports
-            ]
-        containers.append(item)
+    containers = [container_manifest(c) for c in deployment.template.containers]
     labels = dict(deployment.template.labels)
     manifest = {
         "apiVersion": "apps/v1",
