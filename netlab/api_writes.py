@@ -10,7 +10,7 @@ import json
 import yaml
 from aiohttp import web
 
-from netlab import objects
+from netlab import kube_protobuf, objects
 from netlab.api_base import ACTIONS, STORE
 from netlab.errors import ApiError
 from netlab.patch import apply_patch, merge
@@ -19,14 +19,13 @@ from netlab.resources import Resource
 MAX_PATCH_BYTES = 1 << 20
 
 
-PROTOBUF = "application/vnd.kubernetes.protobuf"
-
-
-async def _body(request: web.Request) -> bytes:
-    if request.content_type == PROTOBUF:  # client-go's typed clients, as kubectl create sends
+async def _body(request: web.Request, protobuf: bool = False) -> bytes:
+    """The request's body; protobuf only where the caller reads it (`protobuf`)."""
+    if request.content_type == kube_protobuf.MEDIA_TYPE and not protobuf:
         raise ApiError(
             415,
-            f"the lab API speaks JSON, not {PROTOBUF}: send application/json",
+            f"the lab API reads {kube_protobuf.MEDIA_TYPE} only for creating objects: "
+            "send application/json",
             "UnsupportedMediaType",
         )
     body = await request.content.read(MAX_PATCH_BYTES + 1)
@@ -56,10 +55,14 @@ async def _apply_manifest(request: web.Request, manifest: dict) -> list[dict]:
 
 async def create_item(request: web.Request, res: Resource) -> web.Response:
     """POST to a collection (kubectl create, and apply of a new object)."""
-    try:
-        obj = json.loads(await _body(request) or b"null")
-    except ValueError as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    body = await _body(request, protobuf=True)
+    if request.content_type == kube_protobuf.MEDIA_TYPE:  # kubectl create NAME's generators
+        obj = kube_protobuf.to_object(body)
+    else:
+        try:
+            obj = json.loads(body or b"null")
+        except ValueError as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
         raise ApiError(400, f"request body must be a {res.kind} object")
     if obj.get("kind") != res.kind:

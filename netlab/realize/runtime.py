@@ -104,7 +104,7 @@ class Runtime:
         self.connected = False
         self.send_lock = threading.Lock()
         self.exits: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(target=self._call_back, name="runtime-exits", daemon=True).start()
+        self.caller: threading.Thread | None = None  # started on connecting: after any fork
 
     # -- the daemon -------------------------------------------------------
 
@@ -158,6 +158,11 @@ class Runtime:
             sock.close()
             return False
         self.sock, self.connected = sock, True
+        if self.caller is None:  # `netlab up -d` forks after the Lab is made: threads don't follow
+            self.caller = threading.Thread(
+                target=self._call_back, name="runtime-exits", daemon=True
+            )
+            self.caller.start()
         threading.Thread(target=self._read, args=(sock,), name="runtime", daemon=True).start()
         return True
 

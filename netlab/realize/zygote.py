@@ -46,7 +46,8 @@ class ForkedProcess:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            code = self.zygote.exit_code(self.pid, wait=0.5 if self._gone() else 0.0)
+            # gone: the zygote reaps it and says how at once, but give a loaded machine time
+            code = self.zygote.exit_code(self.pid, wait=2.0 if self._gone() else 0.0)
             if code is not None:
                 self.returncode = code
             elif self._gone():

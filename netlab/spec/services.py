@@ -25,10 +25,10 @@ from netlab.spec.model import (
     frozen_map,
 )
 from netlab.spec.validate import (
-    IANA_SVC_NAME_RULE,
+    DNS_LABEL_MAX,
+    DNS_LABEL_RE,
     Checker,
     did_you_mean,
-    is_iana_svc_name,
     item,
     join,
 )
@@ -177,9 +177,13 @@ def _port_name(
     name = checker.take(port, "name", path, "string")
     if name is None:
         return None
-    if not is_iana_svc_name(name):
+    if len(name) > DNS_LABEL_MAX or not DNS_LABEL_RE.fullmatch(name):
+        # a Service's port names are DNS labels (a container's are IANA service names)
         checker.add(
-            join(path, "name"), f"port name {name!r} is not a valid name", IANA_SVC_NAME_RULE
+            join(path, "name"),
+            f"port name {name!r} is not a valid name",
+            f"use at most {DNS_LABEL_MAX} lowercase letters, digits and '-', starting and "
+            "ending with a letter or digit",
         )
         return None
     first = names.setdefault(name, index)

@@ -70,6 +70,10 @@ def pods(name: str) -> dict[str, dict]:
     return {p["metadata"]["name"]: p for p in items}
 
 
+def status_of(name: str, pod: str) -> dict:
+    return pods(name)[pod]["status"]["containerStatuses"][0]
+
+
 def containers(name: str) -> dict[str, tuple[int, int]]:
     """Container (namespace/pod/container) -> (pid, start time), as the lab recorded them."""
     found = {}
@@ -110,6 +114,12 @@ def test_a_restarted_supervisor_takes_the_lab_over_without_restarting_pods(tmp_p
         webs = sorted(n for n in before if n.startswith("web-"))
         assert len(webs) == 3 and len(running) >= 5  # 3 web, client, DNS
         assert get_through_service(name).split()[0] in webs
+        # the supervisor (forked by `up -d`) hears its containers end: one killed restarts
+        first = f"default/{webs[0]}/web"
+        os.kill(running[first][0], signal.SIGKILL)
+        assert wait_for(lambda: status_of(name, webs[0])["restartCount"] == 1, 10, 0.2)
+        assert wait_for(lambda: status_of(name, webs[0])["ready"], 10, 0.2)
+        running = containers(name)
 
         # the supervisor crashes; the lab runs on: Services, DNS, logs
         os.kill(supervisor(name), signal.SIGKILL)
@@ -136,11 +146,8 @@ def test_a_restarted_supervisor_takes_the_lab_over_without_restarting_pods(tmp_p
                 assert now[ident] == process, ident
 
         # the one that ended is restarted, as its restartPolicy says
-        def crashed_status() -> dict:
-            return pods(name)[webs[1]]["status"]["containerStatuses"][0]
-
-        assert wait_for(lambda: crashed_status()["restartCount"] == 1, 10, 0.2)
-        assert wait_for(lambda: crashed_status()["ready"], 10, 0.2)
+        assert wait_for(lambda: status_of(name, webs[1])["restartCount"] == 1, 10, 0.2)
+        assert wait_for(lambda: status_of(name, webs[1])["ready"], 10, 0.2)
         assert containers(name)[crashed] != running[crashed]
         # what the containers wrote while nobody supervised is in their logs
         assert '"GET / HTTP/1.1" 200' in netlab("--lab", name, "logs", webs[0]).stdout

@@ -203,6 +203,30 @@ def test_kubectl_server_side_apply_creates_and_changes(klab, tmp_path):
     kubectl(klab, "delete", "service", "ssa")
 
 
+def test_kubectl_create_generators_send_protobuf_the_lab_reads(klab):
+    kubectl(klab, "create", "namespace", "gen-ns")
+    assert klab.store.get("namespaces", None, "gen-ns")
+    kubectl(
+        klab, "create", "deployment", "gen", "--image=host", "--port=8080", "--replicas=2",
+        "--", *ECHO,
+    )  # fmt: skip
+    assert wait_for(lambda: len(web_pods(klab, "gen")) == 2, 15)
+    kubectl(klab, "create", "service", "clusterip", "gen", "--tcp=80:8080")
+    service = klab.store.get("services", "default", "gen")
+    assert service["spec"]["ports"][0]["port"] == 80 and service["spec"]["selector"] == {
+        "app": "gen"
+    }
+    assert wait_for(lambda: len(klab.endpoint_ips("gen")) == 2, 10)
+    kubectl(klab, "create", "job", "gen-job", "--image=host", "--", "sh", "-c", "echo once")
+    assert wait_for(
+        lambda: klab.store.get("jobs", "default", "gen-job")["status"].get("succeeded") == 1, 15
+    )
+    refused = kubectl(klab, "create", "configmap", "nope", check=False)
+    assert refused.returncode != 0
+    for args in (["deployment", "gen"], ["service", "gen"], ["job", "gen-job"]):
+        kubectl(klab, "delete", *args)
+
+
 def test_debians_kubectl_1_20_does_the_core_verbs(klab, tmp_path):
     manifest = tmp_path / "old.yaml"
     manifest.write_text(HELLO.replace("hello", "old").replace("REPLICAS", "1"))

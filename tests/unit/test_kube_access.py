@@ -278,3 +278,70 @@ def test_events_count_up_and_the_oldest_go():
         0
     ]
     assert len(found) == 2
+
+
+def _varint(value: int) -> bytes:
+    out = b""
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        if not value:
+            return out + bytes([byte])
+        out += bytes([byte | 0x80])
+
+
+def _pb(number: int, payload: bytes | int) -> bytes:
+    """One protobuf field, for the tests: a varint, or bytes (lengths under 128)."""
+    if isinstance(payload, int):
+        return bytes([number << 3]) + _varint(payload)
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def _envelope(api_version: str, kind: str, raw: bytes) -> bytes:
+    type_meta = _pb(1, api_version.encode()) + _pb(2, kind.encode())
+    return b"k8s\x00" + _pb(1, type_meta) + _pb(2, raw) + _pb(3, b"") + _pb(4, b"")
+
+
+def test_a_generators_protobuf_body_reads_as_its_json():
+    from netlab.kube_protobuf import to_object
+
+    meta = _pb(1, b"web") + _pb(3, b"") + _pb(11, _pb(1, b"app") + _pb(2, b"web")) + _pb(8, b"")
+    container = _pb(1, b"web") + _pb(2, b"host") + _pb(3, b"python3") + _pb(3, b"-m")
+    container += _pb(6, _pb(3, 80) + _pb(2, 0)) + _pb(8, b"")
+    template = _pb(1, _pb(11, _pb(1, b"app") + _pb(2, b"web"))) + _pb(2, _pb(2, container))
+    spec = _pb(1, 2) + _pb(2, _pb(1, _pb(1, b"app") + _pb(2, b"web"))) + _pb(3, template)
+    obj = to_object(_envelope("apps/v1", "Deployment", _pb(1, meta) + _pb(2, spec) + _pb(3, b"")))
+    assert obj["kind"] == "Deployment" and obj["apiVersion"] == "apps/v1"
+    assert obj["metadata"] == {"name": "web", "labels": {"app": "web"}}
+    assert obj["spec"]["replicas"] == 2 and obj["spec"]["selector"] == {
+        "matchLabels": {"app": "web"}
+    }
+    (c,) = obj["spec"]["template"]["spec"]["containers"]
+    assert c == {
+        "name": "web",
+        "image": "host",
+        "command": ["python3", "-m"],
+        "ports": [{"containerPort": 80}],
+    }
+    port = _pb(1, b"80-8080") + _pb(2, b"TCP") + _pb(3, 80) + _pb(4, _pb(2, 8080))
+    service = to_object(_envelope("v1", "Service", _pb(1, _pb(1, b"web")) + _pb(2, _pb(1, port))))
+    assert service["spec"]["ports"] == [
+        {"name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 8080}
+    ]
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        (b"not protobuf", 400),
+        (b"k8s\x00\x0a\x05", 400),  # a field runs past the end
+        (_envelope("v1", "ConfigMap", b""), 415),  # not a kind the lab reads
+        (_envelope("v1", "Namespace", _pb(1, _pb(1, b"x")) + _pb(9, b"unknown")), 415),
+    ],
+)
+def test_a_protobuf_body_the_lab_cannot_read_is_refused_with_a_status(body, code):
+    from netlab.errors import ApiError
+    from netlab.kube_protobuf import to_object
+
+    with pytest.raises(ApiError) as refused:
+        to_object(body)
+    assert refused.value.status == code

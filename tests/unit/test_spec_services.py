@@ -508,10 +508,10 @@ ERRORS = [
     ),
     (
         "port-name-invalid",
-        LAB + service("ports: [{name: web--ui, port: 80}]"),
+        LAB + service("ports: [{name: Web_UI, port: 80}]"),  # a DNS label ('80-8080' is one)
         S + ".ports[0].name",
-        "port name 'web--ui' is not a valid name",
-        "at most 15 lowercase letters",
+        "port name 'Web_UI' is not a valid name",
+        "at most 63 lowercase letters",
     ),
     (
         "port-name-duplicate",
