@@ -191,7 +191,7 @@ def cmd_down(args) -> int:
 
 def cmd_kubeconfig(args) -> int:
     """Print the running lab's kubeconfig (kubectl and the kubernetes client over TLS)."""
-    from netlab.kube_access import KUBECONFIG_FILE
+    from netlab.apiserver.auth import KUBECONFIG_FILE
 
     name = _pick_lab(args.lab)
     path = RUN_ROOT / name / KUBECONFIG_FILE

@@ -19,7 +19,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from netlab import objects
-from netlab.api_server import ApiServer
+from netlab.apiserver.runner import ApiServer
 from netlab.controllers import ControllerManager
 from netlab.controllers.nodeagent import NodeAgents
 from netlab.controllers.nodelifecycle import NodeLifecycleController
@@ -27,6 +27,7 @@ from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
 from netlab.etcdstore import EtcdStore
 from netlab.events import EventRecorder
 from netlab.journal import Journal
+from netlab.lab_actions import lab_api_server
 from netlab.lab_adopt import Adoption, record_store
 from netlab.lab_nodes import NodeRuntime
 from netlab.lab_workloads import (
@@ -183,7 +184,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
 
     def _build(self, timeout: float) -> None:
         netns.create(self.plan.netns)
-        self.api = ApiServer.for_lab(self, self._request_shutdown)
+        self.api = lab_api_server(self, self._request_shutdown)
         self.api.start()
         self.prober = Prober(self._readiness_changed)
         self.runtime.start_daemon()

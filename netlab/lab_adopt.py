@@ -108,7 +108,7 @@ class Adoption:
     # -- taking over ------------------------------------------------------
 
     def _adopt(self, timeout: float) -> None:
-        from netlab.api_server import ApiServer
+        from netlab.lab_actions import lab_api_server
         from netlab.readiness import Prober
         from netlab.realize.fabric import Fabric
 
@@ -116,7 +116,7 @@ class Adoption:
         self.nodes = {node.name: node for node in nodes}
         self.fabric = Fabric.adopt(self.plan, nodes, self.pid_record.add)
         self._adopt_store()
-        self.api = ApiServer.for_lab(self, self._request_shutdown)
+        self.api = lab_api_server(self, self._request_shutdown)
         self.api.start()
         self.prober = Prober(self._readiness_changed)
         failed = [n.name for n in nodes if self.fabric.link_down(n)]

@@ -9,8 +9,8 @@ import asyncio
 import signal
 from collections.abc import Callable
 
-from netlab.api_server import LabActions
 from netlab.lab import Lab
+from netlab.lab_actions import LabActions
 from netlab.paths import SOCKET_NAME, socket_path
 from netlab.realize import cleanup
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from netlab.api import make_app, serve
+from netlab.apiserver.app import make_app
+from netlab.apiserver.runner import serve
 from netlab.client import LabClient, UnixHTTPConnection
 from netlab.errors import ApiError, LabNotFound
 from netlab.store import Store

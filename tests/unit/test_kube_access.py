@@ -12,10 +12,12 @@ import threading
 
 import pytest
 
-from netlab import kube_table, openapi
-from netlab.api import make_app, serve
-from netlab.api_exec import exit_status
-from netlab.kube_access import HOST, auth_middleware, endpoint_for
+from netlab.apiserver import openapi
+from netlab.apiserver import tables as kube_table
+from netlab.apiserver.app import make_app
+from netlab.apiserver.auth import HOST, auth_middleware, endpoint_for
+from netlab.apiserver.runner import serve
+from netlab.apiserver.streams import exit_status
 from netlab.objects import PodStatus, pod_status_of
 from netlab.pki import make_pki
 from netlab.realize.checkpoint import Checkpoints
@@ -302,7 +304,7 @@ def _envelope(api_version: str, kind: str, raw: bytes) -> bytes:
 
 
 def test_a_generators_protobuf_body_reads_as_its_json():
-    from netlab.kube_protobuf import to_object
+    from netlab.apiserver.protobuf import to_object
 
     meta = _pb(1, b"web") + _pb(3, b"") + _pb(11, _pb(1, b"app") + _pb(2, b"web")) + _pb(8, b"")
     container = _pb(1, b"web") + _pb(2, b"host") + _pb(3, b"python3") + _pb(3, b"-m")
@@ -339,8 +341,8 @@ def test_a_generators_protobuf_body_reads_as_its_json():
     ],
 )
 def test_a_protobuf_body_the_lab_cannot_read_is_refused_with_a_status(body, code):
+    from netlab.apiserver.protobuf import to_object
     from netlab.errors import ApiError
-    from netlab.kube_protobuf import to_object
 
     with pytest.raises(ApiError) as refused:
         to_object(body)

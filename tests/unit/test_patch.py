@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from netlab.apiserver.patch import JSON_PATCH, MERGE, STRATEGIC, apply_patch
 from netlab.errors import ApiError
-from netlab.patch import JSON_PATCH, MERGE, STRATEGIC, apply_patch
 
 BASE = {
     "metadata": {"name": "web", "labels": {"app": "web", "tier": "front"}},

@@ -148,7 +148,7 @@ def auth_middleware(token: str) -> Callable:
         given = request.headers.get("Authorization", "").encode()
         if given and hmac.compare_digest(given, expected):
             return await handler(request)
-        from netlab.api_base import status
+        from netlab.apiserver.base import status
 
         return web.json_response(status(401, "Unauthorized", "Unauthorized"), status=401)
 

@@ -1,39 +1,29 @@
-"""The lab API served from the lab's own thread and event loop.
-
-Every running lab serves its API, supervised (`netlab up`) or not (a
-topology script's `with Lab(...)`): the lab's DNS server and, later, its
-sidecars are pods that watch the lab through it, as CoreDNS and Envoy watch
-the Kubernetes API.
-"""
+"""The lab's side of its API (`apiserver.base.Actions`): deletes, updates, exec entry,
+logs, node actions and shutdown, done by the lab. Lab calls run on worker threads;
+the lab's lock serializes them. The API server knows the lab only through this."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from netlab import objects
-from netlab.api import make_app, serve
+from netlab.apiserver.app import make_app
+from netlab.apiserver.auth import auth_middleware, endpoint_for
+from netlab.apiserver.runner import ApiServer
 from netlab.errors import ApiError, NetlabError, NotFound, SpecError
-from netlab.kube_access import HOST, KubeEndpoint, auth_middleware, endpoint_for
 from netlab.paths import socket_path
 from netlab.realize.processes import container_env
 from netlab.system import SIDECAR_CONTAINER
 
-if TYPE_CHECKING:
-    from aiohttp import web
-
-    from netlab.lab import Lab
-
 
 class LabActions:
-    """What the API may ask of the lab (netlab.api.Actions). Lab calls run on
+    """What the API may ask of the lab (netlab.apiserver.base.Actions). Lab calls run on
     worker threads; the lab's lock serializes them."""
 
-    def __init__(self, lab: Lab, on_shutdown: Callable[[], None]):
+    def __init__(self, lab: Any, on_shutdown: Callable[[], None]):
         self.lab = lab
         self.on_shutdown = on_shutdown
 
@@ -177,48 +167,9 @@ class LabActions:
         return objects.topology_object(lab.plan, nodes, lab.spec.service_network)
 
 
-class ApiServer:
-    """aiohttp's runner on a unix socket, in a thread of its own."""
-
-    def __init__(self, app: web.Application, path: Path, kube: KubeEndpoint | None = None):
-        self.app = app
-        self.path = path
-        self.kube = kube  # also over TLS on loopback, for kubectl
-        self.loop = asyncio.new_event_loop()
-        self.runner: web.AppRunner | None = None
-        self.thread = threading.Thread(target=self.loop.run_forever, name="lab-api", daemon=True)
-
-    @classmethod
-    def for_lab(cls, lab: Lab, on_shutdown: Callable[[], None]) -> ApiServer:
-        kube = endpoint_for(lab.spec.name, lab.run_dir)
-        app = make_app(lab.store, LabActions(lab, on_shutdown), [auth_middleware(kube.token)])
-        return cls(app, socket_path(lab.run_dir), kube)
-
-    def start(self, timeout: float = 10.0) -> None:
-        self.thread.start()
-        tls = (HOST, self.kube.port, self.kube.ssl_context()) if self.kube else None
-        future: Future = asyncio.run_coroutine_threadsafe(
-            serve(self.app, self.path, tls), self.loop
-        )
-        try:
-            self.runner = future.result(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        if self.kube is not None:
-            self.kube.write_kubeconfig()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """End every watch and log stream, remove the socket, end the thread."""
-        if self.runner is not None and self.thread.is_alive():
-            future = asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop)
-            try:
-                future.result(timeout)
-            except Exception:  # the socket is removed by the lab's cleanup anyway
-                pass
-            self.runner = None
-        if self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout)
-        if not self.thread.is_alive() and not self.loop.is_closed():
-            self.loop.close()
+def lab_api_server(lab: Any, on_shutdown: Callable[[], None]) -> ApiServer:
+    """The API server of a lab: its application over the lab's store and actions, on
+    the unix socket in the run directory and TLS on the lab's loopback port."""
+    kube = endpoint_for(lab.spec.name, lab.run_dir)
+    app = make_app(lab.store, LabActions(lab, on_shutdown), [auth_middleware(kube.token)])
+    return ApiServer(app, socket_path(lab.run_dir), kube)

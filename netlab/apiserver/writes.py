@@ -10,10 +10,11 @@ import json
 import yaml
 from aiohttp import web
 
-from netlab import kube_protobuf, objects
-from netlab.api_base import ACTIONS, STORE
+from netlab import objects
+from netlab.apiserver import protobuf as kube_protobuf
+from netlab.apiserver.base import ACTIONS, STORE
+from netlab.apiserver.patch import apply_patch, merge
 from netlab.errors import ApiError
-from netlab.patch import apply_patch, merge
 from netlab.resources import Resource
 
 MAX_PATCH_BYTES = 1 << 20
@@ -229,3 +230,20 @@ async def _scale_once(request, res, namespace, name, body) -> web.Response:
         current["metadata"], resourceVersion=wanted or current["metadata"]["resourceVersion"]
     )
     return web.json_response(scale_object(await _update(request, res, changed)))
+
+
+async def delete_item(request: web.Request, res: Resource) -> web.StreamResponse:
+    action = getattr(request.app[ACTIONS], f"delete_{res.singular}", None)
+    if "delete" not in res.verbs or action is None:
+        raise ApiError(405, f"{res.full_name} cannot be deleted through the lab API")
+    if request.can_read_body:  # DeleteOptions (kubectl sends one): must be a JSON object
+        try:
+            options = json.loads(await request.read() or b"{}")
+        except ValueError as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(options, dict):
+            raise ApiError(400, "request body must be a DeleteOptions object")
+    name = request.match_info["name"]
+    namespace = request.match_info.get("namespace")
+    request.app[STORE].get(res, namespace, name)  # 404 before asking the lab
+    return web.json_response(await action(namespace, name))

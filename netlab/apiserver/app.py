@@ -1,0 +1,143 @@
+"""The lab API's application: Kubernetes-shaped HTTP whose routes are made from the
+resource table, with discovery, OpenAPI, exec and netlab's own endpoints.
+
+`make_app(store, actions)` gives a finished aiohttp Application; `runner.serve` puts it
+on its sites (the unix socket, and TLS on loopback for kubectl).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+from netlab import __version__
+from netlab.apiserver import labroutes, logs, openapi, reads, streams
+from netlab.apiserver.base import ACTIONS, CLOSING, STORE, STREAMS, TASKS, Actions, status
+from netlab.apiserver.writes import create_item, delete_item, get_scale, patch_item, write_scale
+from netlab.errors import ApiError
+from netlab.resources import Resource, discovery_documents
+from netlab.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _status_response(code: int, message: str, reason: str | None = None) -> web.Response:
+    return web.json_response(status(code, message, reason), status=code)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable]):
+    """Every failure becomes a `Status`; nothing a client sends takes the server down."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _status_response(exc.status, str(exc), getattr(exc, "reason", None))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = f"the server could not find the requested resource ({request.path})"
+        if exc.status != 404:
+            message = f"{exc.reason}: {request.method} {request.path}"
+        return _status_response(exc.status, message)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:  # a bug in a handler or an action: report it, keep serving
+        log.exception("lab API: %s %s failed", request.method, request.path_qs)
+        return _status_response(500, f"internal error handling {request.method} {request.path}")
+
+
+# -- discovery -------------------------------------------------------------------
+
+
+def _static(doc: dict | str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(_request: web.Request) -> web.Response:
+        if isinstance(doc, str):
+            return web.Response(text=doc)
+        return web.json_response(doc)
+
+    return handler
+
+
+async def _openapi_v2(request: web.Request) -> web.Response:
+    if "protobuf" in request.headers.get("Accept", ""):
+        return web.Response(body=openapi.v2_document(True), content_type=openapi.V2_PROTOBUF)
+    return web.Response(body=openapi.v2_document(False), content_type="application/json")
+
+
+def _add_discovery(app: web.Application, store: Store) -> None:
+    for path, doc in discovery_documents(store.resources).items():
+        app.router.add_get(path, _static(doc))
+    version = {
+        "major": "1",
+        "minor": "30",
+        "gitVersion": "v1.30.0-netlab",
+        "gitCommit": __version__,
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "python3",
+        "compiler": "cpython",
+        "platform": "linux/amd64",
+    }
+    app.router.add_get("/version", _static(version))
+    root, by_path = openapi.documents(store.resources)
+    app.router.add_get("/openapi/v3", _static(root))
+    app.router.add_get("/openapi/v2", _openapi_v2)
+    for path, doc in by_path.items():
+        app.router.add_get(f"/openapi/v3/{path}", _static(doc))
+    for path in ("/healthz", "/livez", "/readyz"):
+        app.router.add_get(path, _static("ok"))
+
+
+# -- resources -------------------------------------------------------------------
+
+
+def _add_resource(app: web.Application, res: Resource) -> None:
+    """Collection, item (and subresource) routes for one table row."""
+    prefix = f"{res.base_path}/namespaces/{{namespace}}" if res.namespaced else res.base_path
+    collection = f"{prefix}/{res.plural}"
+    app.router.add_get(collection, functools.partial(reads.get_collection, res=res))
+    if res.namespaced:  # all namespaces
+        all_ns = f"{res.base_path}/{res.plural}"
+        app.router.add_get(all_ns, functools.partial(reads.get_collection, res=res))
+    app.router.add_get(f"{collection}/{{name}}", functools.partial(reads.get_item, res=res))
+    app.router.add_delete(f"{collection}/{{name}}", functools.partial(delete_item, res=res))
+    if "log" in res.subresources:
+        app.router.add_get(f"{collection}/{{name}}/log", logs.get_log)
+    if "patch" in res.verbs:
+        app.router.add_patch(f"{collection}/{{name}}", functools.partial(patch_item, res=res))
+    if "create" in res.verbs:
+        app.router.add_post(collection, functools.partial(create_item, res=res))
+    if "scale" in res.subresources:
+        scale = f"{collection}/{{name}}/scale"
+        app.router.add_get(scale, functools.partial(get_scale, res=res))
+        app.router.add_patch(scale, functools.partial(write_scale, res=res))
+        app.router.add_put(scale, functools.partial(write_scale, res=res))
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[CLOSING].set()
+    for close in list(app[STREAMS]):
+        close()
+
+
+def make_app(store: Store, actions: Actions, middlewares: Sequence = ()) -> web.Application:
+    """The lab API application over `store`, calling `actions` for deletes, logs and shutdown.
+    `middlewares` run first (the TLS endpoint's authentication)."""
+    app = web.Application(middlewares=[*middlewares, _errors])
+    app[STORE], app[ACTIONS] = store, actions
+    app[STREAMS], app[TASKS], app[CLOSING] = set(), set(), asyncio.Event()
+    _add_discovery(app, store)
+    for res in store.resources:
+        _add_resource(app, res)
+    entry = getattr(actions, "exec_entry", None)
+    if entry is not None:  # kubectl exec (WebSocket); POST: SPDY, refused with a reason
+        handler = streams.make_handler(entry)
+        app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}/exec", handler)
+        app.router.add_post("/api/v1/namespaces/{namespace}/pods/{name}/exec", handler)
+    labroutes.add_routes(app)
+    app.on_shutdown.append(_on_shutdown)
+    return app

@@ -1,0 +1,98 @@
+"""What the lab API's modules share: the application's keys, the lab's side of the
+API (`Actions`), the Status object and the query helpers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from netlab.errors import ApiError
+from netlab.store import Store
+
+STORE = web.AppKey("store", Store)
+ACTIONS = web.AppKey("actions", object)
+STREAMS = web.AppKey("streams", set)  # close() of each open watch and log stream
+CLOSING = web.AppKey("closing", asyncio.Event)
+TASKS = web.AppKey("tasks", set)
+
+_REASONS = {
+    400: "BadRequest",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
+    409: "AlreadyExists",
+    410: "Expired",
+    422: "Invalid",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
+
+
+def status(code: int, message: str, reason: str | None = None) -> dict:
+    """A Kubernetes `Status` object."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success" if code < 400 else "Failure",
+        "message": message,
+        "reason": reason or _REASONS.get(code, "Unknown"),
+        "code": code,
+    }
+
+
+class Actions(Protocol):
+    """What the lab does for API calls that are more than a store write."""
+
+    async def delete_pod(self, namespace: str, name: str) -> dict:
+        """Delete a pod (stop its processes, remove it from the store); return the object."""
+        ...
+
+    async def delete_deployment(self, namespace: str, name: str) -> dict:
+        """Delete a deployment and its pods; return the object."""
+        ...
+
+    async def shutdown(self, leave: bool = False) -> None:
+        """Tear the lab down, or (`leave`) end only the supervisor (runs as a task after
+        the API has answered 202)."""
+        ...
+
+    def log_path(self, namespace: str, pod: str, container: str | None) -> Path:
+        """The log file of a container; ApiError 404 (no such container) or 400 (ambiguous)."""
+        ...
+
+    def topology(self) -> dict:
+        """Racks, routers, nodes and their namespaces (objects.topology_object)."""
+        ...
+
+
+def flag(request: web.Request, name: str) -> bool:
+    """A boolean query parameter as Kubernetes parses it; 400 if it is neither."""
+    value = request.query.get(name, "")
+    if value in ("", "0", "f", "F", "false", "False", "FALSE"):
+        return False
+    if value in ("1", "t", "T", "true", "True", "TRUE"):
+        return True
+    raise ApiError(400, f"invalid {name}={value!r}: must be true or false")
+
+
+def int_query(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ApiError(400, f"invalid {name}={value!r}: must be a non-negative integer")
+    return number
+
+
+def gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
