@@ -13,7 +13,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -48,6 +48,7 @@ from netlab.plan import (
     plan_lab,
 )
 from netlab.plan.interception import interception_script
+from netlab.plan.names import bounded
 from netlab.plan.scheduler import pod_name
 from netlab.plan.services import DNS_SERVICE, dns_ip
 from netlab.readiness import Prober, Target, checks_for
@@ -95,6 +96,18 @@ class PodRuntime:
     status: objects.PodStatus
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     deleted: bool = False
+    meta: objects.PodMeta | None = None  # labels and annotations changed since it was made
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        """The pod's labels now (a client may relabel a running pod)."""
+        return self.meta.labels if self.meta is not None else self.plan.labels
+
+    @property
+    def owned(self) -> bool:
+        """Still its Deployment's or Job's: a relabeled pod its owner no longer selects
+        is released (orphaned), as the ReplicaSet controller releases it."""
+        return bool(self.plan.owner) and (self.meta is None or not self.meta.released)
 
 
 class Lab(WorkloadRuntime, NodeRuntime, Adoption):
@@ -421,7 +434,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             Candidate(
                 rt.plan.namespace,
                 rt.plan.name,
-                rt.plan.labels,
+                rt.labels,
                 rt.plan.address.ip,
                 rt.plan.node,
                 rt.status.ready and not rt.deleted,
@@ -453,7 +466,10 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             return [
                 rt.plan
                 for rt in self.pods.values()
-                if rt.plan.owner == owner and rt.plan.namespace == namespace and rt.status.ready
+                if rt.plan.owner == owner
+                and rt.owned
+                and rt.plan.namespace == namespace
+                and rt.status.ready
             ]
 
     def wait_endpoints(
@@ -531,6 +547,10 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 )
                 plan = placer.add_bare(pod.name, pod.namespace, pod.template)
                 self._create_pods([plan])
+                notes = (pod.manifest.get("metadata") or {}).get("annotations") or {}
+                if notes:  # kubectl's last-applied among them: kept, as Kubernetes keeps it
+                    self.pods[plan.key].meta = objects.PodMeta(dict(plan.labels), dict(notes))
+                    self._publish_pod(self.pods[plan.key])
                 self._wait_ready([plan], timeout=10.0)
                 self._start_pods([plan])
                 results.append(_result("Pod", pod.namespace, pod.name, "created"))
@@ -683,7 +703,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             self._publish_pod(rt)
 
     def log_path(self, pod: PodPlan, container: str) -> Path:
-        return self.run_dir / "logs" / f"{pod.namespace}_{pod.name}" / f"{container}.log"
+        return self.run_dir / "logs" / bounded(f"{pod.namespace}_{pod.name}") / f"{container}.log"
 
     def pod(self, name: str, namespace: str = "default") -> PodPlan:
         rt = self.pods.get((namespace, name))
@@ -707,6 +727,27 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 raise NotFound(f"no pod {namespace}/{name}")
             self._delete_pod(rt)
             return rt.plan
+
+    def set_pod_metadata(
+        self, namespace: str, name: str, labels: Mapping[str, str], annotations: Mapping[str, str]
+    ) -> dict:
+        """A running pod's new labels and annotations (kubectl label, annotate): the
+        Services that select it now, and only those, route to it; a Deployment whose
+        selector no longer matches releases it and starts a replacement."""
+        with self.lock:
+            rt = self.pods.get((namespace, name))
+            if rt is None or rt.deleted:
+                raise NotFound(f"no pod {namespace}/{name}")
+            released = rt.meta is not None and rt.meta.released
+            if rt.plan.owner_kind == "Deployment" and not released:
+                owner = self.deployments.get((namespace, rt.plan.owner))
+                selector = owner.spec.match_labels if owner is not None else {}
+                released = any(labels.get(k) != v for k, v in selector.items())
+            own = {k: v for k, v in annotations.items() if k not in objects.LAB_ANNOTATIONS}
+            rt.meta = objects.PodMeta(dict(labels), own, released)
+            self._publish_pod(rt)
+            self._sync_services()
+            return self.store.get("pods", namespace, name)
 
     def _delete_pod(self, rt: PodRuntime, grace: float = 1.0) -> None:
         self._withdraw([rt])
@@ -762,7 +803,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         node = self.nodes.get(rt.plan.node)
         host_ip = str(node.address.ip) if node else ""
         rack = node.rack if node else None
-        self.store.apply(objects.pod_object(rt.plan, rt.status, host_ip, rack, rt.deleted))
+        self.store.apply(objects.pod_object(rt.plan, rt.status, host_ip, rack, rt.deleted, rt.meta))
 
 
 def _make_store(spec: LabSpec) -> Store:

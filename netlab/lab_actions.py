@@ -5,17 +5,23 @@ the lab's lock serializes them. The API server knows the lab only through this."
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netlab import objects
+from netlab import namespaces, objects
 from netlab.apiserver.app import make_app
 from netlab.apiserver.auth import auth_middleware, endpoint_for
+from netlab.apiserver.base import invalid
 from netlab.apiserver.runner import ApiServer
-from netlab.errors import ApiError, NetlabError, NotFound, SpecError
+from netlab.errors import ApiError, NetlabError, NotFound, Problem, SpecError
+from netlab.lab_workloads import check_autoscaled
 from netlab.paths import socket_path
 from netlab.realize.processes import container_env
+from netlab.resources import Resource
+from netlab.spec.load import parse_manifests
+from netlab.spec.manifests import KINDS
 from netlab.system import SIDECAR_CONTAINER
 
 
@@ -26,6 +32,7 @@ class LabActions:
     def __init__(self, lab: Any, on_shutdown: Callable[[], None]):
         self.lab = lab
         self.on_shutdown = on_shutdown
+        self._tasks: set[asyncio.Task] = set()  # namespaces being emptied
 
     async def _run(self, call: Callable, *args):
         try:
@@ -51,6 +58,14 @@ class LabActions:
         await self._run(self.lab.delete_deployment, name, namespace)
         return obj
 
+    async def delete_namespace(self, _namespace: str | None, name: str) -> dict:
+        """`kubectl delete ns`: Terminating now, emptied and removed in the background."""
+        obj = await self._run(namespaces.mark_terminating, self.lab.store, name)
+        task = asyncio.create_task(self._run(namespaces.empty_and_delete, self.lab, name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return obj
+
     async def delete_job(self, namespace: str, name: str) -> dict:
         return await self._run(self.lab.delete_job, name, namespace)
 
@@ -71,31 +86,64 @@ class LabActions:
         return await self._run(calls[verb]) or []
 
     async def update_pod(self, obj: dict) -> dict:
-        """A pod's spec and labels stay as they were made (as in Kubernetes, whose
-        pods take few changes); annotations (kubectl's last-applied) are not kept."""
+        """A pod's labels and annotations change (kubectl label, annotate, apply); its
+        spec stays as it was made, as Kubernetes keeps all but a few fields of it."""
         meta = obj["metadata"]
         stored = self.lab.store.get("pods", meta.get("namespace"), meta["name"])
-        changed = [
-            what
-            for what, before, after in (
-                ("spec", stored.get("spec"), obj.get("spec")),
-                (
-                    "metadata.labels",
-                    stored["metadata"].get("labels") or {},
-                    meta.get("labels") or {},
-                ),
-            )
-            if before != after
-        ]
-        if changed:
+        if stored.get("spec") != obj.get("spec"):
             raise ApiError(
                 422,
-                f'Pod "{meta["name"]}" is invalid: {", ".join(changed)}: Forbidden: a lab pod\'s '
-                "spec and labels cannot change once it runs; delete it and create it again "
-                "(or let a Deployment roll a new template out)",
+                f'Pod "{meta["name"]}" is invalid: spec: Forbidden: pod updates may not change '
+                "fields other than metadata.labels and metadata.annotations (delete the pod "
+                "and create it again, or let its Deployment roll a new template out)",
                 "Invalid",
             )
-        return stored
+        if meta.get("resourceVersion") not in (None, stored["metadata"]["resourceVersion"]):
+            raise ApiError(
+                409,
+                f'Operation cannot be fulfilled on pods "{meta["name"]}": the object has been '
+                "modified; please apply your changes to the latest version and try again",
+                "Conflict",
+            )
+        if (meta.get("labels") or {}) == stored["metadata"].get("labels", {}) and (
+            meta.get("annotations") or {}
+        ) == stored["metadata"].get("annotations", {}):
+            return stored
+        return await self._run(
+            self.lab.set_pod_metadata,
+            stored["metadata"]["namespace"],
+            meta["name"],
+            dict(meta.get("labels") or {}),
+            dict(meta.get("annotations") or {}),
+        )
+
+    async def validate(self, res: Resource, obj: dict) -> None:
+        """An object as a write would store it, checked as creating it is checked
+        (`netlab apply`'s readers against this lab): 422 naming every field at fault."""
+        await self._run(self._validate, res, obj)
+
+    def _validate(self, res: Resource, obj: dict) -> None:
+        if res.kind not in KINDS:
+            return
+        lab = self.lab
+        namespace = obj["metadata"].get("namespace")
+        if res.namespaced and namespace and namespaces.terminating(lab.store, namespace):
+            try:
+                lab.store.get(res, namespace, obj["metadata"].get("name"))
+            except ApiError:
+                raise namespaces.refuse_new_content(namespace) from None
+        with lab.lock:
+            existing = lab._mesh_context()
+        name = str(obj["metadata"].get("name"))
+        full_kind = f"{res.kind}.{res.group}" if res.group else res.kind
+        try:
+            found = parse_manifests(json.dumps(objects.applyable(obj)), lab.spec, None, existing)
+            for deployment in found.deployments:
+                check_autoscaled(deployment)
+        except SpecError as exc:
+            raise invalid(full_kind, name, exc.problems) from exc
+        except NetlabError as exc:
+            raise invalid(full_kind, name, [Problem("metadata.annotations", str(exc))]) from exc
 
     async def exec_entry(
         self, namespace: str, pod: str, container: str | None

@@ -186,6 +186,7 @@ class Adoption:
             from netlab.lab import PodRuntime
 
             rt = PodRuntime(plan, objects.pod_status_of(obj, plan.template))
+            rt.meta = objects.pod_meta_of(obj, plan)
             rt.status.network_ready = True
             self.pods[plan.key] = rt
             address = self.last_pod_address.get(plan.node)

@@ -226,6 +226,10 @@ class WorkloadRuntime:
         with self.lock:
             if self.stopping:
                 return
+            try:  # deleted while its controller was deciding: start nothing for it
+                self.store.get("deployments", runtime.spec.namespace, runtime.spec.name)
+            except ApiError:
+                return
             try:
                 nodes, nowhere = self.schedulable_nodes(runtime.spec.template), None
             except Unschedulable as exc:  # no node at all: every pod waits, Pending
@@ -336,6 +340,7 @@ class WorkloadRuntime:
             rt
             for rt in self.pods.values()
             if rt.plan.owner == deployment
+            and rt.owned
             and rt.plan.namespace == namespace
             and rt.plan.owner_kind == "Deployment"
         ]

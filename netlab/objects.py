@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from ipaddress import IPv4Network
@@ -95,6 +95,33 @@ class ContainerState:
             "image": "host",
             "imageID": "",
         }
+
+
+@dataclass(frozen=True)
+class PodMeta:
+    """A running pod's labels and annotations as a client last set them (kubectl label,
+    annotate, apply); `released`: its owner no longer selects it."""
+
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    released: bool = False
+
+
+LAB_ANNOTATIONS = (NETNS_ANNOTATION, RACK_ANNOTATION)  # the lab's own: set by the lab alone
+
+
+def pod_meta_of(obj: dict[str, Any], plan: PodPlan) -> PodMeta | None:
+    """A stored pod's client-set labels and annotations (a supervisor taking the lab
+    over); None if they are still what the pod was made with."""
+    meta = obj["metadata"]
+    labels = dict(meta.get("labels") or {})
+    annotations = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if k not in LAB_ANNOTATIONS
+    }
+    released = bool(plan.owner) and not meta.get("ownerReferences")
+    if labels == dict(plan.labels) and not annotations and not released:
+        return None
+    return PodMeta(labels, annotations, released)
 
 
 @dataclass
@@ -198,27 +225,37 @@ def container_manifest(c: ContainerSpec) -> dict[str, Any]:
             }
             for p in c.ports
         ]
+    item.update(c.recorded)
     return item
 
 
 def pod_object(
-    pod: PodPlan, status: PodStatus, host_ip: str, rack: str | None = None, deleting: bool = False
+    pod: PodPlan,
+    status: PodStatus,
+    host_ip: str,
+    rack: str | None = None,
+    deleting: bool = False,
+    meta: PodMeta | None = None,
 ) -> dict[str, Any]:
-    """A Pod as kubelet reports it (`deleting`: on its way out, Terminating)."""
+    """A Pod as kubelet reports it (`deleting`: on its way out, Terminating), with the
+    labels and annotations a client gave it since (`meta`)."""
     template = pod.template
     containers = [container_manifest(c) for c in template.containers]
     metadata: dict[str, Any] = {
         "name": pod.name,
         "namespace": pod.namespace,
-        "labels": dict(pod.labels),
-        "annotations": {NETNS_ANNOTATION: pod.netns},
+        "labels": dict(meta.labels if meta is not None else pod.labels),
+        "annotations": {
+            **(meta.annotations if meta is not None else {}),
+            NETNS_ANNOTATION: pod.netns,
+        },
     }
     if rack:
         metadata["annotations"][RACK_ANNOTATION] = rack
     if deleting:
         metadata["deletionTimestamp"] = now()
         metadata["deletionGracePeriodSeconds"] = 1
-    if pod.owner:
+    if pod.owner and not (meta is not None and meta.released):
         api = "batch/v1" if pod.owner_kind == "Job" else "apps/v1"
         metadata["ownerReferences"] = [
             {"apiVersion": api, "kind": pod.owner_kind, "name": pod.owner, "controller": True}
@@ -230,6 +267,7 @@ def pod_object(
     }
     if template.node_selector:
         spec["nodeSelector"] = dict(template.node_selector)
+    spec.update(template.recorded)
     ready = "True" if status.ready else "False"
     return {
         "apiVersion": "v1",

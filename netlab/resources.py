@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from netlab.errors import ApiError
 
 READ_VERBS = ("get", "list", "watch")
-WRITE_VERBS = (*READ_VERBS, "create", "delete", "patch")  # kinds the lab applies again
+WRITE_VERBS = (*READ_VERBS, "create", "delete", "patch", "update")  # kinds the lab applies again
 # discovery entries of subresources that are not their parent's kind
 SUBRESOURCES = {
     "scale": {
@@ -87,7 +87,7 @@ class Resource:
 
 
 RESOURCES: tuple[Resource, ...] = (
-    Resource("", "v1", "Namespace", "namespaces", False, ("ns",), (*READ_VERBS, "create", "patch")),
+    Resource("", "v1", "Namespace", "namespaces", False, ("ns",), WRITE_VERBS),
     Resource("", "v1", "Node", "nodes", False, ("no",)),
     Resource(
         "",
@@ -107,7 +107,7 @@ RESOURCES: tuple[Resource, ...] = (
         "deployments",
         True,
         ("deploy",),
-        (*READ_VERBS, "create", "delete", "patch"),
+        WRITE_VERBS,
         subresources=("scale",),
     ),
     Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",)),

@@ -208,6 +208,25 @@ class Store:
         """Create or replace, ignoring any `metadata.resourceVersion` in `obj`."""
         return self._put(obj, check_version=False)
 
+    def preview(self, obj: dict) -> dict:
+        """What `update(obj)` would store, stored nowhere and told to no watcher (a dry
+        run): a new object stamped as `create` would stamp it (no resourceVersion), a
+        changed one with its managed metadata kept and its generation bumped if its
+        spec changed."""
+        res, new = self._normalize(obj)
+        meta = new["metadata"]
+        with self._write_lock:
+            key = self._key(res, meta.get("namespace"), meta["name"])
+            current = copy.deepcopy(self._objects[res.full_name].get(key))
+        if current is None:
+            meta.pop("resourceVersion", None)
+            return self._stamp_new(new)
+        for field in _MANAGED:
+            meta[field] = current["metadata"][field]
+        if new.get("spec") != current.get("spec"):
+            meta["generation"] = current["metadata"]["generation"] + 1
+        return new
+
     def patch_status(
         self, resource: str | Resource, namespace: str | None, name: str, status: dict
     ) -> dict:

@@ -17,7 +17,15 @@ from aiohttp import web
 from netlab import __version__
 from netlab.apiserver import labroutes, logs, openapi, reads, streams
 from netlab.apiserver.base import ACTIONS, CLOSING, STORE, STREAMS, TASKS, Actions, status
-from netlab.apiserver.writes import create_item, delete_item, get_scale, patch_item, write_scale
+from netlab.apiserver.writes import (
+    create_item,
+    delete_item,
+    get_scale,
+    patch_item,
+    replace_item,
+    write_scale,
+    write_status,
+)
 from netlab.errors import ApiError
 from netlab.resources import Resource, discovery_documents
 from netlab.store import Store
@@ -25,8 +33,10 @@ from netlab.store import Store
 log = logging.getLogger(__name__)
 
 
-def _status_response(code: int, message: str, reason: str | None = None) -> web.Response:
-    return web.json_response(status(code, message, reason), status=code)
+def _status_response(
+    code: int, message: str, reason: str | None = None, details: dict | None = None
+) -> web.Response:
+    return web.json_response(status(code, message, reason, details), status=code)
 
 
 @web.middleware
@@ -35,7 +45,8 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
     try:
         return await handler(request)
     except ApiError as exc:
-        return _status_response(exc.status, str(exc), getattr(exc, "reason", None))
+        details = getattr(exc, "details", None)
+        return _status_response(exc.status, str(exc), getattr(exc, "reason", None), details)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -109,6 +120,11 @@ def _add_resource(app: web.Application, res: Resource) -> None:
         app.router.add_get(f"{collection}/{{name}}/log", logs.get_log)
     if "patch" in res.verbs:
         app.router.add_patch(f"{collection}/{{name}}", functools.partial(patch_item, res=res))
+        app.router.add_put(f"{collection}/{{name}}", functools.partial(replace_item, res=res))
+        status_path = f"{collection}/{{name}}/status"
+        app.router.add_get(status_path, functools.partial(reads.get_item, res=res))
+        app.router.add_patch(status_path, functools.partial(write_status, res=res))
+        app.router.add_put(status_path, functools.partial(write_status, res=res))
     if "create" in res.verbs:
         app.router.add_post(collection, functools.partial(create_item, res=res))
     if "scale" in res.subresources:

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from netlab.errors import ApiError
+from netlab.errors import ApiError, Problem
 from netlab.store import Store
 
 STORE = web.AppKey("store", Store)
@@ -33,9 +33,9 @@ _REASONS = {
 }
 
 
-def status(code: int, message: str, reason: str | None = None) -> dict:
-    """A Kubernetes `Status` object."""
-    return {
+def status(code: int, message: str, reason: str | None = None, details: dict | None = None) -> dict:
+    """A Kubernetes `Status` object (`details`: the object and, for 422, each cause)."""
+    obj = {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
@@ -44,6 +44,9 @@ def status(code: int, message: str, reason: str | None = None) -> dict:
         "reason": reason or _REASONS.get(code, "Unknown"),
         "code": code,
     }
+    if details:
+        obj["details"] = details
+    return obj
 
 
 class Actions(Protocol):
@@ -96,3 +99,38 @@ def int_query(request: web.Request, name: str) -> int | None:
 
 def gone(request: web.Request) -> bool:
     return request.transport is None or request.transport.is_closing()
+
+
+def invalid(kind: str, name: str, problems: list[Problem]) -> ApiError:
+    """A 422 `Invalid` as kube-apiserver words it: `Deployment.apps "web" is invalid:
+    spec.replicas: Invalid value: -1: must be greater than or equal to 0` (several
+    problems in brackets), each with the lab's fix after it."""
+    causes = [_cause(p) for p in problems]
+    texts = [f"{c['field']}: {c['message']}" for c in causes]
+    text = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+    error = ApiError(422, f'{kind} "{name}" is invalid: {text}', "Invalid")
+    kind_name, _, group = kind.partition(".")
+    # kubectl prints `The Deployment "web" is invalid: ...` from these, as from kube-apiserver
+    error.details = {"name": name, "group": group, "kind": kind_name, "causes": causes}  # type: ignore[attr-defined]
+    return error
+
+
+def _cause(problem: Problem) -> dict:
+    field = problem.path.split(": ", 1)[-1]  # "Deployment/web: spec.replicas" -> the field
+    message = f"{problem.message} ({problem.fix})" if problem.fix else problem.message
+    reason = "FieldValueNotSupported" if "unknown field" in message else "FieldValueInvalid"
+    return {"reason": reason, "message": message, "field": field}
+
+
+def dry_run(request: web.Request, options: dict | None = None) -> bool:
+    """`dryRun=All` on the query (or in a DeleteOptions body): validate and answer with
+    the result, change nothing. Any other value is refused, as kube-apiserver does."""
+    values = list(request.query.getall("dryRun", []))
+    if options and isinstance(options.get("dryRun"), list):
+        values += options["dryRun"]
+    for value in values:
+        if value != "All":
+            raise ApiError(
+                400, f'dryRun: Unsupported value: "{value}": supported values: "All"', "BadRequest"
+            )
+    return bool(values)

@@ -1,18 +1,24 @@
-"""The lab API's writes, as Kubernetes clients send them: POST to create, PATCH (JSON
-merge, JSON patch, strategic merge, server-side apply), and the scale subresource.
-Every change goes through the lab (`Actions`), which validates it against the lab as
-a whole: a write that would break it is refused with a Status and changes nothing."""
+"""The lab API's writes, as Kubernetes clients send them: POST to create, PUT to
+replace, PATCH (JSON merge, JSON patch, strategic merge, server-side apply), the scale
+subresource, and DELETE.
+
+Every write passes one gate (`_checked`): the object as it would be stored is validated
+by the lab (`Actions.validate`) as creating it would be, and a write that would break
+the lab is refused with a 422 Status and changes nothing. A dry run (`dryRun=All`,
+kubectl's --dry-run=server and diff) passes the same gate, then answers with the
+object as it would be stored (`Store.preview`), storing nothing."""
 
 from __future__ import annotations
 
 import json
+import secrets
 
 import yaml
 from aiohttp import web
 
 from netlab import objects
 from netlab.apiserver import protobuf as kube_protobuf
-from netlab.apiserver.base import ACTIONS, STORE
+from netlab.apiserver.base import ACTIONS, STORE, dry_run
 from netlab.apiserver.patch import apply_patch, merge
 from netlab.errors import ApiError
 from netlab.resources import Resource
@@ -36,9 +42,9 @@ async def _body(request: web.Request, protobuf: bool = False) -> bytes:
 
 
 async def _update(request: web.Request, res: Resource, obj: dict) -> dict:
-    """Hand a changed object to the lab, which validates it and writes it (409 if the
-    stored object changed meanwhile: its resourceVersion is the base of the change).
-    Kinds without an update of their own are applied again, as `netlab apply` would."""
+    """Hand a changed object to the lab, which writes it (409 if the stored object
+    changed meanwhile: its resourceVersion is the base of the change). Kinds without
+    an update of their own are applied again, as `netlab apply` would."""
     action = getattr(request.app[ACTIONS], f"update_{res.singular}", None)
     if action is not None:
         return await action(obj)
@@ -54,48 +60,108 @@ async def _apply_manifest(request: web.Request, manifest: dict) -> list[dict]:
     return await action(json.dumps(manifest))
 
 
+async def _checked(request: web.Request, res: Resource, obj: dict) -> bool:
+    """The one gate every write passes: the object as it would be stored, validated
+    against the lab as creating it would be (422 `Invalid` naming each field); True if
+    the request is a dry run (then the caller stores nothing)."""
+    validate = getattr(request.app[ACTIONS], "validate", None)
+    if validate is not None:
+        await validate(res, obj)
+    return dry_run(request)
+
+
+def _identify(obj: object, res: Resource, request: web.Request, what: str) -> dict:
+    """The body as an object of this resource: `kind` and `apiVersion` taken from the URL
+    when left out (as kube-apiserver does; typed clients often leave them unset), the
+    namespace from the URL; 400 if the body names another kind or namespace."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
+        raise ApiError(400, f"{what} must be a {res.kind} object", "BadRequest")
+    kind, api_version = obj.get("kind") or res.kind, obj.get("apiVersion") or res.api_version
+    if kind != res.kind or api_version != res.api_version:
+        raise ApiError(
+            400,
+            f"{what} is a {api_version} {kind}, not a {res.api_version} {res.kind}; "
+            "send it to its own collection",
+            "BadRequest",
+        )
+    obj["kind"], obj["apiVersion"] = kind, api_version
+    meta = obj.setdefault("metadata", {})
+    namespace = request.match_info.get("namespace")
+    if res.namespaced:
+        if meta.get("namespace") not in (None, "", namespace):
+            raise ApiError(
+                400, f"the namespace of the object ({meta['namespace']}) does not match the "
+                f"namespace on the request ({namespace})", "BadRequest"
+            )  # fmt: skip
+        meta["namespace"] = namespace
+    return obj
+
+
+def _json_body(body: bytes) -> object:
+    try:
+        return json.loads(body or b"null")
+    except ValueError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}", "BadRequest") from None
+
+
+GENERATED_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's, as in pod names
+
+
+def _generated_name(base: str) -> str:
+    """`generateName`: the prefix (cut to leave room) and five random characters."""
+    return base[: 253 - 5] + "".join(secrets.choice(GENERATED_CHARS) for _ in range(5))
+
+
 async def create_item(request: web.Request, res: Resource) -> web.Response:
     """POST to a collection (kubectl create, and apply of a new object)."""
     body = await _body(request, protobuf=True)
     if request.content_type == kube_protobuf.MEDIA_TYPE:  # kubectl create NAME's generators
         obj = kube_protobuf.to_object(body)
     else:
-        try:
-            obj = json.loads(body or b"null")
-        except ValueError as exc:
-            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
-        raise ApiError(400, f"request body must be a {res.kind} object")
-    if obj.get("kind") != res.kind:
-        raise ApiError(
-            400,
-            f"the body is a {obj.get('kind')!r}, not a {res.kind}; post it to its own collection",
-        )
-    meta = obj.setdefault("metadata", {})
-    namespace = request.match_info.get("namespace")
-    if res.namespaced:
-        if meta.get("namespace") not in (None, namespace):
-            raise ApiError(
-                400, f"the namespace of the object ({meta['namespace']}) does not match the "
-                f"namespace on the request ({namespace})", "BadRequest"
-            )  # fmt: skip
-        meta["namespace"] = namespace
+        obj = _json_body(body)
+    obj = _identify(obj, res, request, "request body")
+    meta, namespace = obj["metadata"], request.match_info.get("namespace")
+    if not meta.get("name") and isinstance(meta.get("generateName"), str):
+        meta["name"] = _generated_name(meta.pop("generateName"))
     if not meta.get("name"):
-        raise ApiError(
-            422,
-            f"{res.kind}: metadata.name: Required value (generateName is not supported)",
-            "Invalid",
-        )
-    if request.query.get("dryRun"):
-        raise ApiError(400, "dryRun is not supported by the lab API; leave out --dry-run=server")
+        raise ApiError(422, f"{res.kind}: metadata.name: Required value", "Invalid")
     try:
         request.app[STORE].get(res, namespace, meta["name"])
     except ApiError:
         pass
     else:
         raise ApiError(409, f'{res.full_name} "{meta["name"]}" already exists', "AlreadyExists")
+    if await _checked(request, res, obj):
+        return web.json_response(request.app[STORE].preview(obj), status=201)
     await _apply_manifest(request, objects.applyable(obj))
     return web.json_response(request.app[STORE].get(res, namespace, meta["name"]), status=201)
+
+
+async def replace_item(request: web.Request, res: Resource) -> web.Response:
+    """PUT to an object (kubectl replace): the body is the whole new object. A
+    resourceVersion in it must be the stored one (409 if not); none replaces whatever
+    is stored, as kube-apiserver allows."""
+    name, namespace = request.match_info["name"], request.match_info.get("namespace")
+    obj = _identify(_json_body(await _body(request)), res, request, "request body")
+    meta = obj["metadata"]
+    if meta.setdefault("name", name) != name:
+        raise ApiError(
+            400, f"the name of the object ({meta['name']}) does not match the name on the URL "
+            f"({name})", "BadRequest"
+        )  # fmt: skip
+    current = request.app[STORE].get(res, namespace, name)
+    if meta.get("resourceVersion") in (None, ""):
+        meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+    if meta["resourceVersion"] != current["metadata"]["resourceVersion"]:
+        raise ApiError(
+            409,
+            f'Operation cannot be fulfilled on {res.full_name} "{name}": the object has been '
+            "modified; please apply your changes to the latest version and try again",
+            "Conflict",
+        )
+    if await _checked(request, res, obj):
+        return web.json_response(request.app[STORE].preview(obj))
+    return web.json_response(await _update(request, res, obj))
 
 
 PATCH_ATTEMPTS = 5  # a patch is applied to the newest object; a write in between retries it
@@ -114,28 +180,22 @@ async def _server_side_apply(
         manifest = yaml.safe_load(body.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ApiError(400, f"the apply patch is not valid YAML: {exc}", "BadRequest") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("metadata", {}), dict):
-        raise ApiError(400, f"the apply patch must be a {res.kind} object", "BadRequest")
-    if manifest.get("kind") != res.kind:
-        raise ApiError(
-            400, f"the apply patch is a {manifest.get('kind')!r}, not a {res.kind}", "BadRequest"
-        )
-    meta = manifest.setdefault("metadata", {})
+    manifest = _identify(manifest, res, request, "the apply patch")
+    meta = manifest["metadata"]
     if meta.setdefault("name", name) != name:
         raise ApiError(
             400, f"metadata.name {meta['name']!r} does not match the URL's {name!r}", "BadRequest"
         )
-    if res.namespaced:
-        if meta.setdefault("namespace", namespace) != namespace:
-            raise ApiError(400, "metadata.namespace does not match the URL's", "BadRequest")
     store = request.app[STORE]
     try:
         current = store.get(res, namespace, name)
     except ApiError:
         current = None
+    intent = merge(current, manifest) if current is not None and res.plural == "pods" else manifest
+    if await _checked(request, res, intent):
+        return web.json_response(store.preview(intent), status=200 if current else 201)
     if current is not None and res.plural == "pods":  # a pod takes few changes: checked
-        merged = merge(current, manifest)
-        return web.json_response(await _update(request, res, merged))
+        return web.json_response(await _update(request, res, intent))
     await _apply_manifest(request, manifest)
     return web.json_response(store.get(res, namespace, name), status=200 if current else 201)
 
@@ -149,6 +209,9 @@ async def patch_item(request: web.Request, res: Resource) -> web.Response:
         current = request.app[STORE].get(res, namespace, name)
         patched = apply_patch(current, body, request.content_type)
         pinned = _same_identity(current, patched)
+        _identify(patched, res, request, "the patched object")
+        if await _checked(request, res, patched):
+            return web.json_response(request.app[STORE].preview(patched))
         try:
             return web.json_response(await _update(request, res, patched))
         except ApiError as exc:  # a controller wrote meanwhile: patch the newer object
@@ -162,10 +225,10 @@ def _same_identity(current: dict, changed: dict) -> bool:
     resourceVersion it was made against (then a conflict is the client's to resolve)."""
     meta = changed.get("metadata")
     if not isinstance(meta, dict):
-        raise ApiError(422, "metadata: Required value")
+        raise ApiError(422, "metadata: Required value", "Invalid")
     for field in ("name", "namespace"):
         if meta.get(field, current["metadata"].get(field)) != current["metadata"].get(field):
-            raise ApiError(422, f"metadata.{field}: Invalid value: field is immutable")
+            raise ApiError(422, f"metadata.{field}: Invalid value: field is immutable", "Invalid")
     pinned = meta.get("resourceVersion") not in (None, current["metadata"]["resourceVersion"])
     meta.setdefault("resourceVersion", current["metadata"]["resourceVersion"])
     return pinned
@@ -223,12 +286,24 @@ async def _scale_once(request, res, namespace, name, body) -> web.Response:
         scale = apply_patch(base, body, request.content_type)
     replicas = (scale.get("spec") or {}).get("replicas")
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-        raise ApiError(422, f"spec.replicas: Invalid value: {replicas!r}: must be 0 or more")
+        must = (
+            "must be an integer"
+            if not isinstance(replicas, int) or isinstance(replicas, bool)
+            else "must be greater than or equal to 0"
+        )
+        raise ApiError(
+            422,
+            f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid value: '
+            f"{json.dumps(replicas)}: {must}",
+            "Invalid",
+        )
     wanted = (scale.get("metadata") or {}).get("resourceVersion")
     changed = dict(current, spec=dict(current.get("spec") or {}, replicas=replicas))
     changed["metadata"] = dict(
         current["metadata"], resourceVersion=wanted or current["metadata"]["resourceVersion"]
     )
+    if await _checked(request, res, changed):
+        return web.json_response(scale_object(request.app[STORE].preview(changed)))
     return web.json_response(scale_object(await _update(request, res, changed)))
 
 
@@ -236,6 +311,7 @@ async def delete_item(request: web.Request, res: Resource) -> web.StreamResponse
     action = getattr(request.app[ACTIONS], f"delete_{res.singular}", None)
     if "delete" not in res.verbs or action is None:
         raise ApiError(405, f"{res.full_name} cannot be deleted through the lab API")
+    options: dict = {}
     if request.can_read_body:  # DeleteOptions (kubectl sends one): must be a JSON object
         try:
             options = json.loads(await request.read() or b"{}")
@@ -245,5 +321,18 @@ async def delete_item(request: web.Request, res: Resource) -> web.StreamResponse
             raise ApiError(400, "request body must be a DeleteOptions object")
     name = request.match_info["name"]
     namespace = request.match_info.get("namespace")
-    request.app[STORE].get(res, namespace, name)  # 404 before asking the lab
+    current = request.app[STORE].get(res, namespace, name)  # 404 before asking the lab
+    if dry_run(request, options):  # what would be deleted, still there
+        return web.json_response(current)
     return web.json_response(await action(namespace, name))
+
+
+async def write_status(request: web.Request, res: Resource) -> web.Response:
+    """PUT/PATCH .../status: in a lab, status is what its kubelets and controllers
+    observe; a client's write would be overwritten at once, so it is refused."""
+    raise ApiError(
+        405,
+        f"the status of {res.full_name} is written by the lab's own node agents and "
+        "controllers; change the spec instead",
+        "MethodNotAllowed",
+    )

@@ -84,8 +84,11 @@ class DeploymentController(Controller):
         plural = event.resource.plural
         if plural == "deployments":
             return [(meta["namespace"], meta["name"])]
-        if plural == "pods":
-            return self.owner_key(event.object, "Deployment")
+        if plural == "pods":  # and its former owner, if it was released (relabeled)
+            keys = self.owner_key(event.object, "Deployment")
+            if event.old is not None:
+                keys += [k for k in self.owner_key(event.old, "Deployment") if k not in keys]
+            return keys
         # a node joined, left, recovered or was cordoned: a pod that fit nowhere may fit now
         if event.type == "MODIFIED" and _schedulable(event.object) == _schedulable(event.old):
             return []

@@ -19,12 +19,24 @@ def infra_netns(prefix: str, host: str) -> str:
     return f"{prefix}:{host}"
 
 
+FILE_NAME_MAX = 200  # below NAME_MAX (255): room for the suffixes beside it
+
+
+def bounded(name: str, limit: int = FILE_NAME_MAX) -> str:
+    """A name that fits a file name: as it is if short enough, else cut and ended with
+    `~` and 12 hex digits of its hash ('~' is in no Kubernetes name: no collisions)."""
+    if len(name) <= limit:
+        return name
+    return name[: limit - 13] + "~" + hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
 def pod_netns(prefix: str, namespace: str, pod: str) -> str:
     """A pod's namespace name: `nl-demo.web-0`, or `nl-demo.<ns>_<pod>` outside `default`
-    ('_' is in no Kubernetes name, so the two forms never collide)."""
+    ('_' is in no Kubernetes name, so the two forms never collide); a long pod name
+    (Kubernetes allows 253) is cut to fit a file name."""
     if namespace == DEFAULT_NAMESPACE:
-        return f"{prefix}.{pod}"
-    return f"{prefix}.{namespace}_{pod}"
+        return bounded(f"{prefix}.{pod}")
+    return bounded(f"{prefix}.{namespace}_{pod}")
 
 
 def host_veth(netns: str) -> str:

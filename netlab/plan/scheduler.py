@@ -110,18 +110,24 @@ def name_rng(lab: str, namespace: str, deployment: str, pod_hash: str) -> random
     return random.Random(f"{lab}/{namespace}/{deployment}/{pod_hash}")
 
 
+GENERATED_BASE_MAX = 58  # apimachinery's generateName: the base is cut so names fit 63
+
+
 def pod_name(deployment: str, pod_hash: str, rng: random.Random, taken: set[str]) -> str:
-    """`web-7d4b9c8f6x-x2kqp`: Deployment, template hash, five random safe characters."""
+    """`web-7d4b9c8f6x-x2kqp`: Deployment, template hash, five random safe characters
+    (the base cut to 58 characters, as Kubernetes cuts a ReplicaSet's generateName)."""
+    base = f"{deployment}-{pod_hash}-"[:GENERATED_BASE_MAX]
     while True:
         suffix = "".join(rng.choice(SAFE_ALPHABET) for _ in range(5))
-        name = f"{deployment}-{pod_hash}-{suffix}"
+        name = f"{base}{suffix}"
         if name not in taken:
             return name
 
 
 def job_pod_name(job: str, rng: random.Random, taken: set[str]) -> str:
     """JOB-xxxxx: a Job's pods, 5 characters of the safe alphabet (not in `taken`)."""
+    base = f"{job}-"[:GENERATED_BASE_MAX]
     while True:
-        name = f"{job}-{''.join(rng.choice(SAFE_ALPHABET) for _ in range(5))}"
+        name = f"{base}{''.join(rng.choice(SAFE_ALPHABET) for _ in range(5))}"
         if name not in taken:
             return name

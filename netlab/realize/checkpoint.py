@@ -19,6 +19,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from netlab.plan.names import bounded
+
 
 def frozen(items: dict) -> MappingProxyType:
     return MappingProxyType(items)
@@ -68,4 +70,5 @@ class Checkpoints:
 
 
 def pod_key(namespace: str, name: str) -> str:
-    return f"{namespace}_{name}"
+    """The file name of a pod's checkpoint (cut to fit, for Kubernetes' 253-long names)."""
+    return bounded(f"{namespace}_{name}")

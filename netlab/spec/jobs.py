@@ -18,7 +18,7 @@ JOB_FIELDS = (
     "selector",
     "ttlSecondsAfterFinished",
 )
-JOB_NAME_MAX = 57  # pods are NAME-xxxxx, within 63
+JOB_NAME_MAX = 63  # a label value (job-name), as Kubernetes limits it; pod names are cut
 JOB_MAX_PODS = 1000
 JOB_RESTART_POLICIES = ("Never", "OnFailure")
 

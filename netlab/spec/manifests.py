@@ -11,6 +11,7 @@ import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from netlab.spec.autoscale import settings_of
@@ -45,6 +46,8 @@ from netlab.spec.validate import (
     DNS_1035_LABEL_RE,
     DNS_LABEL_MAX,
     DNS_LABEL_RE,
+    DNS_NAME_MAX,
+    DNS_SUBDOMAIN_RE,
     IANA_SVC_NAME_RULE,
     Checker,
     did_you_mean,
@@ -54,10 +57,67 @@ from netlab.spec.validate import (
     suggest,
 )
 
-TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec")
-METADATA_FIELDS = ("name", "namespace", "labels", "annotations")
-POD_FIELDS = ("containers", "nodeSelector", "nodeName", "restartPolicy")
-CONTAINER_FIELDS = ("name", "image", "command", "args", "env", "ports", "readinessProbe")
+TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")  # status: the lab's to write
+# what the store manages: accepted (kubectl replace sends an object as it was read), not kept
+MANAGED_METADATA = (
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "ownerReferences",
+    "finalizers",
+    "selfLink",
+    "generateName",
+)
+METADATA_FIELDS = ("name", "namespace", "labels", "annotations", *MANAGED_METADATA)
+# Fields kubectl's generators and Kubernetes' defaults write that the lab takes and keeps
+# in the object but does not act on (yet): field -> its JSON kind.
+RECORDED_POD_FIELDS = {
+    "dnsPolicy": "string",
+    "terminationGracePeriodSeconds": "integer",
+    "schedulerName": "string",
+    "securityContext": "mapping",
+    "serviceAccountName": "string",
+    "serviceAccount": "string",
+    "automountServiceAccountToken": "boolean",
+    "enableServiceLinks": "boolean",
+    "preemptionPolicy": "string",
+    "priority": "integer",
+    "priorityClassName": "string",
+    "tolerations": "list",
+    "affinity": "mapping",
+    "imagePullSecrets": "list",
+    "hostname": "string",
+    "subdomain": "string",
+    "dnsConfig": "mapping",
+    "runtimeClassName": "string",
+    "topologySpreadConstraints": "list",
+    "resources": "mapping",
+}
+RECORDED_CONTAINER_FIELDS = {
+    "resources": "mapping",
+    "imagePullPolicy": "string",
+    "terminationMessagePath": "string",
+    "terminationMessagePolicy": "string",
+    "securityContext": "mapping",
+    "stdin": "boolean",
+    "stdinOnce": "boolean",
+    "tty": "boolean",
+}
+POD_FIELDS = ("containers", "nodeSelector", "nodeName", "restartPolicy", *RECORDED_POD_FIELDS)
+CONTAINER_FIELDS = (
+    "name",
+    "image",
+    "command",
+    "args",
+    "env",
+    "ports",
+    "readinessProbe",
+    *RECORDED_CONTAINER_FIELDS,
+)
 ENV_FIELDS = ("name", "value")
 PORT_FIELDS = ("containerPort", "name", "protocol")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -73,10 +133,19 @@ HANDLER_FIELDS = {"tcpSocket": ("port",), "httpGet": ("path", "port"), "exec": (
 PROBE_SECONDS_MAX = 3600
 PROBE_PERIOD_MIN = 0.1  # fractional seconds are allowed (Kubernetes: whole seconds, >= 1)
 PROBE_THRESHOLD_MAX = 100
-DEPLOYMENT_FIELDS = ("replicas", "selector", "template", "strategy", "revisionHistoryLimit")
+RECORDED_DEPLOYMENT_FIELDS = {"minReadySeconds": "integer", "progressDeadlineSeconds": "integer"}
+DEPLOYMENT_FIELDS = (
+    "replicas",
+    "selector",
+    "template",
+    "strategy",
+    "revisionHistoryLimit",
+    *RECORDED_DEPLOYMENT_FIELDS,
+)
 TEMPLATE_FIELDS = ("metadata", "spec")
-TEMPLATE_METADATA_FIELDS = ("labels", "annotations")
-DEPLOYMENT_NAME_MAX = 47  # so that generated pod names stay within 63
+# a template's name and creationTimestamp (kubectl create deployment sends null) are ignored
+TEMPLATE_METADATA_FIELDS = ("labels", "annotations", "name", "namespace", "creationTimestamp")
+DEPLOYMENT_NAME_MAX = DNS_NAME_MAX  # generated pod names are cut to fit 63, as Kubernetes does
 POD_OVERHEAD = 3  # per pod subnet: .0 (VTEP), .1 (node's bridge), broadcast
 
 
@@ -286,9 +355,12 @@ def _containers(value: Any, path: str, checker: Checker) -> list[ContainerSpec]:
         env = _env(spec, here, checker)
         ports = _ports(spec, here, checker, port_names)
         probe = _probe(spec, here, checker)
+        recorded = _recorded(spec, here, RECORDED_CONTAINER_FIELDS, checker)
         if isinstance(name, str):
             argv = (tuple(command or ()), tuple(args or ()))
-            containers.append(ContainerSpec(name, *argv, tuple(env), tuple(ports), image, probe))
+            containers.append(
+                ContainerSpec(name, *argv, tuple(env), tuple(ports), image, probe, recorded)
+            )
     return containers
 
 
@@ -315,8 +387,23 @@ def pod_template(
             "remove restartPolicy (Always is the default) or use a bare Pod",
         )
     return PodTemplate(
-        frozen_map(labels), tuple(containers), frozen_map(selector), node_name, policy or "Always"
+        frozen_map(labels),
+        tuple(containers),
+        frozen_map(selector),
+        node_name,
+        policy or "Always",
+        _recorded(spec, path, RECORDED_POD_FIELDS, checker),
     )
+
+
+def _recorded(spec: dict, path: str, fields: dict[str, str], checker: Checker) -> MappingProxyType:
+    """The fields the lab records but does not act on, each of the right JSON kind."""
+    kept = {}
+    for key, kind in fields.items():
+        value = checker.take(spec, key, path, kind)
+        if value is not None:
+            kept[key] = copy.deepcopy(value)
+    return frozen_map(kept)
 
 
 def _pod(manifest: Manifest, spec: Any, checker: Checker) -> PodSpec | None:
@@ -335,9 +422,10 @@ def _deployment(manifest: Manifest, value: Any, checker: Checker) -> DeploymentS
     if replicas is not None and replicas < 0:
         checker.add(
             join(path, "replicas"),
-            f"replicas must be 0 or more, got {replicas}",
+            f"Invalid value: {replicas}: must be greater than or equal to 0",
             "use 0 to run no pods",
         )
+    _recorded(spec, path, RECORDED_DEPLOYMENT_FIELDS, checker)
     for field, message, fix in check_strategy(spec.get("strategy")):
         checker.add(join(path, field), message, fix)
     try:
@@ -416,15 +504,19 @@ _ISTIO_ALSO = tuple(
 from netlab.spec.jobs import JOB_NAME_MAX, read_job  # noqa: E402 (it reads pod_template above)
 
 KINDS: dict[str, Kind] = {
-    "Pod": Kind("v1", DNS_LABEL_MAX, "spec", _pod),
-    "Deployment": Kind("apps/v1", DEPLOYMENT_NAME_MAX, "spec.template.spec", _deployment),
+    "Pod": Kind("v1", DNS_NAME_MAX, "spec", _pod, DNS_SUBDOMAIN_RE),
+    "Deployment": Kind(
+        "apps/v1", DEPLOYMENT_NAME_MAX, "spec.template.spec", _deployment, DNS_SUBDOMAIN_RE
+    ),
     "Service": Kind("v1", DNS_LABEL_MAX, None, read_service, DNS_1035_LABEL_RE),
     "Namespace": Kind("v1", DNS_LABEL_MAX, None, _namespace, needs_spec=False),
-    "VirtualService": Kind(ISTIO_API, DNS_LABEL_MAX, None, read_virtual_service, also=_ISTIO_ALSO),
-    "DestinationRule": Kind(
-        ISTIO_API, DNS_LABEL_MAX, None, read_destination_rule, also=_ISTIO_ALSO
+    "VirtualService": Kind(
+        ISTIO_API, DNS_NAME_MAX, None, read_virtual_service, DNS_SUBDOMAIN_RE, _ISTIO_ALSO
     ),
-    "RateLimitPolicy": Kind(RATE_LIMIT_API, DNS_LABEL_MAX, None, read_rate_limit),
+    "DestinationRule": Kind(
+        ISTIO_API, DNS_NAME_MAX, None, read_destination_rule, DNS_SUBDOMAIN_RE, _ISTIO_ALSO
+    ),
+    "RateLimitPolicy": Kind(RATE_LIMIT_API, DNS_NAME_MAX, None, read_rate_limit, DNS_SUBDOMAIN_RE),
     "Job": Kind("batch/v1", JOB_NAME_MAX, "spec.template.spec", read_job),
 }
 MESH_KINDS = ("VirtualService", "DestinationRule", "RateLimitPolicy")
@@ -468,6 +560,9 @@ def _metadata(doc: dict, kind: str, where: str, checker: Checker) -> Manifest | 
     for key, value in notes.items():
         checker.check_type(value, join(join(path, "annotations"), key), "string")
     body = copy.deepcopy(doc)
+    body.pop("status", None)
+    for field in MANAGED_METADATA:
+        body["metadata"].pop(field, None)
     body["metadata"]["namespace"] = namespace
     return Manifest(kind, name, namespace or DEFAULT_NAMESPACE, labels or {}, body, prefix)
 

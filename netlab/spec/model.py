@@ -122,6 +122,7 @@ class ContainerSpec:
     ports: tuple[ContainerPort, ...] = ()
     image: str | None = None  # accepted and shown, not pulled: processes run from the host
     readiness_probe: ProbeSpec | None = None  # None: the manifest gives no readinessProbe
+    recorded: MappingProxyType = field(default_factory=frozen_map, hash=False)  # kept, not acted on
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -138,6 +139,7 @@ class PodTemplate:
     node_selector: MappingProxyType = field(default_factory=frozen_map)
     node_name: str | None = None
     restart_policy: str = "Always"
+    recorded: MappingProxyType = field(default_factory=frozen_map, hash=False)  # kept, not acted on
 
 
 @dataclass(frozen=True)

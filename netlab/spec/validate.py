@@ -234,9 +234,8 @@ class Checker:
         ok = True
         if not pattern.fullmatch(value):
             first = "a letter" if pattern is NAME_RE else "a letter or digit"
-            rule = (
-                f"use lowercase letters, digits and '-', starting with {first}, not ending in '-'"
-            )
+            dots = ", '-' and '.'" if pattern is DNS_SUBDOMAIN_RE else " and '-'"
+            rule = f"use lowercase letters, digits{dots}, starting with {first}, not ending in '-'"
             self.add(path, f"{what} {value!r} is not a valid name", rule)
             ok = False
         if max_len is not None and len(value) > max_len:

@@ -336,9 +336,9 @@ ERRORS = [
     ),
     (
         "deployment-name-too-long",
-        TWO_RACKS + WEB.replace("name: web}", "name: " + "w" * 48 + "}"),
-        "Deployment/" + "w" * 48 + ": metadata.name",
-        "is 48 characters; at most 47",
+        TWO_RACKS + WEB.replace("name: web}", "name: " + "w" * 254 + "}"),
+        "Deployment/" + "w" * 254 + ": metadata.name",
+        "is 254 characters; at most 253",
         "shorter name",
     ),
     (
