@@ -204,3 +204,15 @@ def test_deleting_a_namespace_deletes_what_it_holds(wlab):
     assert not wlab.store.list("deployments", "shop")[0]
     protected = kubectl(wlab, "delete", "namespace", "default", check=False)
     assert protected.returncode != 0 and "may not be deleted" in protected.stderr
+
+
+def test_debians_kubectl_1_20_labels_replaces_and_dry_runs(wlab):
+    old = {"version": "1.20"}
+    kubectl(wlab, "label", "pod", "b", "old=client", **old)
+    assert live(wlab, "pod", "b")["metadata"]["labels"]["old"] == "client"
+    kubectl(wlab, "label", "pod", "b", "old-", **old)
+    web = live(wlab, "deploy", "web")
+    web["spec"]["replicas"] = -1
+    refused = kubectl(wlab, "replace", "-f", "-", stdin=json.dumps(web), check=False, **old)
+    assert refused.returncode != 0 and "must be greater than or equal to 0" in refused.stderr
+    assert live(wlab, "deploy", "web")["spec"]["replicas"] == 2
