@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from netlab import __version__
-from netlab.apiserver import labroutes, logs, openapi, reads, streams
+from netlab.apiserver import fieldvalidation, labroutes, logs, openapi, reads, streams
 from netlab.apiserver.base import ACTIONS, CLOSING, STORE, STREAMS, TASKS, Actions, status
 from netlab.apiserver.writes import (
     create_item,
@@ -94,11 +94,18 @@ def _add_discovery(app: web.Application, store: Store) -> None:
         "platform": "linux/amd64",
     }
     app.router.add_get("/version", _static(version))
-    root, by_path = openapi.documents(store.resources)
-    app.router.add_get("/openapi/v3", _static(root))
+    docs = openapi.Documents(store.resources)
+
+    async def openapi_v3(request: web.Request) -> web.Response:
+        path = request.match_info.get("path")
+        body = docs.root() if path is None else docs.group_version(path)
+        if body is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=body, content_type="application/json")
+
+    app.router.add_get("/openapi/v3", openapi_v3)
+    app.router.add_get("/openapi/v3/{path:.+}", openapi_v3)
     app.router.add_get("/openapi/v2", _openapi_v2)
-    for path, doc in by_path.items():
-        app.router.add_get(f"/openapi/v3/{path}", _static(doc))
     for path in ("/healthz", "/livez", "/readyz"):
         app.router.add_get(path, _static("ok"))
 
@@ -156,4 +163,5 @@ def make_app(store: Store, actions: Actions, middlewares: Sequence = ()) -> web.
         app.router.add_post("/api/v1/namespaces/{namespace}/pods/{name}/exec", handler)
     labroutes.add_routes(app)
     app.on_shutdown.append(_on_shutdown)
+    app.on_response_prepare.append(fieldvalidation.add_warnings)
     return app
