@@ -16,8 +16,8 @@ from netlab.apiserver import schema
 from netlab.errors import ApiError
 from netlab.resources import Resource
 
-WARNINGS = "netlab.warnings"
-"""Request key: the warnings to send back (`Warning: 299 - "..."` headers)."""
+WARNINGS = web.RequestKey("warnings", list)
+"""The warnings to send back (`Warning: 299 - "..."` headers)."""
 
 DIRECTIVES = ("Ignore", "Strict", "Warn")
 
