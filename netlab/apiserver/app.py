@@ -73,12 +73,6 @@ def _static(doc: dict | str) -> Callable[[web.Request], Awaitable[web.Response]]
     return handler
 
 
-async def _openapi_v2(request: web.Request) -> web.Response:
-    if "protobuf" in request.headers.get("Accept", ""):
-        return web.Response(body=openapi.v2_document(True), content_type=openapi.V2_PROTOBUF)
-    return web.Response(body=openapi.v2_document(False), content_type="application/json")
-
-
 def _add_discovery(app: web.Application, store: Store) -> None:
     for path, doc in discovery_documents(store.resources).items():
         app.router.add_get(path, _static(doc))
@@ -94,18 +88,7 @@ def _add_discovery(app: web.Application, store: Store) -> None:
         "platform": "linux/amd64",
     }
     app.router.add_get("/version", _static(version))
-    docs = openapi.Documents(store.resources)
-
-    async def openapi_v3(request: web.Request) -> web.Response:
-        path = request.match_info.get("path")
-        body = docs.root() if path is None else docs.group_version(path)
-        if body is None:
-            raise web.HTTPNotFound()
-        return web.Response(body=body, content_type="application/json")
-
-    app.router.add_get("/openapi/v3", openapi_v3)
-    app.router.add_get("/openapi/v3/{path:.+}", openapi_v3)
-    app.router.add_get("/openapi/v2", _openapi_v2)
+    openapi.add_routes(app, store.resources)
     for path in ("/healthz", "/livez", "/readyz"):
         app.router.add_get(path, _static("ok"))
 

@@ -17,7 +17,9 @@ import functools
 import hashlib
 import json
 
-from netlab.apiserver import schema
+from aiohttp import web
+
+from netlab.apiserver import openapi_v2, schema
 from netlab.resources import Resource, ResourceTable
 
 FIELD_VALIDATION = {
@@ -132,44 +134,53 @@ def documents(table: ResourceTable) -> tuple[dict, dict[str, dict]]:
 
 
 class Documents:
-    """The v3 documents of a resource table as JSON bytes, built on the first request
-    (Kubernetes' definitions are loaded then, not when the lab starts)."""
+    """The documents of a resource table as JSON (or protobuf) bytes, built on first
+    request: Kubernetes' definitions are loaded then, not when the lab starts."""
 
     def __init__(self, table: ResourceTable):
         self._table = table
 
     @functools.cached_property
-    def _encoded(self) -> tuple[bytes, dict[str, bytes]]:
+    def _v3(self) -> tuple[bytes, dict[str, bytes]]:
         root, by_path = documents(self._table)
         return json.dumps(root).encode(), {p: json.dumps(d).encode() for p, d in by_path.items()}
 
+    @functools.cached_property
+    def _v2(self) -> tuple[bytes, bytes]:
+        definitions: dict[str, dict] = {}
+        for doc in documents(self._table)[1].values():
+            definitions.update(doc["components"]["schemas"])
+        doc = openapi_v2.document(dict(sorted(definitions.items())))
+        return openapi_v2.encode(doc), json.dumps(doc).encode()
+
     def root(self) -> bytes:
-        return self._encoded[0]
+        return self._v3[0]
 
     def group_version(self, path: str) -> bytes | None:
         """`api/v1`'s or `apis/apps/v1`'s document; None if the table has no such path."""
-        return self._encoded[1].get(path)
+        return self._v3[1].get(path)
+
+    def v2(self, protobuf: bool) -> bytes:
+        """The v2 document, as gnostic's protobuf (what kubectl before 1.27 asks for) or JSON."""
+        return self._v2[0 if protobuf else 1]
 
 
-V2_PROTOBUF = (
-    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"  # as kube-apiserver says it
-)
+def add_routes(app: web.Application, table: ResourceTable) -> None:
+    """`/openapi/v3`, `/openapi/v3/<group-version>` and `/openapi/v2` on the app."""
+    docs = Documents(table)
 
+    async def v3(request: web.Request) -> web.Response:
+        path = request.match_info.get("path")
+        body = docs.root() if path is None else docs.group_version(path)
+        if body is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=body, content_type="application/json")
 
-def _field(number: int, payload: bytes) -> bytes:
-    """One length-delimited protobuf field (lengths here are all under 128)."""
-    assert len(payload) < 128
-    return bytes([number << 3 | 2, len(payload)]) + payload
+    async def v2(request: web.Request) -> web.Response:
+        if "protobuf" in request.headers.get("Accept", ""):
+            return web.Response(body=docs.v2(True), content_type=openapi_v2.MEDIA_TYPE)
+        return web.Response(body=docs.v2(False), content_type="application/json")
 
-
-def v2_document(protobuf: bool) -> bytes:
-    """An OpenAPI v2 document with no definitions, for kubectl before 1.27, which
-    fetches v2 (as gnostic's protobuf) to validate what it sends: a kind it finds no
-    schema for it does not validate, and leaves to the server."""
-    if not protobuf:
-        return json.dumps(
-            {"swagger": "2.0", "info": {"title": "netlab", "version": "v1"}, "paths": {}}
-        ).encode()
-    info = _field(1, b"netlab") + _field(2, b"v1")
-    # Document: swagger (1), info (2), paths (8, empty)
-    return _field(1, b"2.0") + _field(2, info) + _field(8, b"")
+    app.router.add_get("/openapi/v3", v3)
+    app.router.add_get("/openapi/v3/{path:.+}", v3)
+    app.router.add_get("/openapi/v2", v2)

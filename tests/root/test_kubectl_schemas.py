@@ -88,6 +88,17 @@ def test_kubectl_explain_prints_kubernetes_field_docs(slab):
     assert "FIELD: replicas <integer>" in out and "Number of desired pods" in out
     out = kubectl(slab, "explain", "svc.spec.ports.port").stdout
     assert "The port that will be exposed by this service" in out
+    # kubectl 1.20 reads the same definitions from /openapi/v2 (gnostic's protobuf)
+    out = kubectl(slab, "explain", "pod.spec.containers", version="1.20").stdout
+    assert "RESOURCE: containers <[]Object>" in out and "Container image name" in out
+
+
+def test_kubectl_1_20_validates_with_the_served_definitions(slab, tmp_path):
+    manifest = tmp_path / "odd.yaml"
+    manifest.write_text(DEPLOYMENT.replace("EXTRA", "foo: 1"))
+    refused = kubectl(slab, "apply", "-f", str(manifest), version="1.20", check=False)
+    assert refused.returncode != 0
+    assert 'unknown field "foo" in io.k8s.api.apps.v1.DeploymentSpec' in refused.stderr
 
 
 DEPLOYMENT = textwrap.dedent(

@@ -100,7 +100,9 @@ def test_openapi_v3_serves_the_real_schemas():
     ]
     containers = core["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]
     assert containers["x-kubernetes-patch-merge-key"] == "name" and containers["type"] == "array"
-    assert "Container image name" in str(core["io.k8s.api.core.v1.Container"]["properties"]["image"])
+    assert "Container image name" in str(
+        core["io.k8s.api.core.v1.Container"]["properties"]["image"]
+    )
     # every $ref resolves inside its own document
     for doc in docs.values():
         names = doc["components"]["schemas"]
