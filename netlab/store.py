@@ -35,6 +35,8 @@ from netlab.resources import (
 log = logging.getLogger(__name__)
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 _MANAGED = ("uid", "creationTimestamp", "resourceVersion", "generation")
+STATUSLESS = ("Endpoints", "Event", "Lease", "EndpointSlice")
+"""Kinds Kubernetes defines without a `status`: the store gives them none."""
 
 
 class Event:
@@ -352,7 +354,8 @@ class Store:
         for ref in meta.get("ownerReferences") or ():
             if isinstance(ref, dict) and not ref.get("uid"):
                 ref["uid"] = self._owner_uid(ref, meta.get("namespace"))
-        new.setdefault("status", {})  # no default spec: clients validate required spec fields
+        if res.kind not in STATUSLESS:  # no default spec: clients validate required spec fields
+            new.setdefault("status", {})
         return res, new
 
     def _owner_uid(self, ref: dict, namespace: str | None) -> str:

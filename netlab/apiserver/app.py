@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from netlab import __version__
-from netlab.apiserver import labroutes, logs, openapi, reads, streams
+from netlab.apiserver import fieldvalidation, labroutes, logs, openapi, reads, streams
 from netlab.apiserver.base import ACTIONS, CLOSING, STORE, STREAMS, TASKS, Actions, status
 from netlab.apiserver.writes import (
     create_item,
@@ -73,12 +73,6 @@ def _static(doc: dict | str) -> Callable[[web.Request], Awaitable[web.Response]]
     return handler
 
 
-async def _openapi_v2(request: web.Request) -> web.Response:
-    if "protobuf" in request.headers.get("Accept", ""):
-        return web.Response(body=openapi.v2_document(True), content_type=openapi.V2_PROTOBUF)
-    return web.Response(body=openapi.v2_document(False), content_type="application/json")
-
-
 def _add_discovery(app: web.Application, store: Store) -> None:
     for path, doc in discovery_documents(store.resources).items():
         app.router.add_get(path, _static(doc))
@@ -94,11 +88,7 @@ def _add_discovery(app: web.Application, store: Store) -> None:
         "platform": "linux/amd64",
     }
     app.router.add_get("/version", _static(version))
-    root, by_path = openapi.documents(store.resources)
-    app.router.add_get("/openapi/v3", _static(root))
-    app.router.add_get("/openapi/v2", _openapi_v2)
-    for path, doc in by_path.items():
-        app.router.add_get(f"/openapi/v3/{path}", _static(doc))
+    openapi.add_routes(app, store.resources)
     for path in ("/healthz", "/livez", "/readyz"):
         app.router.add_get(path, _static("ok"))
 
@@ -156,4 +146,5 @@ def make_app(store: Store, actions: Actions, middlewares: Sequence = ()) -> web.
         app.router.add_post("/api/v1/namespaces/{namespace}/pods/{name}/exec", handler)
     labroutes.add_routes(app)
     app.on_shutdown.append(_on_shutdown)
+    app.on_response_prepare.append(fieldvalidation.add_warnings)
     return app

@@ -1,6 +1,7 @@
 """PATCH bodies as the Kubernetes API takes them: JSON merge patch (RFC 7386), JSON
-patch (RFC 6902), and strategic merge patch (a merge patch whose lists of named
-items, such as containers, merge by name)."""
+patch (RFC 6902), and strategic merge patch (a merge patch whose lists merge as the
+kind's schema says: a Service's ports by port, a pod's containers by name; see
+strategic.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,20 @@ import copy
 import json
 from typing import Any
 
+from netlab.apiserver.schema import OPEN, Schema
+from netlab.apiserver.strategic import strategic_merge
 from netlab.errors import ApiError
 
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 TYPES = (MERGE, STRATEGIC, JSON_PATCH)
-# lists whose items are merged by this key under a strategic merge patch
-MERGE_KEYS = {"containers": "name", "env": "name", "ports": "containerPort", "volumes": "name"}
 
 
-def apply_patch(target: dict, body: bytes, content_type: str) -> dict:
-    """`target` with the patch applied (a new dict); ApiError 400/415/422 if it cannot be."""
+def apply_patch(target: dict, body: bytes, content_type: str, schema: Schema = OPEN) -> dict:
+    """`target` with the patch applied (a new dict); ApiError 400/415/422 if it cannot be.
+    `schema` is the kind's (`schema.for_kind`): a strategic merge patch needs it to know
+    how each list merges (with OPEN, every list is replaced, as in a merge patch)."""
     kind = content_type.split(";")[0].strip().lower()
     if kind not in TYPES:
         raise ApiError(
@@ -35,48 +38,22 @@ def apply_patch(target: dict, body: bytes, content_type: str) -> dict:
         return json_patch(target, patch)
     if not isinstance(patch, dict):
         raise ApiError(400, "a merge patch is a JSON object")
-    return merge(target, patch, strategic=kind == STRATEGIC)
+    if kind == STRATEGIC:
+        return strategic_merge(target, patch, schema)
+    return merge(target, patch)
 
 
-def merge(target: Any, patch: Any, strategic: bool = False, field: str = "") -> Any:
-    """RFC 7386: objects merge, null deletes, anything else replaces; with `strategic`,
-    lists named in MERGE_KEYS merge item by item on their key."""
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge, null deletes, anything else (lists too) replaces."""
     if not isinstance(patch, dict):
-        if strategic and isinstance(patch, list) and field in MERGE_KEYS:
-            return _merge_list(target, patch, MERGE_KEYS[field])
         return copy.deepcopy(patch)
     out = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
-        if strategic and key.startswith("$"):  # directives ($patch, $retainKeys): not kept
-            continue
         if value is None:
             out.pop(key, None)
         else:
-            out[key] = merge(out.get(key), value, strategic, key)
+            out[key] = merge(out.get(key), value)
     return out
-
-
-def _merge_list(target: Any, patch: list, key: str) -> list:
-    items = [copy.deepcopy(i) for i in target] if isinstance(target, list) else []
-    for item in patch:
-        if not isinstance(item, dict) or key not in item:
-            return copy.deepcopy(patch)  # not a list of keyed items: replace it whole
-        at = next(
-            (
-                i
-                for i, old in enumerate(items)
-                if isinstance(old, dict) and old.get(key) == item[key]
-            ),
-            None,
-        )
-        if item.get("$patch") == "delete":
-            if at is not None:
-                items.pop(at)
-        elif at is None:
-            items.append(merge({}, item, True))
-        else:
-            items[at] = merge(items[at], item, True)
-    return items
 
 
 def json_patch(target: dict, operations: list) -> dict:

@@ -17,9 +17,12 @@ import yaml
 from aiohttp import web
 
 from netlab import objects
+from netlab.apiserver import fieldvalidation
 from netlab.apiserver import protobuf as kube_protobuf
+from netlab.apiserver import schema as kube_schema
 from netlab.apiserver.base import ACTIONS, STORE, dry_run
-from netlab.apiserver.patch import apply_patch, merge
+from netlab.apiserver.patch import apply_patch
+from netlab.apiserver.strategic import apply_merge
 from netlab.errors import ApiError
 from netlab.resources import Resource
 
@@ -120,6 +123,7 @@ async def create_item(request: web.Request, res: Resource) -> web.Response:
     else:
         obj = _json_body(body)
     obj = _identify(obj, res, request, "request body")
+    obj = fieldvalidation.check(request, res, obj, "create")
     meta, namespace = obj["metadata"], request.match_info.get("namespace")
     if not meta.get("name") and isinstance(meta.get("generateName"), str):
         meta["name"] = _generated_name(meta.pop("generateName"))
@@ -150,6 +154,8 @@ async def replace_item(request: web.Request, res: Resource) -> web.Response:
             f"({name})", "BadRequest"
         )  # fmt: skip
     current = request.app[STORE].get(res, namespace, name)
+    obj = fieldvalidation.check(request, res, obj, "update", before=current)
+    meta = obj["metadata"]
     if meta.get("resourceVersion") in (None, ""):
         meta["resourceVersion"] = current["metadata"]["resourceVersion"]
     if meta["resourceVersion"] != current["metadata"]["resourceVersion"]:
@@ -181,6 +187,7 @@ async def _server_side_apply(
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ApiError(400, f"the apply patch is not valid YAML: {exc}", "BadRequest") from None
     manifest = _identify(manifest, res, request, "the apply patch")
+    fieldvalidation.check_apply(res, manifest, namespace, name)
     meta = manifest["metadata"]
     if meta.setdefault("name", name) != name:
         raise ApiError(
@@ -191,7 +198,8 @@ async def _server_side_apply(
         current = store.get(res, namespace, name)
     except ApiError:
         current = None
-    intent = merge(current, manifest) if current is not None and res.plural == "pods" else manifest
+    pod_change = current is not None and res.plural == "pods"
+    intent = apply_merge(current, manifest, _schema(res)) if pod_change else manifest
     if await _checked(request, res, intent):
         return web.json_response(store.preview(intent), status=200 if current else 201)
     if current is not None and res.plural == "pods":  # a pod takes few changes: checked
@@ -207,7 +215,8 @@ async def patch_item(request: web.Request, res: Resource) -> web.Response:
         return await _server_side_apply(request, res, namespace, name, body)
     for attempt in range(PATCH_ATTEMPTS):
         current = request.app[STORE].get(res, namespace, name)
-        patched = apply_patch(current, body, request.content_type)
+        patched = apply_patch(current, body, request.content_type, _schema(res))
+        patched = fieldvalidation.check(request, res, patched, "patch", before=current)
         pinned = _same_identity(current, patched)
         _identify(patched, res, request, "the patched object")
         if await _checked(request, res, patched):
@@ -232,6 +241,16 @@ def _same_identity(current: dict, changed: dict) -> bool:
     pinned = meta.get("resourceVersion") not in (None, current["metadata"]["resourceVersion"])
     meta.setdefault("resourceVersion", current["metadata"]["resourceVersion"])
     return pinned
+
+
+def _schema(res: Resource) -> kube_schema.Schema:
+    """The kind's schema, as Kubernetes defines it (open for the mesh kinds)."""
+    return kube_schema.for_kind(res.group, res.version, res.kind)
+
+
+SCALE_SCHEMA = kube_schema.Schema(
+    {"$ref": kube_schema.REF_PREFIX + "io.k8s.api.autoscaling.v1.Scale"}
+)
 
 
 def scale_object(obj: dict) -> dict:
@@ -283,7 +302,7 @@ async def _scale_once(request, res, namespace, name, body) -> web.Response:
         if not isinstance(scale, dict):
             raise ApiError(400, "request body must be a Scale object")
     else:
-        scale = apply_patch(base, body, request.content_type)
+        scale = apply_patch(base, body, request.content_type, SCALE_SCHEMA)
     replicas = (scale.get("spec") or {}).get("replicas")
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         must = (

@@ -114,10 +114,16 @@ def test_openapi_v3_shows_field_validation_on_every_write():
             assert any("patch" in item for item in doc["paths"].values()), res.kind
 
 
-def test_openapi_v2_protobuf_is_a_gnostic_document_with_no_definitions():
-    # field 1 "2.0", field 2 Info{1: "netlab", 2: "v1"}, field 8 empty Paths
-    assert openapi.v2_document(True) == b"\n\x032.0\x12\x0c\n\x06netlab\x12\x02v1B\x00"
-    assert json.loads(openapi.v2_document(False))["swagger"] == "2.0"
+def test_openapi_v2_is_a_gnostic_document_with_the_definitions():
+    docs = openapi.Documents(DEFAULT_TABLE)
+    swagger = json.loads(docs.v2(False))
+    pod = swagger["definitions"]["io.k8s.api.core.v1.Pod"]
+    assert pod["properties"]["spec"]["$ref"] == "#/definitions/io.k8s.api.core.v1.PodSpec"
+    assert "allOf" not in json.dumps(swagger)
+    encoded = docs.v2(True)
+    # Document: swagger (field 1) "2.0", info (2), paths (8, empty), definitions (9)
+    assert encoded.startswith(b"\n\x032.0\x12")
+    assert b"io.k8s.api.core.v1.PodSpec" in encoded and b"x-kubernetes-patch-merge-key" in encoded
 
 
 @pytest.mark.parametrize("code, status, cause", [(0, "Success", None), (3, "Failure", "3")])

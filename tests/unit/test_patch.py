@@ -7,7 +7,10 @@ import json
 import pytest
 
 from netlab.apiserver.patch import JSON_PATCH, MERGE, STRATEGIC, apply_patch
+from netlab.apiserver.schema import for_kind
 from netlab.errors import ApiError
+
+DEPLOYMENT = for_kind("apps", "v1", "Deployment")
 
 BASE = {
     "metadata": {"name": "web", "labels": {"app": "web", "tier": "front"}},
@@ -26,7 +29,7 @@ BASE = {
 
 
 def patch(body, kind):
-    return apply_patch(BASE, json.dumps(body).encode(), kind)
+    return apply_patch(BASE, json.dumps(body).encode(), kind, DEPLOYMENT)
 
 
 def test_merge_patch_sets_deletes_and_replaces_lists():

@@ -1,0 +1,116 @@
+"""The OpenAPI v2 document, for kubectl before 1.27: its `explain`, its client-side
+validation (`--validate`, on by default) and its apply read the definitions from
+`/openapi/v2`, which it fetches as gnostic's protobuf (openapiv2/OpenAPIv2.proto).
+
+The definitions are the v3 documents' (schema.py), in v2's form: a `$ref` is
+`#/definitions/NAME` beside its description, and extensions are YAML in gnostic's
+`Any`. There are no paths: kubectl then computes apply's patches from its built-in
+types, which carry the same patch strategies and merge keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from netlab.apiserver.schema import REF_PREFIX
+
+MEDIA_TYPE = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"  # kube-apiserver's
+V2_REF = "#/definitions/"
+
+
+def document(definitions: dict[str, dict]) -> dict:
+    """The swagger 2.0 document (JSON form) with these definitions (v3's form)."""
+    return {
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": "v1"},
+        "paths": {},
+        "definitions": {name: _to_v2(schema) for name, schema in definitions.items()},
+    }
+
+
+def _to_v2(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_to_v2(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _to_v2(v) for k, v in node.items() if k not in ("allOf", "$ref")}
+    if node.get("allOf"):
+        out.update(_to_v2(node["allOf"][0]))
+    if "$ref" in node:
+        out["$ref"] = V2_REF + node["$ref"].removeprefix(REF_PREFIX)
+    if "properties" in node:
+        out["properties"] = {name: _to_v2(p) for name, p in node["properties"].items()}
+    return out
+
+
+# -- gnostic's protobuf (field numbers from openapiv2/OpenAPIv2.proto) ------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _bytes(number: int, payload: bytes | str) -> bytes:
+    data = payload.encode() if isinstance(payload, str) else payload
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _bool(number: int, value: bool) -> bytes:
+    return _varint(number << 3) + _varint(1) if value else b""
+
+
+def _any(value: Any) -> bytes:
+    """gnostic's Any: the value as YAML (field 2)."""
+    return _bytes(2, yaml.safe_dump(value, default_flow_style=False))
+
+
+def _named(number: int, name: str, value: bytes) -> bytes:
+    """A NamedSchema / NamedAny pair: name (1), value (2)."""
+    return _bytes(number, _bytes(1, name) + _bytes(2, value))
+
+
+def _schema(node: dict) -> bytes:
+    out = b""
+    if "$ref" in node:
+        out += _bytes(1, node["$ref"])
+    if "format" in node:
+        out += _bytes(2, node["format"])
+    if "description" in node:
+        out += _bytes(4, node["description"])
+    for name in node.get("required", ()):
+        out += _bytes(19, name)
+    for value in node.get("enum", ()):
+        out += _bytes(20, _any(value))
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        out += _bytes(21, _bytes(1, _schema(extra)))
+    elif isinstance(extra, bool):
+        out += _bytes(21, _bool(2, extra) or _varint(2 << 3) + _varint(0))
+    if "type" in node:
+        types = node["type"] if isinstance(node["type"], list) else [node["type"]]
+        out += _bytes(22, b"".join(_bytes(1, t) for t in types))
+    if isinstance(node.get("items"), dict):
+        out += _bytes(23, _bytes(1, _schema(node["items"])))
+    if "properties" in node:
+        props = b"".join(_named(1, k, _schema(v)) for k, v in node["properties"].items())
+        out += _bytes(25, props)
+    for key, value in node.items():
+        if key.startswith("x-"):
+            out += _named(31, key, _any(value))
+    return out
+
+
+def encode(doc: dict) -> bytes:
+    """The document as gnostic's openapi.v2.Document protobuf."""
+    info = _bytes(1, doc["info"]["title"]) + _bytes(2, doc["info"]["version"])
+    definitions = b"".join(
+        _named(1, name, _schema(schema)) for name, schema in doc["definitions"].items()
+    )
+    return _bytes(1, doc["swagger"]) + _bytes(2, info) + _bytes(8, b"") + _bytes(9, definitions)
