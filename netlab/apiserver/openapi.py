@@ -29,6 +29,13 @@ FIELD_VALIDATION = {
     "request containing unknown or duplicate fields: Ignore, Warn or Strict",
     "schema": {"type": "string", "uniqueItems": True},
 }
+DRY_RUN = {
+    "name": "dryRun",
+    "in": "query",
+    "description": "When present, indicates that modifications should not be persisted. "
+    "Valid values are: - All: all dry run stages will be processed",
+    "schema": {"type": "string", "uniqueItems": True},
+}
 PATCH_TYPES = (
     "application/apply-patch+yaml",
     "application/json-patch+json",
@@ -57,7 +64,9 @@ def _operation(res: Resource, verb: str, write: bool, body: str | None = None) -
         ok = {"application/json": {"schema": _ref(body)}}
         op["responses"]["200"]["content"] = ok
     if write:
-        op["parameters"] = [FIELD_VALIDATION]
+        op["parameters"] = [DRY_RUN, FIELD_VALIDATION]
+    elif verb == "delete":
+        op["parameters"] = [DRY_RUN]
     return op
 
 
@@ -150,7 +159,10 @@ class Documents:
         definitions: dict[str, dict] = {}
         for doc in documents(self._table)[1].values():
             definitions.update(doc["components"]["schemas"])
-        doc = openapi_v2.document(dict(sorted(definitions.items())))
+        paths: dict[str, dict] = {}
+        for doc in documents(self._table)[1].values():
+            paths.update(doc["paths"])
+        doc = openapi_v2.document(dict(sorted(definitions.items())), paths)
         return openapi_v2.encode(doc), json.dumps(doc).encode()
 
     def root(self) -> bytes:

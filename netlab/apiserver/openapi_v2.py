@@ -4,8 +4,10 @@ validation (`--validate`, on by default) and its apply read the definitions from
 
 The definitions are the v3 documents' (schema.py), in v2's form: a `$ref` is
 `#/definitions/NAME` beside its description, and extensions are YAML in gnostic's
-`Any`. There are no paths: kubectl then computes apply's patches from its built-in
-types, which carry the same patch strategies and merge keys.
+`Any`. The paths carry each operation's group-version-kind and query parameters
+only: kubectl 1.20 looks for `dryRun` on a kind's PATCH before it sends a server dry
+run, and computes apply's patches from its built-in types, which carry the same patch
+strategies and merge keys.
 """
 
 from __future__ import annotations
@@ -20,14 +22,33 @@ MEDIA_TYPE = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"  # kub
 V2_REF = "#/definitions/"
 
 
-def document(definitions: dict[str, dict]) -> dict:
-    """The swagger 2.0 document (JSON form) with these definitions (v3's form)."""
+OPERATIONS = ("get", "put", "post", "delete", "patch")  # PathItem's fields 2, 3, 4, 5, 8
+
+
+def document(definitions: dict[str, dict], paths: dict[str, dict] | None = None) -> dict:
+    """The swagger 2.0 document (JSON form) with these definitions and paths (v3's form)."""
     return {
         "swagger": "2.0",
         "info": {"title": "Kubernetes", "version": "v1"},
-        "paths": {},
+        "paths": {path: _path_to_v2(item) for path, item in (paths or {}).items()},
         "definitions": {name: _to_v2(schema) for name, schema in definitions.items()},
     }
+
+
+def _path_to_v2(item: dict) -> dict:
+    """An operation's id, its x-kubernetes-* extensions and its query parameters."""
+    out = {}
+    for verb, op in item.items():
+        if verb not in OPERATIONS:
+            continue
+        v2 = {k: v for k, v in op.items() if k == "operationId" or k.startswith("x-")}
+        v2["parameters"] = [
+            {"name": p["name"], "in": "query", "type": "string", "uniqueItems": True}
+            for p in op.get("parameters", ())
+        ]
+        v2["responses"] = {"200": {"description": "OK"}}
+        out[verb] = v2
+    return out
 
 
 def _to_v2(node: Any) -> Any:
@@ -107,10 +128,42 @@ def _schema(node: dict) -> bytes:
     return out
 
 
+_PATH_ITEM_FIELDS = {"get": 2, "put": 3, "post": 4, "delete": 5, "patch": 8}
+
+
+def _operation(op: dict) -> bytes:
+    """Operation: operation_id (5), parameters (8), responses (9), vendor extensions (13)."""
+    out = _bytes(5, op.get("operationId", ""))
+    for param in op.get("parameters", ()):
+        # ParametersItem.parameter (1) -> Parameter.non_body_parameter (2) ->
+        # NonBodyParameter.query_parameter_sub_schema (3): in (2), name (4), type (6)
+        query = _bytes(2, "query") + _bytes(4, param["name"]) + _bytes(6, param["type"])
+        out += _bytes(8, _bytes(1, _bytes(2, _bytes(3, query))))
+    # Responses: response_code (1) NamedResponseValue{name "200", value{response{description}}}
+    ok = _bytes(1, _bytes(1, "200") + _bytes(2, _bytes(1, _bytes(1, "OK"))))
+    out += _bytes(9, ok)
+    for key, value in op.items():
+        if key.startswith("x-"):
+            out += _named(13, key, _any(value))
+    return out
+
+
+def _paths(paths: dict[str, dict]) -> bytes:
+    """Paths: NamedPathItem (2) per path: name (1), PathItem (2) with its operations."""
+    out = b""
+    for path, item in paths.items():
+        body = b"".join(
+            _bytes(_PATH_ITEM_FIELDS[verb], _operation(op)) for verb, op in item.items()
+        )
+        out += _bytes(2, _bytes(1, path) + _bytes(2, body))
+    return out
+
+
 def encode(doc: dict) -> bytes:
     """The document as gnostic's openapi.v2.Document protobuf."""
     info = _bytes(1, doc["info"]["title"]) + _bytes(2, doc["info"]["version"])
     definitions = b"".join(
         _named(1, name, _schema(schema)) for name, schema in doc["definitions"].items()
     )
-    return _bytes(1, doc["swagger"]) + _bytes(2, info) + _bytes(8, b"") + _bytes(9, definitions)
+    paths = _paths(doc.get("paths") or {})
+    return _bytes(1, doc["swagger"]) + _bytes(2, info) + _bytes(8, paths) + _bytes(9, definitions)

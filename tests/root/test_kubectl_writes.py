@@ -211,6 +211,9 @@ def test_debians_kubectl_1_20_labels_replaces_and_dry_runs(wlab):
     kubectl(wlab, "label", "pod", "b", "old=client", **old)
     assert live(wlab, "pod", "b")["metadata"]["labels"]["old"] == "client"
     kubectl(wlab, "label", "pod", "b", "old-", **old)
+    kubectl(wlab, "delete", "pod", "b", "--dry-run=server", **old)
+    assert "b" in {p.name for p in wlab.pod_list()}
+    kubectl(wlab, "scale", "deploy", "web", "--replicas=5", "--dry-run=server", **old)
     web = live(wlab, "deploy", "web")
     web["spec"]["replicas"] = -1
     refused = kubectl(wlab, "replace", "-f", "-", stdin=json.dumps(web), check=False, **old)
