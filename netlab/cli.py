@@ -395,9 +395,10 @@ def cmd_node(args) -> int:
 def cmd_etcd(args) -> int:
     from netlab import etcdview
 
-    if args.etcd_verb == "kill" and not args.member:
+    if args.etcd_verb in ("kill", "start") and not args.member:
         raise NetlabError(
-            "which member? `netlab etcd kill --member leader` (or a name from status)"
+            f"which member? `netlab etcd {args.etcd_verb} --member "
+            f"{'leader' if args.etcd_verb == 'kill' else 'etcd-n1'}` (or a name from status)"
         )
     return etcdview.run(args, RUN_ROOT / _pick_lab(args.lab))
 
@@ -643,7 +644,9 @@ def parser() -> argparse.ArgumentParser:
         node_cmd.set_defaults(func=cmd_node, command_name=verb)
 
     etcd_cmd = sub.add_parser(
-        "etcd", help="the lab's own etcd (store: etcd): status, get [--serializable], kill"
+        "etcd",
+        help="the lab's own etcd (store: etcd): status, get [--serializable], "
+        "kill [--keep-down], start",
     )
     from netlab import etcdview
 
