@@ -190,19 +190,32 @@ def cmd_down(args) -> int:
 
 
 def cmd_kubeconfig(args) -> int:
-    """Print the running lab's kubeconfig (kubectl and the kubernetes client over TLS)."""
+    """Print the running lab's kubeconfig (kubectl and the kubernetes client over TLS),
+    or write it to -o FILE; either way readable by its owner alone (it holds the key)."""
     from netlab.apiserver.auth import KUBECONFIG_FILE
+    from netlab.privatefile import tighten_stdout, write_private
 
     name = _pick_lab(args.lab)
     path = RUN_ROOT / name / KUBECONFIG_FILE
     try:
-        sys.stdout.write(path.read_text())
+        text = path.read_text()
     except PermissionError as exc:
         raise NetlabError(f"{path} is root's alone: run `sudo netlab kubeconfig`") from exc
     except FileNotFoundError as exc:
         raise LabNotFound(
             f"lab {name} has no kubeconfig (is it running?); `netlab up` writes one"
         ) from exc
+    if args.output:
+        try:
+            write_private(args.output, text)
+        except OSError as exc:
+            raise NetlabError(f"cannot write the kubeconfig: {exc}") from None
+        print(f"wrote {args.output} (mode 0600); export KUBECONFIG={Path(args.output).resolve()}")
+        return 0
+    note = tighten_stdout(sys.stdout)
+    if note:
+        print(f"netlab: {note}", file=sys.stderr)
+    sys.stdout.write(text)
     return 0
 
 
@@ -571,6 +584,9 @@ def parser() -> argparse.ArgumentParser:
     kubeconfig = sub.add_parser(
         "kubeconfig",
         help="print the lab's kubeconfig: KUBECONFIG=FILE kubectl get pods (TLS on loopback)",
+    )
+    kubeconfig.add_argument(
+        "-o", "--output", metavar="FILE", help="write it to FILE, readable by you alone (0600)"
     )
     kubeconfig.set_defaults(func=cmd_kubeconfig)
 
