@@ -768,12 +768,39 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "lab_name", None):
         args.lab = args.lab_name
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+        return code
     except NetlabError as exc:
         print(f"netlab: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # not our reader gone: a socket, say
+        return _quiet_after_broken_pipe()
+
+
+def _stdout_closed() -> bool:
+    """The reader of stdout went away (`netlab get pods | head`)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _quiet_after_broken_pipe() -> int:
+    """End quietly as Python's documentation recommends for SIGPIPE: what is left in
+    stdout's buffer goes to /dev/null (or the flush at exit fails again). 141 = 128 +
+    SIGPIPE, the status of a command the signal ended (kubectl's, in a shell)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 if __name__ == "__main__":
