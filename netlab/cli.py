@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import yaml
 
 from netlab import __version__, draw, tables
 from netlab import logs as lab_logs
@@ -278,93 +275,9 @@ def _resource(name: str) -> Resource:
 
 
 def cmd_get(args) -> int:
-    resource = _resource(args.resource)
-    client = _client(args)
-    namespace = args.namespace if resource.namespaced else None
-    if args.name:
-        objs = [client.get(resource.plural, args.name, namespace=namespace)]
-    else:
-        if args.all_namespaces:
-            namespace = None
-        listing = client.list(
-            resource.plural, namespace=namespace, all_namespaces=args.all_namespaces
-        )
-        objs = listing["items"]
-    if args.watch:
-        revision = (
-            objs[0]["metadata"]["resourceVersion"]
-            if args.name
-            else listing["metadata"]["resourceVersion"]
-        )
-        try:
-            return _watch_rows(args, resource, client, objs, revision)
-        except KeyboardInterrupt:
-            return 0
-    document = objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs}
-    if args.output == "json":
-        print(json.dumps(document, indent=2))
-    elif args.output == "yaml":
-        print(yaml.safe_dump(document, sort_keys=False), end="")
-    else:
-        print(
-            tables.render(
-                resource.plural,
-                objs,
-                wide=args.output == "wide",
-                all_namespaces=args.all_namespaces,
-            )
-        )
-    return 0
+    from netlab import getcmd
 
-
-def _watch_rows(
-    args, resource: Resource, client: LabClient, objs: list[dict], revision: str
-) -> int:
-    """`get -w`: the table, then a row per change until interrupted (kubectl's way)."""
-    namespace = None if args.all_namespaces or not resource.namespaced else args.namespace
-    shown = tables.render(
-        resource.plural, objs, wide=args.output == "wide", all_namespaces=args.all_namespaces
-    )
-    header = shown.splitlines()[0] if objs else None  # none yet: the first change prints it
-    print(shown, flush=True)
-    field = f"metadata.name={args.name}" if args.name else None
-    while True:
-        try:
-            for event in client.watch(
-                resource.plural, namespace, revision, timeout=300, field_selector=field
-            ):
-                obj = event["object"]
-                revision = obj["metadata"].get("resourceVersion", revision)
-                if event["type"] == "BOOKMARK":
-                    continue
-                if args.output in ("json", "yaml"):
-                    document = {"type": event["type"], "object": obj}
-                    text = (
-                        json.dumps(document)
-                        if args.output == "json"
-                        else "---\n" + yaml.safe_dump(document, sort_keys=False)
-                    )
-                    print(text, end="" if args.output == "yaml" else "\n", flush=True)
-                    continue
-                rows = tables.render(
-                    resource.plural,
-                    [obj],
-                    wide=args.output == "wide",
-                    all_namespaces=args.all_namespaces,
-                ).splitlines()
-                suffix = "   (deleted)" if event["type"] == "DELETED" else ""
-                if header is None:
-                    header = rows[0]
-                    print(header, flush=True)
-                for row in rows[1:]:
-                    print(row + suffix, flush=True)
-        except ApiError as exc:
-            if exc.status != 410:
-                raise
-            listing = client.list(
-                resource.plural, namespace=namespace, all_namespaces=args.all_namespaces
-            )
-            revision = listing["metadata"]["resourceVersion"]
+    return getcmd.run(args, _client(args))
 
 
 def cmd_scale(args) -> int:
@@ -624,14 +537,9 @@ def parser() -> argparse.ArgumentParser:
         help="list nodes, pods, deployments, services, endpoints, namespaces, "
         "virtualservices, destinationrules, ratelimitpolicies",
     )
-    get.add_argument("resource")
-    get.add_argument("name", nargs="?")
-    get.add_argument("-o", "--output", choices=["wide", "json", "yaml"])
-    get.add_argument("-n", "--namespace", default="default")
-    get.add_argument("-A", "--all-namespaces", action="store_true")
-    get.add_argument(
-        "-w", "--watch", action="store_true", help="then print each change as it happens"
-    )
+    from netlab import getcmd
+
+    getcmd.configure(get)
     get.set_defaults(func=cmd_get)
 
     scale = sub.add_parser(
