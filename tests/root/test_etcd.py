@@ -7,6 +7,8 @@ import asyncio
 import base64
 import dataclasses
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -261,6 +263,19 @@ def test_etcd_restarts_a_killed_member_which_rejoins_and_votes(tmp_path):
         netlab("--lab", name, "scale", "deployment/web", "--replicas", "2")  # a quorum write
         read = netlab("--lab", name, "etcd", "get", "deployments", "--values").stdout
         assert '"replicas":2' in read and "linearizable" in read
+        # a new supervisor takes the lab over: the member it finds dead stays kept down
+        netlab("--lab", name, "detach")
+        assert status(name)[second]["STATE"] == "down (no supervisor restarts it)"
+        netlab("up", "-d", "--adopt", str(path))
+        assert wait_for(lambda: status(name)[second]["STATE"] == "kept down", 5, 0.2)
+        piped = subprocess.run(  # and a reader that leaves early ends `etcd get` quietly
+            f"{sys.executable} -m netlab.cli --lab {name} etcd get --values | true",
+            shell=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert piped.stderr == ""
         started = netlab("--lab", name, "etcd", "start", "--member", second).stdout
         assert f"{second} started" in started
         index = leader_index()
