@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import yaml
 
 from netlab import __version__, draw, tables
 from netlab import logs as lab_logs
@@ -190,19 +187,32 @@ def cmd_down(args) -> int:
 
 
 def cmd_kubeconfig(args) -> int:
-    """Print the running lab's kubeconfig (kubectl and the kubernetes client over TLS)."""
+    """Print the running lab's kubeconfig (kubectl and the kubernetes client over TLS),
+    or write it to -o FILE; either way readable by its owner alone (it holds the key)."""
     from netlab.apiserver.auth import KUBECONFIG_FILE
+    from netlab.privatefile import tighten_stdout, write_private
 
     name = _pick_lab(args.lab)
     path = RUN_ROOT / name / KUBECONFIG_FILE
     try:
-        sys.stdout.write(path.read_text())
+        text = path.read_text()
     except PermissionError as exc:
         raise NetlabError(f"{path} is root's alone: run `sudo netlab kubeconfig`") from exc
     except FileNotFoundError as exc:
         raise LabNotFound(
             f"lab {name} has no kubeconfig (is it running?); `netlab up` writes one"
         ) from exc
+    if args.output:
+        try:
+            write_private(args.output, text)
+        except OSError as exc:
+            raise NetlabError(f"cannot write the kubeconfig: {exc}") from None
+        print(f"wrote {args.output} (mode 0600); export KUBECONFIG={Path(args.output).resolve()}")
+        return 0
+    note = tighten_stdout(sys.stdout)
+    if note:
+        print(f"netlab: {note}", file=sys.stderr)
+    sys.stdout.write(text)
     return 0
 
 
@@ -265,93 +275,9 @@ def _resource(name: str) -> Resource:
 
 
 def cmd_get(args) -> int:
-    resource = _resource(args.resource)
-    client = _client(args)
-    namespace = args.namespace if resource.namespaced else None
-    if args.name:
-        objs = [client.get(resource.plural, args.name, namespace=namespace)]
-    else:
-        if args.all_namespaces:
-            namespace = None
-        listing = client.list(
-            resource.plural, namespace=namespace, all_namespaces=args.all_namespaces
-        )
-        objs = listing["items"]
-    if args.watch:
-        revision = (
-            objs[0]["metadata"]["resourceVersion"]
-            if args.name
-            else listing["metadata"]["resourceVersion"]
-        )
-        try:
-            return _watch_rows(args, resource, client, objs, revision)
-        except KeyboardInterrupt:
-            return 0
-    document = objs[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objs}
-    if args.output == "json":
-        print(json.dumps(document, indent=2))
-    elif args.output == "yaml":
-        print(yaml.safe_dump(document, sort_keys=False), end="")
-    else:
-        print(
-            tables.render(
-                resource.plural,
-                objs,
-                wide=args.output == "wide",
-                all_namespaces=args.all_namespaces,
-            )
-        )
-    return 0
+    from netlab import getcmd
 
-
-def _watch_rows(
-    args, resource: Resource, client: LabClient, objs: list[dict], revision: str
-) -> int:
-    """`get -w`: the table, then a row per change until interrupted (kubectl's way)."""
-    namespace = None if args.all_namespaces or not resource.namespaced else args.namespace
-    shown = tables.render(
-        resource.plural, objs, wide=args.output == "wide", all_namespaces=args.all_namespaces
-    )
-    header = shown.splitlines()[0] if objs else None  # none yet: the first change prints it
-    print(shown, flush=True)
-    field = f"metadata.name={args.name}" if args.name else None
-    while True:
-        try:
-            for event in client.watch(
-                resource.plural, namespace, revision, timeout=300, field_selector=field
-            ):
-                obj = event["object"]
-                revision = obj["metadata"].get("resourceVersion", revision)
-                if event["type"] == "BOOKMARK":
-                    continue
-                if args.output in ("json", "yaml"):
-                    document = {"type": event["type"], "object": obj}
-                    text = (
-                        json.dumps(document)
-                        if args.output == "json"
-                        else "---\n" + yaml.safe_dump(document, sort_keys=False)
-                    )
-                    print(text, end="" if args.output == "yaml" else "\n", flush=True)
-                    continue
-                rows = tables.render(
-                    resource.plural,
-                    [obj],
-                    wide=args.output == "wide",
-                    all_namespaces=args.all_namespaces,
-                ).splitlines()
-                suffix = "   (deleted)" if event["type"] == "DELETED" else ""
-                if header is None:
-                    header = rows[0]
-                    print(header, flush=True)
-                for row in rows[1:]:
-                    print(row + suffix, flush=True)
-        except ApiError as exc:
-            if exc.status != 410:
-                raise
-            listing = client.list(
-                resource.plural, namespace=namespace, all_namespaces=args.all_namespaces
-            )
-            revision = listing["metadata"]["resourceVersion"]
+    return getcmd.run(args, _client(args))
 
 
 def cmd_scale(args) -> int:
@@ -395,9 +321,10 @@ def cmd_node(args) -> int:
 def cmd_etcd(args) -> int:
     from netlab import etcdview
 
-    if args.etcd_verb == "kill" and not args.member:
+    if args.etcd_verb in ("kill", "start") and not args.member:
         raise NetlabError(
-            "which member? `netlab etcd kill --member leader` (or a name from status)"
+            f"which member? `netlab etcd {args.etcd_verb} --member "
+            f"{'leader' if args.etcd_verb == 'kill' else 'etcd-n1'}` (or a name from status)"
         )
     return etcdview.run(args, RUN_ROOT / _pick_lab(args.lab))
 
@@ -571,6 +498,9 @@ def parser() -> argparse.ArgumentParser:
         "kubeconfig",
         help="print the lab's kubeconfig: KUBECONFIG=FILE kubectl get pods (TLS on loopback)",
     )
+    kubeconfig.add_argument(
+        "-o", "--output", metavar="FILE", help="write it to FILE, readable by you alone (0600)"
+    )
     kubeconfig.set_defaults(func=cmd_kubeconfig)
 
     detach = sub.add_parser(
@@ -607,14 +537,9 @@ def parser() -> argparse.ArgumentParser:
         help="list nodes, pods, deployments, services, endpoints, namespaces, "
         "virtualservices, destinationrules, ratelimitpolicies",
     )
-    get.add_argument("resource")
-    get.add_argument("name", nargs="?")
-    get.add_argument("-o", "--output", choices=["wide", "json", "yaml"])
-    get.add_argument("-n", "--namespace", default="default")
-    get.add_argument("-A", "--all-namespaces", action="store_true")
-    get.add_argument(
-        "-w", "--watch", action="store_true", help="then print each change as it happens"
-    )
+    from netlab import getcmd
+
+    getcmd.configure(get)
     get.set_defaults(func=cmd_get)
 
     scale = sub.add_parser(
@@ -643,7 +568,9 @@ def parser() -> argparse.ArgumentParser:
         node_cmd.set_defaults(func=cmd_node, command_name=verb)
 
     etcd_cmd = sub.add_parser(
-        "etcd", help="the lab's own etcd (store: etcd): status, get [--serializable], kill"
+        "etcd",
+        help="the lab's own etcd (store: etcd): status, get [--serializable], "
+        "kill [--keep-down], start",
     )
     from netlab import etcdview
 
@@ -749,12 +676,39 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "lab_name", None):
         args.lab = args.lab_name
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+        return code
     except NetlabError as exc:
         print(f"netlab: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # not our reader gone: a socket, say
+        return _quiet_after_broken_pipe()
+
+
+def _stdout_closed() -> bool:
+    """The reader of stdout went away (`netlab get pods | head`)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _quiet_after_broken_pipe() -> int:
+    """End quietly as Python's documentation recommends for SIGPIPE: what is left in
+    stdout's buffer goes to /dev/null (or the flush at exit fails again). 141 = 128 +
+    SIGPIPE, the status of a command the signal ended (kubectl's, in a shell)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 if __name__ == "__main__":

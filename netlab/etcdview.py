@@ -1,19 +1,30 @@
-"""`netlab etcd status|get|kill`: a lab's own etcd cluster (store: etcd), as a user of
-etcdctl would look at it: who leads, what each member has applied, reads that are
-linearizable (through the leader and a quorum) or serializable (one member's copy)."""
+"""`netlab etcd status|get|kill|start`: a lab's own etcd cluster (store: etcd), as a user
+of etcdctl would look at it: who leads, what each member has applied, reads that are
+linearizable (through the leader and a quorum) or serializable (one member's copy); a
+member killed (a crash), which the supervisor starts again unless it is kept down."""
 
 from __future__ import annotations
 
 import argparse
 import base64
 import json
+import math
 import os
 import signal
+import time
 from pathlib import Path
 
 from netlab.errors import NetlabError
 from netlab.etcdstore import EtcdClient, EtcdError
 from netlab.realize.etcd import SOCKET_NAME, member_status
+from netlab.realize.etcdkeeper import (
+    KEPT_DOWN,
+    NODE_DOWN,
+    RESTARTING,
+    keep_down,
+    kept_down,
+    read_status,
+)
 from netlab.realize.processes import PidRecord, alive_as_recorded
 
 
@@ -36,26 +47,60 @@ def _pids(run_dir: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def status_lines(run_dir: Path) -> list[str]:
+def status_lines(run_dir: Path, now: float | None = None) -> list[str]:
+    """One row per member: its process, what the supervisor does about it (restarts
+    one that ended after a back-off, as kubelet does with a static pod), and its raft view."""
+    now = time.time() if now is None else now
     found = members(run_dir)
     pids = _pids(run_dir)
+    rows = [["MEMBER", "PID", "STATE", "RESTARTS", "LEADER", "RAFT-TERM", "RAFT-INDEX", "REVISION"]]
     views = {name: member_status(endpoint) for name, endpoint in found.items()}
     ids = {v["header"]["member_id"]: name for name, v in views.items() if v}
-    lines = ["MEMBER       PID      STATE      LEADER       RAFT-TERM  RAFT-INDEX  REVISION"]
     for name, view in views.items():
         pid, started = pids.get(name, (0, 0))
-        alive = pid and alive_as_recorded(pid, started)
+        alive = bool(pid) and alive_as_recorded(pid, started)
+        kept = read_status(_data_dir(run_dir, name))
+        restarts = str(kept.get("restarts", 0)) if kept else "-"
         if view is None:
-            state = "down" if not alive else "no answer"
-            lines.append(f"{name:<12} {pid or '-':<8} {state:<10}")
+            rows.append([name, str(pid) if alive else "-", down_state(alive, kept, now), restarts])
             continue
         leader = ids.get(view.get("leader", ""), "(none)")
         state = "leader" if view["header"]["member_id"] == view.get("leader") else "follower"
-        lines.append(
-            f"{name:<12} {pid:<8} {state:<10} {leader:<12} {view.get('raftTerm', ''):<10} "
-            f"{view.get('raftAppliedIndex', ''):<11} {view['header'].get('revision', '')}"
+        rows.append(
+            [
+                name,
+                str(pid),
+                state,
+                restarts,
+                leader,
+                str(view.get("raftTerm", "")),
+                str(view.get("raftAppliedIndex", "")),
+                str(view["header"].get("revision", "")),
+            ]
         )
-    return lines
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(len(rows[0]))]
+    return ["   ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+
+
+def down_state(alive: bool, kept: dict | None, now: float) -> str:
+    """A member that does not answer: frozen or starting (alive), or down, and then
+    what the supervisor's keeper will do about it."""
+    if alive:
+        return "no answer"
+    if kept is None or not kept.get("kept"):
+        return "down (no supervisor restarts it)"
+    state = kept.get("state")
+    if state == KEPT_DOWN:
+        return "kept down"
+    if state == NODE_DOWN:
+        return "down (its node failed)"
+    if state == RESTARTING and kept.get("restart_at"):
+        return f"restarting in {max(0, math.ceil(kept['restart_at'] - now))}s"
+    return "starting"
+
+
+def _data_dir(run_dir: Path, name: str) -> Path:
+    return run_dir / "etcd" / name.removeprefix("etcd-")
 
 
 def leader(run_dir: Path) -> str:
@@ -66,22 +111,76 @@ def leader(run_dir: Path) -> str:
     raise NetlabError("no member says it leads: the cluster has no quorum")
 
 
+def _kill(run_dir: Path, member: str, keep: bool) -> int:
+    """SIGKILL a member (a crash); the supervisor starts it again unless `keep`."""
+    name = leader(run_dir) if member == "leader" else _known(run_dir, member)
+    pid, started = _pids(run_dir).get(name, (0, 0))
+    running = bool(pid) and alive_as_recorded(pid, started)
+    if keep:  # before the kill: the keeper must not start it in between
+        keep_down(_data_dir(run_dir, name), True)
+    elif not running:
+        raise NetlabError(f"no running etcd member {name}; `netlab etcd status` lists them")
+    if running:
+        os.kill(pid, signal.SIGKILL)
+    if keep:
+        what = f"{name} (pid {pid}) killed" if running else f"{name} was not running"
+        print(f"{what}; kept down until `netlab etcd start --member {name}`")
+    else:
+        print(
+            f"{name} (pid {pid}) killed; the supervisor starts it again after a back-off "
+            "(`--keep-down` keeps it down)"
+        )
+    return 0
+
+
+def _start(run_dir: Path, member: str, timeout: float) -> int:
+    """Start a member that is down (kept down, or waiting out its back-off) now, and
+    wait until it answers."""
+    name = _known(run_dir, member)
+    data_dir = _data_dir(run_dir, name)
+    pid, started = _pids(run_dir).get(name, (0, 0))
+    if bool(pid) and alive_as_recorded(pid, started) and not kept_down(data_dir):
+        print(f"{name} is running (pid {pid})")
+        return 0
+    kept = read_status(data_dir)
+    if kept is None or not kept.get("kept"):
+        raise NetlabError(
+            f"no supervisor looks after lab {run_dir.name}'s etcd members, so nobody would start "
+            f"{name}; `netlab up -d --adopt` takes the lab over"
+        )
+    keep_down(data_dir, False)
+    endpoint = members(run_dir)[name]
+    deadline = time.monotonic() + timeout
+    while member_status(endpoint) is None:
+        if time.monotonic() > deadline:
+            raise NetlabError(
+                f"{name} did not answer within {timeout:.0f} s; `netlab etcd status` shows its "
+                f"state, {run_dir / 'logs' / f'{name}.log'} its log"
+            )
+        time.sleep(0.1)
+    print(f"{name} started (pid {_pids(run_dir).get(name, (0, 0))[0]})")
+    return 0
+
+
+def _known(run_dir: Path, name: str) -> str:
+    found = members(run_dir)
+    if name not in found:
+        raise NetlabError(f"no etcd member {name}; the lab's are {', '.join(found)}")
+    return name
+
+
 def run(args: argparse.Namespace, run_dir: Path) -> int:
     if args.etcd_verb == "status":
         print("\n".join(status_lines(run_dir)))
         return 0
     if args.etcd_verb == "kill":
-        name = leader(run_dir) if args.member == "leader" else args.member
-        pid, started = _pids(run_dir).get(name, (0, 0))
-        if not pid or not alive_as_recorded(pid, started):
-            raise NetlabError(f"no running etcd member {name}; `netlab etcd status` lists them")
-        os.kill(pid, signal.SIGKILL)
-        print(f"{name} (pid {pid}) killed")
-        return 0
+        return _kill(run_dir, args.member, args.keep_down)
+    if args.etcd_verb == "start":
+        return _start(run_dir, args.member, args.timeout or 30.0)
     # get: every key under the prefix, from one member (or the first that answers)
     found = members(run_dir)
     endpoints = [found[args.member]] if args.member else list(found.values())
-    client = EtcdClient(endpoints, timeout=args.timeout)
+    client = EtcdClient(endpoints, timeout=args.timeout or 2.0)
     prefix = f"/netlab/{run_dir.name}/{args.prefix.lstrip('/')}"
     try:
         kvs, revision = client.range_prefix(prefix, serializable=args.serializable)
@@ -100,11 +199,22 @@ def run(args: argparse.Namespace, run_dir: Path) -> int:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("etcd_verb", choices=["status", "get", "kill"])
+    p.add_argument("etcd_verb", choices=["status", "get", "kill", "start"])
     p.add_argument(
         "prefix", nargs="?", default="", help="get: a key prefix under the lab's, e.g. pods/"
     )
-    p.add_argument("--member", help="get: ask this member only; kill: the member (or 'leader')")
+    p.add_argument(
+        "--member", help="get: ask this member only; kill, start: the member (kill: or 'leader')"
+    )
+    p.add_argument(
+        "--keep-down",
+        action="store_true",
+        help="kill: the supervisor does not start it again until `netlab etcd start`",
+    )
     p.add_argument("--serializable", action="store_true", help="get: a serializable read")
     p.add_argument("--values", action="store_true", help="get: print the stored objects too")
-    p.add_argument("--timeout", type=float, default=2.0)
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="get: seconds per request (2); start: seconds to wait until it answers (30)",
+    )

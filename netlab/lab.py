@@ -65,6 +65,7 @@ from netlab.realize import (
     rtnl_batch,
 )
 from netlab.realize.checkpoint import Checkpoints, pod_key
+from netlab.realize.etcdkeeper import MemberKeeper
 from netlab.realize.fabric import Fabric
 from netlab.realize.processes import PidRecord, container_env, stop_processes
 from netlab.realize.runtime import ContainerRequest, Runtime, RuntimeProcess
@@ -119,6 +120,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.plan = plan_lab(self.spec)
         self.store = store if store is not None else _make_store(self.spec)
         self.etcd_members: list[etcd.EtcdMember] = []  # store: etcd, inside the lab
+        self.etcd_keeper: MemberKeeper | None = None  # starts a member that ended again
         self.lock = threading.RLock()
         self.nodes: dict[str, NodePlan] = {}
         self.pods: dict[tuple[str, str], PodRuntime] = {}
@@ -265,7 +267,11 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.pods.clear()
 
     def _stop_supervising(self) -> None:
-        """Stop the supervisor's own parts: heartbeats, controllers, the API, probes."""
+        """Stop the supervisor's own parts: heartbeats, controllers, the API, probes,
+        the etcd members' keeper."""
+        if self.etcd_keeper is not None:
+            self.etcd_keeper.stop()
+            self.etcd_keeper = None
         if self.node_agents is not None:
             self.node_agents.stop()
             self.node_agents = None

@@ -156,13 +156,13 @@ class Adoption:
                 for pid, started, role, name in PidRecord.read(self.run_dir / "pids")
                 if role == "etcd"
             }
-            for plan in self._member_plans():
+            for plan in self._member_plans():  # a dead one is started again by the keeper
                 pid, started = recorded.get(plan.name, (0, 0))
-                if alive_as_recorded(pid, started):
-                    self.etcd_members.append(etcd.EtcdMember.adopted(plan, pid, started))
-            if not self.etcd_members:
+                self.etcd_members.append(etcd.EtcdMember.adopted(plan, pid, started))
+            if not any(m.alive() for m in self.etcd_members):
                 raise NothingToAdopt(f"lab {self.spec.name}: none of its etcd members runs")
             endpoints = [m.endpoint for m in self.etcd_members]
+            self._keep_etcd_members()
         else:
             endpoints = endpoints_of(self.spec.store)
         self.store.connect(EtcdClient(endpoints), fresh=False)

@@ -20,6 +20,7 @@ from netlab.plan import NodePlan, peer_entry, plan_node
 from netlab.plan.build import candidates_of
 from netlab.plan.scheduler import Unschedulable, eligible
 from netlab.realize import etcd, netlink, overlay
+from netlab.realize.etcdkeeper import MemberKeeper
 from netlab.realize.processes import signal_group
 from netlab.spec.model import NodeSpec, PodTemplate, frozen_map
 
@@ -41,9 +42,27 @@ class NodeRuntime:
                 lambda pid, name: self.pid_record.add(pid, "etcd", name),
             )
             endpoints = [m.endpoint for m in self.etcd_members]
+            self._keep_etcd_members()
         else:
             endpoints = endpoints_of(self.spec.store)
         self.store.connect(EtcdClient(endpoints), fresh=True)
+
+    def _keep_etcd_members(self) -> None:
+        """Start a member that ended again, after a back-off (kubelet and its static pod)."""
+        plans = self._member_plans()
+
+        def restart(plan: etcd.MemberPlan) -> etcd.EtcdMember:
+            log = self.run_dir / "logs" / f"etcd-{plan.name}.log"
+            member = etcd.EtcdMember(plan, etcd.cluster_of(plans), None, log)
+            self.pid_record.add(member.pid, "etcd", plan.name)
+            return member
+
+        def may_run(name: str) -> bool:  # a failed node's member waits for the node
+            agents = self.node_agents
+            return agents is None or name.removeprefix("etcd-") not in agents.failed
+
+        self.etcd_keeper = MemberKeeper(self.etcd_members, restart, may_run, self.lock)
+        self.etcd_keeper.start()
 
     def _member_plans(self) -> list[etcd.MemberPlan]:
         """The lab's own etcd members, on its control-plane nodes."""

@@ -335,15 +335,27 @@ COLUMNS = {
 }
 
 
+def _name_age_row(obj: dict[str, Any], wide: bool) -> list[str]:
+    return [obj["metadata"]["name"], age(obj["metadata"].get("creationTimestamp"))]
+
+
 def render(
-    resource: str, objs: list[dict[str, Any]], wide: bool = False, all_namespaces: bool = False
+    resource: str,
+    objs: list[dict[str, Any]],
+    wide: bool = False,
+    all_namespaces: bool = False,
+    name_prefix: str = "",
 ) -> str:
-    """kubectl's plain column layout."""
+    """kubectl's plain column layout; `name_prefix` (`deployment.apps/`) goes before
+    each name, as kubectl writes them when several kinds are listed."""
     if not objs:
         return "No resources found."
-    header, extra, row_of = COLUMNS[resource]
+    header, extra, row_of = COLUMNS.get(resource, (["NAME", "AGE"], [], _name_age_row))
     header = header + (extra if wide else [])
     rows = [row_of(obj, wide) for obj in objs]
+    if name_prefix and "NAME" in header:
+        at = header.index("NAME")
+        rows = [[*row[:at], name_prefix + row[at], *row[at + 1 :]] for row in rows]
     if all_namespaces and resource not in ("nodes", "namespaces"):
         header = ["NAMESPACE", *header]
         rows = [

@@ -72,11 +72,15 @@ class MemberPlan:
 
 
 class EtcdMember:
-    """One etcd process."""
+    """One etcd process. Started again on the same data directory (the keeper does,
+    after a crash) it is the same member: etcd ignores the --initial-cluster flags once
+    its data directory holds a member, and catches up from the leader."""
 
     def __init__(self, plan: MemberPlan, cluster: str, client_url: str | None, log: Path):
         self.plan = plan
         plan.data_dir.mkdir(parents=True, exist_ok=True)
+        # a member started again: the socket its killed process left refuses the bind
+        (plan.data_dir / SOCKET_NAME).unlink(missing_ok=True)
         listen = f"unix://{SOCKET_NAME}" + (f",{client_url}" if client_url else "")
         peer = f"http://{plan.peer_ip}:{plan.peer_port}"
         argv = [
@@ -120,6 +124,11 @@ class EtcdMember:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    @property
+    def exit_code(self) -> int | None:
+        """How it ended (-9: SIGKILL; -1: an adopted member, whose code nobody heard)."""
+        return self.proc.poll()
+
     def kill(self) -> None:
         """SIGKILL (a crash, as a test or a user asks for one)."""
         if self.alive():
@@ -136,6 +145,11 @@ class EtcdMember:
                 self.proc.wait(5)
 
 
+def cluster_of(plans: Sequence[MemberPlan]) -> str:
+    """etcd's --initial-cluster: `name=http://ip:port,...`."""
+    return ",".join(f"{p.name}=http://{p.peer_ip}:{p.peer_port}" for p in plans)
+
+
 def start_cluster(
     plans: Sequence[MemberPlan],
     log_dir: Path,
@@ -144,7 +158,7 @@ def start_cluster(
     client_url: str | None = None,
 ) -> list[EtcdMember]:
     """Start every member at once (they elect a leader together), wait until each is healthy."""
-    cluster = ",".join(f"{p.name}=http://{p.peer_ip}:{p.peer_port}" for p in plans)
+    cluster = cluster_of(plans)
     members = []
     try:
         for plan in plans:

@@ -7,6 +7,8 @@ import asyncio
 import base64
 import dataclasses
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -15,6 +17,7 @@ from netlab.errors import ApiError
 from netlab.etcdstore import EtcdClient, EtcdError, EtcdStore, endpoints_of
 from netlab.lab import Lab
 from netlab.realize.etcd import LoopbackEtcd, member_status
+from netlab.realize.etcdkeeper import BACKOFF_START, keep_down
 from tests.root.conftest import two_rack_builder, wait_for
 
 pytestmark = pytest.mark.root
@@ -121,11 +124,13 @@ def test_the_labs_own_etcd_cluster_survives_its_leader():
         (leader,) = _leader(members)
         committed = {p["metadata"]["name"] for p in lab.store.list("pods")[0]}
         revision = lab.store.revision
+        for member in members:  # or the supervisor starts them again (test_etcd_restarts)
+            keep_down(member.plan.data_dir, True)
         leader.kill()
         # the survivors elect a new leader; writes go on through them
         lab.scale("web", 4)
         assert wait_for(lambda: len([p for p in lab.pod_list() if p.owner == "web"]) == 4, 15)
-        survivors = [m for m in members if m is not leader]
+        survivors = [m for m in list(members) if m is not leader]
         client = EtcdClient([survivors[0].endpoint])
         kvs, now = client.range_prefix("/netlab/tcluster/pods/")
         assert now > revision
@@ -158,6 +163,20 @@ def _value(kv: dict) -> dict:
     return json.loads(base64.b64decode(kv["value"]))
 
 
+def status(name: str) -> dict[str, dict[str, str]]:
+    """`netlab etcd status` as {member: {column: value}} (columns cut where the header's start)."""
+    from tests.root.test_cli import netlab
+
+    header, *lines = netlab("--lab", name, "etcd", "status").stdout.splitlines()
+    starts = [i for i, c in enumerate(header) if c != " " and (i == 0 or header[i - 1] == " ")]
+    names = header.split()
+    table = {}
+    for line in lines:
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        table[cells[0]] = dict(zip(names, cells, strict=True))
+    return table
+
+
 def test_netlab_etcd_status_kill_and_reads(tmp_path):
     from tests.root.test_cli import LAB, netlab
 
@@ -165,21 +184,17 @@ def test_netlab_etcd_status_kill_and_reads(tmp_path):
     path.write_text(LAB.format(name="tcetcd"))
     netlab("up", "-d", "--store", "etcd", str(path))
     try:
-        status = netlab("--lab", "tcetcd", "etcd", "status").stdout
-        rows = [line.split() for line in status.splitlines()[1:]]
-        assert len(rows) == 3 and [r[2] for r in rows].count("leader") == 1, status
+        rows = status("tcetcd")
+        assert len(rows) == 3 and [r["STATE"] for r in rows.values()].count("leader") == 1, rows
+        assert {r["RESTARTS"] for r in rows.values()} == {"0"}
         read = netlab("--lab", "tcetcd", "etcd", "get", "pods/").stdout
         assert "linearizable" in read and "/netlab/tcetcd/pods/default/" in read
-        killed = netlab("--lab", "tcetcd", "etcd", "kill", "--member", "leader").stdout
-        victim = killed.split()[0]
+        victim = netlab("--lab", "tcetcd", "etcd", "kill", "--member", "leader", "--keep-down")
+        victim = victim.stdout.split()[0]
 
         def new_leader() -> bool:
-            rows = [
-                r.split()
-                for r in netlab("--lab", "tcetcd", "etcd", "status").stdout.splitlines()[1:]
-            ]
-            states = {r[0]: r[2] for r in rows}
-            return states.get(victim) == "down" and list(states.values()).count("leader") == 1
+            states = {name: r["STATE"] for name, r in status("tcetcd").items()}
+            return states.get(victim) == "kept down" and list(states.values()).count("leader") == 1
 
         assert wait_for(new_leader, 10, interval=0.2)
         # the lab goes on: a write through the new leader, then both kinds of read
@@ -198,3 +213,87 @@ def test_netlab_etcd_status_kill_and_reads(tmp_path):
         assert refused.returncode != 0 and "read failed" in refused.stderr
     finally:
         netlab("down", "--lab", "tcetcd")
+
+
+def test_etcd_restarts_a_killed_member_which_rejoins_and_votes(tmp_path):
+    """kubelet restarts a kubeadm cluster's etcd static pod; the lab's supervisor does the
+    same for its members, after a back-off, unless one is kept down on purpose."""
+    from netlab.etcdview import members
+    from netlab.paths import RUN_ROOT
+    from tests.root.test_cli import LAB, netlab
+
+    name = "tcrestart"
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(LAB.format(name=name))
+    netlab("up", "-d", "--store", "etcd", str(path))
+    endpoints = members(RUN_ROOT / name)
+
+    def leader_index() -> int:
+        (row,) = [r for r in status(name).values() if r["STATE"] == "leader"]
+        return int(row["RAFT-INDEX"])
+
+    def back(member: str, restarts: str, index: int) -> bool:
+        """Running again, healthy, and it has applied what the leader had at `index`."""
+        row = status(name)[member]
+        return (
+            row["STATE"] in ("leader", "follower")
+            and row["RESTARTS"] == restarts
+            and int(row["RAFT-INDEX"]) >= index
+        )
+
+    def voters() -> dict[str, bool]:
+        listing = EtcdClient(list(endpoints.values())).call("cluster/member/list", {})
+        return {m["name"]: not m.get("isLearner", False) for m in listing["members"]}
+
+    try:
+        assert wait_for(lambda: any(r["STATE"] == "leader" for r in status(name).values()), 10)
+        first = netlab("--lab", name, "etcd", "kill", "--member", "leader").stdout.split()[0]
+        assert wait_for(lambda: status(name)[first]["STATE"].startswith("restarting in"), 5, 0.1)
+        # meanwhile the other two elect a leader, and the lab writes through them
+        netlab("--lab", name, "scale", "deployment/web", "--replicas", "3")
+        index = leader_index()
+        assert wait_for(lambda: back(first, "1", index), 20, interval=0.3), status(name)
+        assert voters() == {m: True for m in endpoints}  # the same member, still voting
+        # the other two may not both be down: with one kept down, quorum needs `first`
+        second = next(m for m in endpoints if m != first)
+        netlab("--lab", name, "etcd", "kill", "--member", second, "--keep-down")
+        time.sleep(2 * BACKOFF_START + 1)  # longer than a restart would wait
+        assert status(name)[second]["STATE"] == "kept down"
+        assert status(name)[second]["PID"] == "-"
+        netlab("--lab", name, "scale", "deployment/web", "--replicas", "2")  # a quorum write
+        read = netlab("--lab", name, "etcd", "get", "deployments", "--values").stdout
+        assert '"replicas":2' in read and "linearizable" in read
+        # a new supervisor takes the lab over: the member it finds dead stays kept down
+        netlab("--lab", name, "detach")
+        assert status(name)[second]["STATE"] == "down (no supervisor restarts it)"
+        netlab("up", "-d", "--adopt", str(path))
+        assert wait_for(lambda: status(name)[second]["STATE"] == "kept down", 5, 0.2)
+        piped = subprocess.run(  # and a reader that leaves early ends `etcd get` quietly
+            f"{sys.executable} -m netlab.cli --lab {name} etcd get --values | true",
+            shell=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert piped.stderr == ""
+        started = netlab("--lab", name, "etcd", "start", "--member", second).stdout
+        assert f"{second} started" in started
+        index = leader_index()
+        assert wait_for(lambda: back(second, "1", index), 20, interval=0.3), status(name)
+        # the leader killed again (whichever it is now): back again, the cluster whole
+        again = netlab("--lab", name, "etcd", "kill", "--member", "leader").stdout.split()[0]
+        restarts = str(int(status(name)[again]["RESTARTS"]) + 1)
+        netlab("--lab", name, "scale", "deployment/web", "--replicas", "3")
+        index = leader_index()
+        assert wait_for(lambda: back(again, restarts, index), 30, interval=0.3), status(name)
+        rows = status(name)
+        assert [r["STATE"] for r in rows.values()].count("leader") == 1
+        assert sorted(r["RESTARTS"] for r in rows.values()) in (
+            ["0", "1", "2"],  # `again` was `first` or `second`
+            ["1", "1", "1"],
+        )
+        assert voters() == {m: True for m in endpoints}
+        pods = json.loads(netlab("--lab", name, "get", "pods", "-o", "json").stdout)["items"]
+        assert len(pods) == 3 and not any(p["metadata"].get("deletionTimestamp") for p in pods)
+    finally:
+        netlab("down", "--lab", name)
