@@ -114,6 +114,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("batch", "v1", "Job", "jobs", True, (), WRITE_VERBS),
     Resource("", "v1", "Service", "services", True, ("svc",), WRITE_VERBS),
     Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
+    Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     Resource(
         "",
         "v1",
