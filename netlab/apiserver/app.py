@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from netlab import __version__
 from netlab.apiserver import labroutes, logs, openapi, reads, streams
 from netlab.apiserver.base import ACTIONS, CLOSING, STORE, STREAMS, TASKS, Actions, status
+from netlab.apiserver.version import version_info
 from netlab.apiserver.writes import create_item, delete_item, get_scale, patch_item, write_scale
 from netlab.errors import ApiError
 from netlab.resources import Resource, discovery_documents
@@ -71,18 +71,7 @@ async def _openapi_v2(request: web.Request) -> web.Response:
 def _add_discovery(app: web.Application, store: Store) -> None:
     for path, doc in discovery_documents(store.resources).items():
         app.router.add_get(path, _static(doc))
-    version = {
-        "major": "1",
-        "minor": "30",
-        "gitVersion": "v1.30.0-netlab",
-        "gitCommit": __version__,
-        "gitTreeState": "clean",
-        "buildDate": "1970-01-01T00:00:00Z",
-        "goVersion": "python3",
-        "compiler": "cpython",
-        "platform": "linux/amd64",
-    }
-    app.router.add_get("/version", _static(version))
+    app.router.add_get("/version", _static(version_info()))
     root, by_path = openapi.documents(store.resources)
     app.router.add_get("/openapi/v3", _static(root))
     app.router.add_get("/openapi/v2", _openapi_v2)

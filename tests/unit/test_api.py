@@ -16,6 +16,7 @@ import pytest
 
 from netlab.apiserver.app import make_app
 from netlab.apiserver.runner import serve
+from netlab.apiserver.version import GIT_VERSION
 from netlab.client import LabClient, UnixHTTPConnection
 from netlab.errors import ApiError, LabNotFound
 from netlab.store import Store
@@ -137,7 +138,7 @@ def in_thread(target, *args) -> tuple[threading.Thread, list]:
 
 
 def test_discovery_documents(lab):
-    assert lab.raw("GET", "/version")[1]["gitVersion"] == "v1.30.0-netlab"
+    assert lab.raw("GET", "/version")[1]["gitVersion"] == GIT_VERSION
     assert lab.raw("GET", "/api")[1]["versions"] == ["v1"]
     groups = lab.raw("GET", "/apis")[1]
     assert groups["kind"] == "APIGroupList"
