@@ -27,6 +27,8 @@ SUBRESOURCES = {
 }
 """Every resource supports these; `delete` is added per row when the lab implements it."""
 
+ALL = ("all",)  # the category kubectl get all expands, on the kinds Kubernetes puts in it
+
 COMMON_FIELDS = ("metadata.name", "metadata.namespace")
 """Field selectors every resource supports."""
 
@@ -44,6 +46,7 @@ class Resource:
     verbs: tuple[str, ...] = READ_VERBS
     fields: tuple[str, ...] = ()  # extra field-selector paths, e.g. "spec.nodeName"
     subresources: tuple[str, ...] = ()  # e.g. "log" for pods
+    categories: tuple[str, ...] = ()  # e.g. "all": what `kubectl get all` lists
 
     @property
     def api_version(self) -> str:
@@ -99,6 +102,7 @@ RESOURCES: tuple[Resource, ...] = (
         verbs=WRITE_VERBS,
         fields=("spec.nodeName", "status.phase", "status.podIP"),
         subresources=("log",),
+        categories=ALL,
     ),
     Resource(
         "apps",
@@ -109,10 +113,11 @@ RESOURCES: tuple[Resource, ...] = (
         ("deploy",),
         (*READ_VERBS, "create", "delete", "patch"),
         subresources=("scale",),
+        categories=ALL,
     ),
-    Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",)),
-    Resource("batch", "v1", "Job", "jobs", True, (), WRITE_VERBS),
-    Resource("", "v1", "Service", "services", True, ("svc",), WRITE_VERBS),
+    Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), categories=ALL),
+    Resource("batch", "v1", "Job", "jobs", True, (), WRITE_VERBS, categories=ALL),
+    Resource("", "v1", "Service", "services", True, ("svc",), WRITE_VERBS, categories=ALL),
     Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
     Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     Resource(
@@ -233,6 +238,7 @@ def discovery_documents(table: ResourceTable) -> dict[str, dict]:
                     "kind": res.kind,
                     "verbs": list(res.verbs),
                     "shortNames": list(res.short_names),
+                    **({"categories": list(res.categories)} if res.categories else {}),
                 }
             )
             entries += [

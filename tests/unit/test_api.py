@@ -151,6 +151,14 @@ def test_discovery_documents(lab):
     assert apps["groupVersion"] == "apps/v1"
     assert apps["resources"][0]["kind"] == "Deployment"
     assert lab.client.healthz() is True
+    # kubectl get all: the kinds Kubernetes puts in the "all" category, and only those
+    listed = [
+        r
+        for path in ("/api/v1", "/apis/apps/v1", "/apis/batch/v1", "/apis/discovery.k8s.io/v1")
+        for r in lab.raw("GET", path)[1]["resources"]
+    ]
+    in_all = {r["name"] for r in listed if "all" in r.get("categories", [])}
+    assert in_all == {"pods", "services", "deployments", "replicasets", "jobs"}
 
 
 def test_list_and_get_shapes(lab):
