@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from netlab.apiserver import labroutes, logs, openapi, reads, streams
+from netlab.apiserver import health, labroutes, logs, metrics, openapi, reads, streams
 from netlab.apiserver.base import ACTIONS, CLOSING, STORE, STREAMS, TASKS, Actions, status
 from netlab.apiserver.version import version_info
 from netlab.apiserver.writes import create_item, delete_item, get_scale, patch_item, write_scale
@@ -77,8 +77,7 @@ def _add_discovery(app: web.Application, store: Store) -> None:
     app.router.add_get("/openapi/v2", _openapi_v2)
     for path, doc in by_path.items():
         app.router.add_get(f"/openapi/v3/{path}", _static(doc))
-    for path in ("/healthz", "/livez", "/readyz"):
-        app.router.add_get(path, _static("ok"))
+    health.add_routes(app)
 
 
 # -- resources -------------------------------------------------------------------
@@ -116,7 +115,9 @@ async def _on_shutdown(app: web.Application) -> None:
 def make_app(store: Store, actions: Actions, middlewares: Sequence = ()) -> web.Application:
     """The lab API application over `store`, calling `actions` for deletes, logs and shutdown.
     `middlewares` run first (the TLS endpoint's authentication)."""
-    app = web.Application(middlewares=[*middlewares, _errors])
+    counted = metrics.Metrics()
+    app = web.Application(middlewares=[*middlewares, metrics.middleware(counted), _errors])
+    metrics.add_routes(app, counted)
     app[STORE], app[ACTIONS] = store, actions
     app[STREAMS], app[TASKS], app[CLOSING] = set(), set(), asyncio.Event()
     _add_discovery(app, store)
