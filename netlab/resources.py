@@ -28,6 +28,7 @@ SUBRESOURCES = {
 """Every resource supports these; `delete` is added per row when the lab implements it."""
 
 ALL = ("all",)  # the category kubectl get all expands, on the kinds Kubernetes puts in it
+REVIEW_VERBS = ("create",)  # a review is posted and answered, never stored or listed
 
 COMMON_FIELDS = ("metadata.name", "metadata.namespace")
 """Field selectors every resource supports."""
@@ -52,6 +53,11 @@ class Resource:
     def api_version(self) -> str:
         """`v1` for the core group, `group/version` otherwise (`apps/v1`)."""
         return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def stored(self) -> bool:
+        """False for the kinds that are answered and never kept (the reviews)."""
+        return "get" in self.verbs
 
     @property
     def singular(self) -> str:
@@ -166,7 +172,14 @@ RESOURCES: tuple[Resource, ...] = (
         ("rlp",),
         WRITE_VERBS,
     ),
-)
+    # answered, never stored (apiserver/reviews.py): who am I, what may I do
+    Resource("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False,
+             verbs=REVIEW_VERBS),
+    Resource("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
+             False, verbs=REVIEW_VERBS),
+    Resource("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews",
+             False, verbs=REVIEW_VERBS),
+)  # fmt: skip
 MESH_RESOURCES = ("virtualservices", "destinationrules", "ratelimitpolicies")
 
 

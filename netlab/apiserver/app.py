@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from netlab.apiserver import health, labroutes, logs, metrics, openapi, reads, streams
+from netlab.apiserver import health, labroutes, logs, metrics, openapi, reads, reviews, streams
 from netlab.apiserver.base import ACTIONS, CLOSING, STORE, STREAMS, TASKS, Actions, status
 from netlab.apiserver.version import version_info
 from netlab.apiserver.writes import create_item, delete_item, get_scale, patch_item, write_scale
@@ -85,6 +85,8 @@ def _add_discovery(app: web.Application, store: Store) -> None:
 
 def _add_resource(app: web.Application, res: Resource) -> None:
     """Collection, item (and subresource) routes for one table row."""
+    if not res.stored:  # a review: answered by apiserver.reviews
+        return
     prefix = f"{res.base_path}/namespaces/{{namespace}}" if res.namespaced else res.base_path
     collection = f"{prefix}/{res.plural}"
     app.router.add_get(collection, functools.partial(reads.get_collection, res=res))
@@ -123,6 +125,7 @@ def make_app(store: Store, actions: Actions, middlewares: Sequence = ()) -> web.
     _add_discovery(app, store)
     for res in store.resources:
         _add_resource(app, res)
+    reviews.add_routes(app, list(store.resources))
     entry = getattr(actions, "exec_entry", None)
     if entry is not None:  # kubectl exec (WebSocket); POST: SPDY, refused with a reason
         handler = streams.make_handler(entry)

@@ -46,10 +46,11 @@ def group_version_document(resources: list[Resource]) -> dict:
     for res in resources:
         base = f"{res.base_path}/namespaces/{{namespace}}" if res.namespaced else res.base_path
         collection, item = f"{base}/{res.plural}", f"{base}/{res.plural}/{{name}}"
-        paths[collection] = {"get": _operation(res, "list", False)}
+        paths[collection] = {"get": _operation(res, "list", False)} if res.stored else {}
         if "create" in res.verbs:
             paths[collection]["post"] = _operation(res, "post", True)
-        paths[item] = {"get": _operation(res, "get", False)}
+        if res.stored:
+            paths[item] = {"get": _operation(res, "get", False)}
         if "patch" in res.verbs:
             paths[item]["patch"] = _operation(res, "patch", True)
             paths[item]["put"] = _operation(res, "put", True)
