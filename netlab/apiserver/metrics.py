@@ -37,6 +37,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 APPLY_PATCH = "application/apply-patch+yaml"
 CONNECT_SUBRESOURCES = ("exec", "attach", "portforward", "proxy")
 NAMESPACE_SUBRESOURCES = ("status", "finalize")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")  # others: "other"
 REQUEST_LABELS = ("verb", "dry_run", "group", "version", "resource", "subresource", "scope")
 
 
@@ -72,7 +73,7 @@ def request_info(
     (CleanVerb, CleanScope) would give them. `path` is the route's template
     (`/api/v1/namespaces/{namespace}/pods/{name}`) or, for a path no route matched,
     "" (nothing of it is recorded)."""
-    method = method.upper()
+    method = method.upper() if method.upper() in METHODS else "other"  # as kube-apiserver
     dry_run = "All" if query.get("dryRun") else ""
     parts = [p for p in path.split("/") if p]
     if len(parts) >= 2 and parts[0] == "api":

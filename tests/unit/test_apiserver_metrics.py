@@ -64,6 +64,7 @@ POD = PODS + "/{name}"
         ("GET", "/apis/apps/v1", {}, "", RequestInfo("GET", subresource="/apis/apps/v1")),
         ("GET", "/api", {}, "", RequestInfo("GET", subresource="/api")),
         ("GET", "", {}, "", RequestInfo("GET")),  # no route matched: nothing of the path
+        ("BREW", "", {}, "", RequestInfo("other")),  # nor of a method no server knows
     ],
 )  # fmt: skip
 def test_request_labels_as_kube_apiserver_gives_them(method, path, query, content_type, expected):
