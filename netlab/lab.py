@@ -445,6 +445,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 rt.plan.node,
                 rt.status.ready and not rt.deleted,
                 rt.plan.template.containers,
+                terminating=rt.deleted,
             )
             for rt in self.pods.values()
         ]

@@ -208,6 +208,10 @@ class LabActions:
             raise ApiError(400, f"container {container} is not valid for pod {pod}")
         return self.lab.log_path(runtime.plan, container)
 
+    def ready(self) -> bool:
+        """Built and not stopping: its controllers run (/readyz)."""
+        return self.lab.controllers is not None and not self.lab.stopping
+
     def topology(self) -> dict:
         lab = self.lab
         with lab.lock:

@@ -90,7 +90,7 @@ def _empty(lab: Any, name: str) -> None:
             _quietly(lab.delete_policy, plural, policy["metadata"]["name"], name)
     for pod in store.list("pods", name)[0]:
         _quietly(lab.delete_pod, pod["metadata"]["name"], name)
-    for plural in ("replicasets", "events", "endpoints"):
+    for plural in ("replicasets", "events", "endpoints", "endpointslices"):
         for obj in store.list(plural, name)[0]:
             _quietly(store.delete, plural, name, obj["metadata"]["name"])
 

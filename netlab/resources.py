@@ -27,6 +27,9 @@ SUBRESOURCES = {
 }
 """Every resource supports these; `delete` is added per row when the lab implements it."""
 
+ALL = ("all",)  # the category kubectl get all expands, on the kinds Kubernetes puts in it
+REVIEW_VERBS = ("create",)  # a review is posted and answered, never stored or listed
+
 COMMON_FIELDS = ("metadata.name", "metadata.namespace")
 """Field selectors every resource supports."""
 
@@ -44,11 +47,17 @@ class Resource:
     verbs: tuple[str, ...] = READ_VERBS
     fields: tuple[str, ...] = ()  # extra field-selector paths, e.g. "spec.nodeName"
     subresources: tuple[str, ...] = ()  # e.g. "log" for pods
+    categories: tuple[str, ...] = ()  # e.g. "all": what `kubectl get all` lists
 
     @property
     def api_version(self) -> str:
         """`v1` for the core group, `group/version` otherwise (`apps/v1`)."""
         return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def stored(self) -> bool:
+        """False for the kinds that are answered and never kept (the reviews)."""
+        return "get" in self.verbs
 
     @property
     def singular(self) -> str:
@@ -99,6 +108,7 @@ RESOURCES: tuple[Resource, ...] = (
         verbs=WRITE_VERBS,
         fields=("spec.nodeName", "status.phase", "status.podIP"),
         subresources=("log",),
+        categories=ALL,
     ),
     Resource(
         "apps",
@@ -109,11 +119,13 @@ RESOURCES: tuple[Resource, ...] = (
         ("deploy",),
         WRITE_VERBS,
         subresources=("scale",),
+        categories=ALL,
     ),
-    Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",)),
-    Resource("batch", "v1", "Job", "jobs", True, (), WRITE_VERBS),
-    Resource("", "v1", "Service", "services", True, ("svc",), WRITE_VERBS),
+    Resource("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), categories=ALL),
+    Resource("batch", "v1", "Job", "jobs", True, (), WRITE_VERBS, categories=ALL),
+    Resource("", "v1", "Service", "services", True, ("svc",), WRITE_VERBS, categories=ALL),
     Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
+    Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     Resource(
         "",
         "v1",
@@ -160,7 +172,14 @@ RESOURCES: tuple[Resource, ...] = (
         ("rlp",),
         WRITE_VERBS,
     ),
-)
+    # answered, never stored (apiserver/reviews.py): who am I, what may I do
+    Resource("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False,
+             verbs=REVIEW_VERBS),
+    Resource("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
+             False, verbs=REVIEW_VERBS),
+    Resource("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews",
+             False, verbs=REVIEW_VERBS),
+)  # fmt: skip
 MESH_RESOURCES = ("virtualservices", "destinationrules", "ratelimitpolicies")
 
 
@@ -232,6 +251,7 @@ def discovery_documents(table: ResourceTable) -> dict[str, dict]:
                     "kind": res.kind,
                     "verbs": list(res.verbs),
                     "shortNames": list(res.short_names),
+                    **({"categories": list(res.categories)} if res.categories else {}),
                 }
             )
             entries += [

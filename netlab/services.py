@@ -3,7 +3,7 @@
 Endpoints are the ready pods a Service's selector matches, with each Service
 port's targetPort resolved against the pod's containers. Every change is
 published to the store (Service and Endpoints objects, which the lab's DNS
-server watches) and programmed into every node as one nftables transaction
+server watches, and the EndpointSlices kubectl and kube-proxy read) and programmed into every node as one nftables transaction
 (strict round-robin DNAT; see netlab.plan.proxy).
 """
 
@@ -17,7 +17,8 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from netlab import objects
-from netlab.errors import NotFound
+from netlab.endpointslices import SERVICE_NAME_LABEL, endpoint_slices
+from netlab.errors import ApiError, NotFound
 from netlab.plan import PodPlan
 from netlab.plan.proxy import Endpoint, Ruleset, ServiceRule, render, teardown, transaction
 from netlab.plan.services import allocate_cluster_ips, resolve_target_port
@@ -41,6 +42,7 @@ class Candidate:
     node: str
     ready: bool
     containers: Sequence[ContainerSpec]
+    terminating: bool = False  # being deleted (its slice endpoint says so)
 
 
 def selects(service: ServiceSpec, pod: Candidate | PodPlan) -> bool:
@@ -162,6 +164,7 @@ class Services:
         self.specs: dict[Key, ServiceSpec] = {}
         self.vips: dict[Key, IPv4Address] = {}
         self.subsets: dict[Key, list[dict]] = {}
+        self.slices: dict[Key, list[dict]] = {}  # the EndpointSlices last written
         self.ruleset: Ruleset | None = None
         self.last_sync_ms = 0.0
 
@@ -203,6 +206,11 @@ class Services:
             if key in vips:
                 self.vips[key] = IPv4Address(vips[key])
         self.ruleset = None
+        self.slices = {}
+        for obj in self.store.list("endpointslices")[0]:  # the next sync replaces them
+            meta = obj["metadata"]
+            key = (meta["namespace"], meta["labels"].get(SERVICE_NAME_LABEL, ""))
+            self.slices.setdefault(key, []).append({"metadata": {"name": meta["name"]}})
 
     def remove(self, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -211,6 +219,7 @@ class Services:
         del self.specs[key]
         self.vips.pop(key, None)
         self.subsets.pop(key, None)
+        self._write_slices(key, [])
         self.store.delete("endpoints", namespace, name)
         self.store.delete("services", namespace, name)
 
@@ -229,6 +238,7 @@ class Services:
         activator as its endpoint, on `activator_port`, as Knative's do."""
         started = time.perf_counter()
         rules: list[ServiceRule] = []
+        terminating = {(p.namespace, p.name) for p in pods if p.terminating}
         for key, service in self.specs.items():
             subsets = endpoint_subsets(service, pods)
             if (
@@ -240,6 +250,9 @@ class Services:
             if key not in self.subsets or self.subsets[key] != subsets:
                 self.subsets[key] = subsets
                 self.store.apply(objects.endpoints_object(service, subsets))
+            slices = endpoint_slices(*key, subsets, service.labels, terminating)
+            if self.slices.get(key) != slices:
+                self._write_slices(key, slices)
             if key in self.vips:
                 rules += service_rules(service, self.vips[key], subsets)
         desired = render(rules)
@@ -254,6 +267,25 @@ class Services:
                     nftables.apply(path, full)
         self.ruleset = desired
         self.last_sync_ms = (time.perf_counter() - started) * 1000
+
+    def _write_slices(self, key: Key, slices: list[dict]) -> None:
+        """Write a Service's EndpointSlices (the store skips unchanged ones) and
+        delete those it no longer has."""
+        for obj in slices:
+            self.store.apply(obj)
+        kept = {obj["metadata"]["name"] for obj in slices}
+        for old in self.slices.get(key, []):
+            name = old["metadata"]["name"]
+            if name not in kept:
+                try:
+                    self.store.delete("endpointslices", key[0], name)
+                except ApiError as exc:  # gone already (a namespace deleted under it)
+                    if exc.status != 404:
+                        raise
+        if slices:
+            self.slices[key] = slices
+        else:
+            self.slices.pop(key, None)
 
     def program_node(self, path: str) -> None:
         """A node that joined gets the whole current state."""

@@ -198,6 +198,24 @@ def _endpoints_row(ep: dict[str, Any], wide: bool) -> list[str]:
     return row
 
 
+def _first_three(items: list[str]) -> str:
+    """kubectl's list of at most three, then `+ N more...`; `<unset>` if empty."""
+    shown = ",".join(items[:3]) + (f" + {len(items) - 3} more..." if len(items) > 3 else "")
+    return shown or "<unset>"
+
+
+def _endpoint_slice_row(eps: dict[str, Any], wide: bool) -> list[str]:
+    ports = [str(p.get("port", p.get("name") or "*")) for p in eps.get("ports") or []]
+    addresses = [a for e in eps.get("endpoints") or [] for a in e.get("addresses", [])]
+    return [
+        eps["metadata"]["name"],
+        eps.get("addressType", ""),
+        _first_three(ports),
+        _first_three(addresses),
+        age(eps["metadata"].get("creationTimestamp")),
+    ]
+
+
 def _virtual_service_row(vs: dict[str, Any], wide: bool) -> list[str]:
     spec = vs.get("spec", {})
     row = [
@@ -320,6 +338,11 @@ COLUMNS = {
         _service_row,
     ),
     "endpoints": (["NAME", "ENDPOINTS", "AGE"], ["NOT-READY"], _endpoints_row),
+    "endpointslices": (
+        ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
+        [],
+        _endpoint_slice_row,
+    ),
     "events": (
         ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
         ["SOURCE", "COUNT"],

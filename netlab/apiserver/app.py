@@ -14,9 +14,19 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from netlab import __version__
-from netlab.apiserver import fieldvalidation, labroutes, logs, openapi, reads, streams
+from netlab.apiserver import (
+    fieldvalidation,
+    health,
+    labroutes,
+    logs,
+    metrics,
+    openapi,
+    reads,
+    reviews,
+    streams,
+)
 from netlab.apiserver.base import ACTIONS, CLOSING, STORE, STREAMS, TASKS, Actions, status
+from netlab.apiserver.version import version_info
 from netlab.apiserver.writes import (
     create_item,
     delete_item,
@@ -76,21 +86,9 @@ def _static(doc: dict | str) -> Callable[[web.Request], Awaitable[web.Response]]
 def _add_discovery(app: web.Application, store: Store) -> None:
     for path, doc in discovery_documents(store.resources).items():
         app.router.add_get(path, _static(doc))
-    version = {
-        "major": "1",
-        "minor": "30",
-        "gitVersion": "v1.30.0-netlab",
-        "gitCommit": __version__,
-        "gitTreeState": "clean",
-        "buildDate": "1970-01-01T00:00:00Z",
-        "goVersion": "python3",
-        "compiler": "cpython",
-        "platform": "linux/amd64",
-    }
-    app.router.add_get("/version", _static(version))
+    app.router.add_get("/version", _static(version_info()))
     openapi.add_routes(app, store.resources)
-    for path in ("/healthz", "/livez", "/readyz"):
-        app.router.add_get(path, _static("ok"))
+    health.add_routes(app)
 
 
 # -- resources -------------------------------------------------------------------
@@ -98,6 +96,8 @@ def _add_discovery(app: web.Application, store: Store) -> None:
 
 def _add_resource(app: web.Application, res: Resource) -> None:
     """Collection, item (and subresource) routes for one table row."""
+    if not res.stored:  # a review: answered by apiserver.reviews
+        return
     prefix = f"{res.base_path}/namespaces/{{namespace}}" if res.namespaced else res.base_path
     collection = f"{prefix}/{res.plural}"
     app.router.add_get(collection, functools.partial(reads.get_collection, res=res))
@@ -133,12 +133,15 @@ async def _on_shutdown(app: web.Application) -> None:
 def make_app(store: Store, actions: Actions, middlewares: Sequence = ()) -> web.Application:
     """The lab API application over `store`, calling `actions` for deletes, logs and shutdown.
     `middlewares` run first (the TLS endpoint's authentication)."""
-    app = web.Application(middlewares=[*middlewares, _errors])
+    counted = metrics.Metrics()
+    app = web.Application(middlewares=[*middlewares, metrics.middleware(counted), _errors])
+    metrics.add_routes(app, counted)
     app[STORE], app[ACTIONS] = store, actions
     app[STREAMS], app[TASKS], app[CLOSING] = set(), set(), asyncio.Event()
     _add_discovery(app, store)
     for res in store.resources:
         _add_resource(app, res)
+    reviews.add_routes(app, list(store.resources))
     entry = getattr(actions, "exec_entry", None)
     if entry is not None:  # kubectl exec (WebSocket); POST: SPDY, refused with a reason
         handler = streams.make_handler(entry)

@@ -153,3 +153,24 @@ def auth_middleware(token: str) -> Callable:
         return web.json_response(status(401, "Unauthorized", "Unauthorized"), status=401)
 
     return authenticate
+
+
+SIGNED_IN = "system:authenticated"  # the group kube-apiserver adds to every authenticated user
+
+
+def user_of(request: web.Request) -> dict:
+    """Who made a request (`authentication.k8s.io/v1` UserInfo), as the authentication
+    middleware let it in: the subject of its client certificate (CN the user, each O
+    a group), the lab's admin for the token, root for the unix socket."""
+    transport = request.transport
+    if transport is None or transport.get_extra_info("sslcontext") is None:
+        return {"username": "root", "groups": ["system:masters", SIGNED_IN]}
+    cert = transport.get_extra_info("peercert")
+    if not cert:  # in through the token, which stands for the lab's admin
+        return {"username": ADMIN_USER, "groups": ["system:masters", SIGNED_IN]}
+    names: dict[str, list[str]] = {}
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            names.setdefault(key, []).append(value)
+    groups = [*names.get("organizationName", []), SIGNED_IN]
+    return {"username": (names.get("commonName") or [""])[0], "groups": groups}

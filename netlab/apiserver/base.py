@@ -73,6 +73,9 @@ class Actions(Protocol):
         """Racks, routers, nodes and their namespaces (objects.topology_object)."""
         ...
 
+    # optional: `ready() -> bool`, the lab is built and not stopping (/readyz); a lab
+    # without it is ready whenever its API answers
+
 
 def flag(request: web.Request, name: str) -> bool:
     """A boolean query parameter as Kubernetes parses it; 400 if it is neither."""

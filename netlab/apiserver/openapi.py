@@ -99,10 +99,13 @@ def group_version_document(resources: list[Resource]) -> dict:
         wanted += [list_name] if list_name else []
         base = f"{res.base_path}/namespaces/{{namespace}}" if res.namespaced else res.base_path
         collection, item = f"{base}/{res.plural}", f"{base}/{res.plural}/{{name}}"
-        paths[collection] = {"get": _operation(res, "list", False, list_name)}
+        if res.stored:
+            paths[collection] = {"get": _operation(res, "list", False, list_name)}
+            paths[item] = {"get": _operation(res, "get", False, name)}
+        else:
+            paths[collection] = {}
         if "create" in res.verbs:
             paths[collection]["post"] = _operation(res, "post", True, name)
-        paths[item] = {"get": _operation(res, "get", False, name)}
         if "patch" in res.verbs:
             patch = _operation(res, "patch", True, name)
             patch["requestBody"] = {

@@ -1,6 +1,7 @@
 """Kubernetes' protobuf encoding, read for the objects kubectl's generators send
-(`kubectl create namespace|deployment|service|job NAME ...`): client-go's typed
-clients write protobuf, and kubectl has no flag to ask for JSON.
+(`kubectl create namespace|deployment|service|job NAME ...`) and the reviews of
+`kubectl auth`: client-go's typed clients write protobuf, and kubectl has no flag to
+ask for JSON.
 
 A body is the 4 bytes `k8s\\0` and a `runtime.Unknown` (typeMeta = 1 {apiVersion = 1,
 kind = 2}, raw = 2, contentEncoding = 3, contentType = 4); `raw` is the object, in the
@@ -78,6 +79,20 @@ JOB_SPEC = {
     7: ("backoffLimit", "int"),
     6: ("template", POD_TEMPLATE),
 }
+RESOURCE_ATTRIBUTES = {
+    1: ("namespace", "string"),
+    2: ("verb", "string"),
+    3: ("group", "string"),
+    4: ("version", "string"),
+    5: ("resource", "string"),
+    6: ("subresource", "string"),
+    7: ("name", "string"),
+}
+ACCESS_REVIEW_SPEC = {
+    1: ("resourceAttributes", RESOURCE_ATTRIBUTES),
+    2: ("nonResourceAttributes", {1: ("path", "string"), 2: ("verb", "string")}),
+}
+USER_INFO = {1: ("username", "string"), 2: ("uid", "string"), 3: ("groups", ["string"])}
 EMPTY: dict = {}
 KINDS = {
     "Namespace": {1: ("metadata", OBJECT_META), 2: ("spec", EMPTY), 3: ("status", EMPTY)},
@@ -88,6 +103,21 @@ KINDS = {
     },
     "Service": {1: ("metadata", OBJECT_META), 2: ("spec", SERVICE_SPEC), 3: ("status", EMPTY)},
     "Job": {1: ("metadata", OBJECT_META), 2: ("spec", JOB_SPEC), 3: ("status", EMPTY)},
+    # the reviews kubectl auth posts (apiserver/reviews.py); a status sent is not read
+    "SelfSubjectReview": {
+        1: ("metadata", OBJECT_META),
+        2: ("status", {1: ("userInfo", USER_INFO)}),
+    },
+    "SelfSubjectAccessReview": {
+        1: ("metadata", OBJECT_META),
+        2: ("spec", ACCESS_REVIEW_SPEC),
+        3: ("status", EMPTY),
+    },
+    "SelfSubjectRulesReview": {
+        1: ("metadata", OBJECT_META),
+        2: ("spec", {1: ("namespace", "string")}),
+        3: ("status", EMPTY),
+    },
 }
 UNKNOWN = {
     1: ("typeMeta", {1: ("apiVersion", "string"), 2: ("kind", "string")}),

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from netlab.apiserver import tables
 from netlab.apiserver.base import CLOSING, STORE, STREAMS, flag, gone, int_query, status
+from netlab.apiserver.metrics import watch_events_sent
 from netlab.errors import ApiError
 from netlab.resources import Resource
 from netlab.store import parse_revision
@@ -105,7 +106,9 @@ async def serve_watch(request, res, namespace, labels, fields) -> web.StreamResp
     try:
         await response.prepare(request)
         await response.write(b"")  # send the headers now: the watch is established
-        data = b"".join(encode(e) for e in watch.take_initial())
+        initial = watch.take_initial()
+        watch_events_sent(request, res, len(initial))
+        data = b"".join(encode(e) for e in initial)
         if initial_end:
             data += _bookmark(res, watch.cursor, initial_end=True)
         if data:
@@ -128,6 +131,7 @@ async def serve_watch(request, res, namespace, labels, fields) -> web.StreamResp
                 break
             if batch:
                 await response.write(b"".join(encode(e) for e in batch))
+                watch_events_sent(request, res, len(batch))
                 sent = watch.cursor
                 now = loop.time()
                 if now - last_batch < STORM_GAP:  # events keep coming (a lab starting):

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RELEASE = "1.35"
+from netlab.apiserver.version import MAJOR, MINOR
+
+RELEASE = f"{MAJOR}.{MINOR}"  # the schemas of the release the server says it is (version.py)
 """The Kubernetes release whose schemas the lab serves (the one kubectl 1.35 knows);
 the newest one shipped if the package no longer has it."""
 

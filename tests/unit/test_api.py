@@ -16,6 +16,7 @@ import pytest
 
 from netlab.apiserver.app import make_app
 from netlab.apiserver.runner import serve
+from netlab.apiserver.version import GIT_VERSION
 from netlab.client import LabClient, UnixHTTPConnection
 from netlab.errors import ApiError, LabNotFound
 from netlab.store import Store
@@ -137,7 +138,7 @@ def in_thread(target, *args) -> tuple[threading.Thread, list]:
 
 
 def test_discovery_documents(lab):
-    assert lab.raw("GET", "/version")[1]["gitVersion"] == "v1.30.0-netlab"
+    assert lab.raw("GET", "/version")[1]["gitVersion"] == GIT_VERSION
     assert lab.raw("GET", "/api")[1]["versions"] == ["v1"]
     groups = lab.raw("GET", "/apis")[1]
     assert groups["kind"] == "APIGroupList"
@@ -150,6 +151,14 @@ def test_discovery_documents(lab):
     assert apps["groupVersion"] == "apps/v1"
     assert apps["resources"][0]["kind"] == "Deployment"
     assert lab.client.healthz() is True
+    # kubectl get all: the kinds Kubernetes puts in the "all" category, and only those
+    listed = [
+        r
+        for path in ("/api/v1", "/apis/apps/v1", "/apis/batch/v1", "/apis/discovery.k8s.io/v1")
+        for r in lab.raw("GET", path)[1]["resources"]
+    ]
+    in_all = {r["name"] for r in listed if "all" in r.get("categories", [])}
+    assert in_all == {"pods", "services", "deployments", "replicasets", "jobs"}
 
 
 def test_list_and_get_shapes(lab):

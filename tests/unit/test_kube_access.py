@@ -109,7 +109,7 @@ def test_openapi_v3_shows_field_validation_on_every_write():
     assert [p["name"] for p in patch["parameters"]] == ["dryRun", "fieldValidation"]
     # kubectl checks a kind's PATCH: every kind it can apply has one
     for res in DEFAULT_TABLE:
-        if "create" in res.verbs:
+        if "create" in res.verbs and res.stored:  # reviews are answered, not applied
             doc = docs["api/v1" if res.api_version == "v1" else f"apis/{res.api_version}"]
             assert any("patch" in item for item in doc["paths"].values()), res.kind
 
