@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from netlab import __version__
-from netlab.apiserver import labroutes, logs, openapi, reads, streams
+from netlab.apiserver import labroutes, logs, openapi, portforward, reads, streams
 from netlab.apiserver.base import ACTIONS, CLOSING, STORE, STREAMS, TASKS, Actions, status
 from netlab.apiserver.writes import create_item, delete_item, get_scale, patch_item, write_scale
 from netlab.errors import ApiError
@@ -138,6 +138,11 @@ def make_app(store: Store, actions: Actions, middlewares: Sequence = ()) -> web.
         handler = streams.make_handler(entry)
         app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}/exec", handler)
         app.router.add_post("/api/v1/namespaces/{namespace}/pods/{name}/exec", handler)
+    dialer_for = getattr(actions, "port_dialer", None)
+    if dialer_for is not None:  # kubectl port-forward (WebSocket); POST: SPDY, refused
+        handler = portforward.make_handler(dialer_for)
+        app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}/portforward", handler)
+        app.router.add_post("/api/v1/namespaces/{namespace}/pods/{name}/portforward", handler)
     labroutes.add_routes(app)
     app.on_shutdown.append(_on_shutdown)
     return app
