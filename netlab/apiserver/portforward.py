@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import WSMsgType, web
 
 from netlab.apiserver import spdy
-from netlab.apiserver.base import STREAMS
+from netlab.apiserver.base import STORE, STREAMS
 from netlab.apiserver.streams import channel_frame
 from netlab.errors import ApiError
 
@@ -47,8 +47,9 @@ Send = Callable[[bytes], Awaitable[None]]
 
 
 def forward_error(port: int, pod: str, exc: BaseException) -> str:
-    """What kubelet writes on the error stream when a port cannot be reached."""
-    return f"error forwarding port {port} to pod {pod}, uid : {exc}"
+    """What kubelet writes on the error stream when a port cannot be reached (`pod` is
+    `NAME, uid UID` there)."""
+    return f"error forwarding port {port} to pod {pod}: {exc}"
 
 
 def parse_ports(values: list[str]) -> list[int]:
@@ -70,6 +71,7 @@ def make_handler(dialer_for: DialerFor) -> Callable[[web.Request], Awaitable[web
     async def handle(request: web.Request) -> web.StreamResponse:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         dial = await dialer_for(namespace, name)  # 404 before any upgrade
+        pod = f"{name}, uid {_uid(request, namespace, name)}"
         upgrade = request.headers.get("Upgrade", "").lower()
         if upgrade.startswith("spdy"):
             raise ApiError(
@@ -96,15 +98,22 @@ def make_handler(dialer_for: DialerFor) -> Callable[[web.Request], Awaitable[web
         request.app[STREAMS].add(closing)
         try:
             if ports is None:
-                await _tunnel(ws, SpdyPortForward(ws.send_bytes, dial, name))
+                await _tunnel(ws, SpdyPortForward(ws.send_bytes, dial, pod))
             else:
-                await ChannelPortForward(ws, dial, name, ports).run()
+                await ChannelPortForward(ws, dial, pod, ports).run()
         finally:
             request.app[STREAMS].discard(closing)
             await ws.close()
         return ws
 
     return handle
+
+
+def _uid(request: web.Request, namespace: str, name: str) -> str:
+    try:
+        return request.app[STORE].get("pods", namespace, name)["metadata"].get("uid", "")
+    except ApiError:
+        return ""
 
 
 async def _tunnel(ws: web.WebSocketResponse, session: SpdyPortForward) -> None:

@@ -183,7 +183,7 @@ def test_python_clients_portforward_to_a_closed_port_gets_the_error(core, echo):
     sock = pf.socket(port)
     sock.settimeout(10)
     assert sock.recv(10) == b""  # closed by the proxy once the error arrived
-    assert f"error forwarding port {port} to pod p" in pf.error(port)
+    assert f"error forwarding port {port} to pod p, uid " in pf.error(port)
 
 
 # -- port-forward: SPDY through the WebSocket (kubectl 1.30+) ------------------------------
@@ -268,7 +268,7 @@ def test_spdy_tunnel_reports_a_refused_port_on_the_error_stream(server):
 
     error, data, seen = asyncio.run(_tunnel(server, body))
     message = b"".join(f.data for f in seen if isinstance(f, spdy.Data) and f.stream_id == error)
-    assert message.decode().startswith(f"error forwarding port {port} to pod p")
+    assert message.decode().startswith(f"error forwarding port {port} to pod p, uid ")
 
 
 def test_a_stream_without_a_known_type_is_reset(server):
