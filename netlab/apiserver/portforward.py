@@ -138,6 +138,14 @@ class _Forward:
         self.inbound: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUED)
         self.task: asyncio.Task | None = None
         self.sock: socket.socket | None = None
+        self.done = False
+
+    def stop_inbound(self) -> None:
+        """No more bytes for the pod: drop what waits, so a reader blocked on the full
+        queue goes on (and later frames of the stream are ignored)."""
+        self.done = True
+        while not self.inbound.empty():
+            self.inbound.get_nowait()
 
 
 class SpdyPortForward:
@@ -174,7 +182,7 @@ class SpdyPortForward:
     async def _on_frame(self, frame: spdy.Frame) -> None:
         if isinstance(frame, spdy.Data):
             forward = self.streams.get(frame.stream_id)
-            if forward is not None and frame.stream_id == forward.data:
+            if forward is not None and frame.stream_id == forward.data and not forward.done:
                 if frame.data:
                     await forward.inbound.put(frame.data)
                 if frame.fin:
@@ -234,6 +242,7 @@ class SpdyPortForward:
 
     async def _finish(self, request: str, forward: _Forward, problem: str) -> None:
         """End of the data stream (FIN), the error stream (its message, FIN), and both."""
+        forward.stop_inbound()
         await self._send(lambda: self.writer.data(forward.data, b"", fin=True))
         if problem:
             await self._send(lambda: self.writer.data(forward.error, problem.encode()))

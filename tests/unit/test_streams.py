@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import threading
+import time
 
 import aiohttp
 import pytest
@@ -220,7 +221,7 @@ async def _tunnel(server: Server, body) -> object:
         url = f"{server.url}/api/v1/namespaces/default/pods/p/portforward"
         async with session.ws_connect(url, protocols=(SPDY_TUNNEL,)) as ws:
             assert ws.protocol == SPDY_TUNNEL
-            return await body(SpdyClient(ws))
+            return await asyncio.wait_for(body(SpdyClient(ws)), 60)  # a stall fails
 
 
 def _finished(seen: list, sid: int) -> bool:
@@ -300,3 +301,34 @@ def test_portforward_refusals_come_before_the_upgrade(server):
     assert missing == (404, 'pods "nosuch" not found')
     assert no_ports == (400, 'query parameter "ports" is required')
     assert old_spdy[0] == 400 and "kubectl 1.30 or newer" in old_spdy[1]
+
+
+def test_a_pod_that_closes_early_does_not_stall_the_connection(server, echo):
+    """The client goes on sending after the pod's side closed (here: a pod that reads
+    nothing and closes after a while, when the stream's queue is full): those bytes are
+    dropped, and the connection's other forwards go on."""
+    closer = socket.create_server(("127.0.0.1", 0))
+
+    def close_later() -> None:
+        conn, _ = closer.accept()
+        time.sleep(1)
+        conn.close()
+
+    threading.Thread(target=close_later, daemon=True).start()
+    port = closer.getsockname()[1]
+
+    async def body(c: SpdyClient):
+        error = await c.open("error", port, 0)
+        data = await c.open("data", port, 0)
+        chunk = b"x" * 32768
+        for _ in range(400):  # far more than a stream queues
+            await c.ws.send_bytes(c.writer.data(data, chunk))
+        await c.frames(lambda s: _finished(s, error) and _finished(s, data))
+        error2 = await c.open("error", echo.port, 1)
+        data2 = await c.open("data", echo.port, 1)
+        await c.send(c.writer.data(data2, b"still here", fin=True))
+        seen = await c.frames(lambda s: _finished(s, data2) and _finished(s, error2))
+        return b"".join(f.data for f in seen if isinstance(f, spdy.Data) and f.stream_id == data2)
+
+    assert asyncio.run(_tunnel(server, body)) == b"still here"
+    closer.close()
