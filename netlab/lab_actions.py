@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from netlab.apiserver.runner import ApiServer
 from netlab.errors import ApiError, NetlabError, NotFound, Problem, SpecError
 from netlab.lab_workloads import check_autoscaled
 from netlab.paths import socket_path
+from netlab.realize import netns
+from netlab.realize.netns import netns_path
 from netlab.realize.processes import container_env
 from netlab.resources import Resource
 from netlab.spec.load import parse_manifests
@@ -156,11 +159,46 @@ class LabActions:
             raise ApiError(404, f'pods "{pod}" not found', "NotFound") from exc
         containers = [c for c in plan.template.containers if c.name != SIDECAR_CONTAINER]
         chosen = next((c for c in plan.template.containers if c.name == container), None)
-        if container and chosen is None:
-            names = ", ".join(c.name for c in plan.template.containers)
-            raise ApiError(400, f"container {container} is not valid for pod {pod}: one of {names}")
+        if container and chosen is None:  # kube-apiserver's words
+            raise ApiError(400, f"container {container} is not valid for pod {pod}", "BadRequest")
         spec = chosen or (containers or list(plan.template.containers))[0]
         return ["ip", "netns", "exec", plan.netns], container_env(plan, spec)
+
+    async def port_dialer(
+        self, namespace: str, pod: str
+    ) -> Callable[[int], Awaitable[socket.socket]]:
+        """How port-forward reaches a pod's port (kubectl port-forward): a connection to
+        127.0.0.1:PORT made from a socket created inside the pod's network namespace, as
+        kubelet's runtime does; never a connection from the host to a lab address."""
+        try:
+            plan = self.lab.pod(pod, namespace)
+        except NotFound as exc:
+            raise ApiError(404, f'pods "{pod}" not found', "NotFound") from exc
+        path = netns_path(plan.netns)
+
+        def connect(port: int) -> socket.socket:
+            with netns.entered(path):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(5)
+                sock.connect(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                raise
+            sock.setblocking(False)
+            return sock
+
+        async def dial(port: int) -> socket.socket:
+            try:
+                return await asyncio.to_thread(connect, port)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise ConnectionError(
+                    f"failed to connect to localhost:{port} inside namespace {plan.netns!r}: "
+                    f"dial tcp4 127.0.0.1:{port}: connect: {reason.lower()}"
+                ) from exc
+
+        return dial
 
     async def delete_service(self, namespace: str, name: str) -> dict:
         obj = self.lab.store.get("services", namespace, name)

@@ -21,6 +21,7 @@ from netlab.apiserver import (
     logs,
     metrics,
     openapi,
+    portforward,
     reads,
     reviews,
     streams,
@@ -147,6 +148,11 @@ def make_app(store: Store, actions: Actions, middlewares: Sequence = ()) -> web.
         handler = streams.make_handler(entry)
         app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}/exec", handler)
         app.router.add_post("/api/v1/namespaces/{namespace}/pods/{name}/exec", handler)
+    dialer_for = getattr(actions, "port_dialer", None)
+    if dialer_for is not None:  # kubectl port-forward (WebSocket); POST: SPDY, refused
+        handler = portforward.make_handler(dialer_for)
+        app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}/portforward", handler)
+        app.router.add_post("/api/v1/namespaces/{namespace}/pods/{name}/portforward", handler)
     labroutes.add_routes(app)
     app.on_shutdown.append(_on_shutdown)
     app.on_response_prepare.append(fieldvalidation.add_warnings)

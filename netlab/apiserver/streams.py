@@ -3,7 +3,8 @@ Kubernetes' remote command protocol over a WebSocket.
 
 The client asks for a subprotocol (`v5.channel.k8s.io`, kubectl 1.30 and newer;
 `v4.channel.k8s.io`, the Python client); every binary message starts with a
-channel byte: 0 stdin, 1 stdout, 2 stderr, 3 the final Status (exit code), 4 a
+channel byte (a text message, which the Python client sends by default, carries it as
+its first character): 0 stdin, 1 stdout, 2 stderr, 3 the final Status (exit code), 4 a
 terminal resize (`{"Width":..,"Height":..}`); v5 adds 255, "close channel N"
 (stdin's end of file). The command runs in the pod's network namespace with the
 container's environment, on a pseudo-terminal when `tty=true`. Older kubectl
@@ -22,7 +23,7 @@ import struct
 import termios
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from netlab.errors import ApiError
 
@@ -50,8 +51,31 @@ def exit_status(code: int) -> dict:
     }
 
 
+def channel_frame(message: WSMessage) -> tuple[int, bytes] | None:
+    """(channel, data) of a client's message: a binary one (kubectl, and the Python client
+    with binary=True), or a text one whose first character is the channel (the Python
+    client's default, `chr(channel) + text`); None for anything else."""
+    if message.type == WSMsgType.BINARY:
+        data = message.data
+    elif message.type == WSMsgType.TEXT:
+        data = message.data.encode()
+    else:
+        return None
+    if not data:
+        return None
+    return data[0], data[1:]
+
+
 def make_handler(entry: Entry) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
+        command = request.query.getall("command", [])
+        if not command:
+            raise ApiError(400, "exec: you must specify at least one command", "BadRequest")
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        # The pod and container first, as kube-apiserver does: kubectl 1.30+ falls back
+        # to SPDY when the WebSocket upgrade is refused, so a missing container must be
+        # the answer to both, not the SPDY refusal below.
+        prefix, env = await entry(namespace, name, request.query.get("container"))
         upgrade = request.headers.get("Upgrade", "").lower()
         if upgrade.startswith("spdy"):
             raise ApiError(
@@ -63,11 +87,6 @@ def make_handler(entry: Entry) -> Callable[[web.Request], Awaitable[web.StreamRe
             )
         if upgrade != "websocket":
             raise ApiError(400, "exec needs a WebSocket upgrade (v5.channel.k8s.io)", "BadRequest")
-        command = request.query.getall("command", [])
-        if not command:
-            raise ApiError(400, "exec: you must specify at least one command", "BadRequest")
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
-        prefix, env = await entry(namespace, name, request.query.get("container"))
         ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=1 << 20)
         if not ws.can_prepare(request).ok:
             raise ApiError(400, f"exec: offer one of the subprotocols {', '.join(PROTOCOLS)}")
@@ -147,11 +166,12 @@ class ExecSession:
     async def _read_client(self, proc: asyncio.subprocess.Process, stdin: bool) -> None:
         """stdin, resizes and (v5) the close of stdin, until the client goes."""
         async for message in self.ws:
-            if message.type != WSMsgType.BINARY or not message.data:
+            frame = channel_frame(message)
+            if frame is None:
                 if message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                     break
                 continue
-            channel, data = message.data[0], message.data[1:]
+            channel, data = frame
             if channel == STDIN and stdin:
                 await self._write_stdin(proc, data)
             elif channel == RESIZE and self.master is not None:
