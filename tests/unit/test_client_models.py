@@ -124,3 +124,38 @@ def test_a_terminated_container_says_when_it_ran_and_its_last_run_survives_a_res
     template = next(p for p in plan.pods if p.name == "web").template
     back = objects.pod_status_of(pod(plan, objects.PodStatus([state], None, True)), template)
     assert back.containers[0].last == state.last
+
+
+@pytest.mark.parametrize(
+    ("states", "deleting", "expected"),
+    [
+        ([("running", True)], False, ("Running", 1)),
+        ([("running", True)], True, ("Terminating", 0)),  # not 1/1 once Terminating
+        ([("running", False)], False, ("Running", 0)),  # probe not passing yet
+        ([("waiting", False)], False, ("ContainerCreating", 0)),
+        ([("crash", False)], False, ("CrashLoopBackOff", 0)),
+        ([("crash", False)], True, ("Terminating", 0)),
+        ([("exit0", False)], False, ("Completed", 0)),
+        ([("exit3", False)], False, ("Error", 0)),
+        ([("exit0", False), ("running", True)], False, ("Running", 1)),
+    ],
+)
+def test_kubectls_status_column_as_its_printer_works_it_out(plan, states, deleting, expected):
+    from netlab.tables import pod_status_text
+
+    containers = []
+    for i, (kind, _) in enumerate(states):
+        state = objects.ContainerState(f"c{i}", started_at="2026-01-02T03:04:05Z")
+        if kind == "running":
+            state.state = "running"
+        elif kind == "crash":
+            state.reason = "CrashLoopBackOff"
+        elif kind.startswith("exit"):
+            state.end(int(kind[4:]), "2026-01-02T03:04:09Z")
+        containers.append(state)
+    probes = all(ready for kind, ready in states if kind == "running")
+    obj = pod(plan, objects.PodStatus(containers, None, True, probes), deleting)
+    if len(states) > 1:  # containers ready on their own (the lab's pods are ready as one)
+        for entry, (_, ready) in zip(obj["status"]["containerStatuses"], states, strict=True):
+            entry["ready"] = ready
+    assert pod_status_text(obj) == expected
