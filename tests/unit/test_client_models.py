@@ -159,3 +159,17 @@ def test_kubectls_status_column_as_its_printer_works_it_out(plan, states, deleti
         for entry, (_, ready) in zip(obj["status"]["containerStatuses"], states, strict=True):
             entry["ready"] = ready
     assert pod_status_text(obj) == expected
+
+
+def test_a_node_the_lifecycle_controller_found_silent_still_reads(plan):
+    from netlab.controllers.nodelifecycle import NodeLifecycleController
+    from netlab.store import Store
+
+    store = Store()
+    store.apply(objects.node_object(plan.nodes[0], plan.overlay, "models", MACHINE))
+    controller = NodeLifecycleController(store, None, 1.0, lambda: 2_000_000_000.0)
+    controller._set_ready(store.get("nodes", None, "n1"), False, 2_000_000_000.0)
+    node = typed(store.get("nodes", None, "n1"), "V1Node")
+    assert {c.status for c in node.status.conditions} == {"Unknown"}
+    assert [t.key for t in node.spec.taints] == ["node.kubernetes.io/unreachable"]
+    assert node.spec.taints[0].time_added.year == 2033
