@@ -173,3 +173,9 @@ def test_a_node_the_lifecycle_controller_found_silent_still_reads(plan):
     assert {c.status for c in node.status.conditions} == {"Unknown"}
     assert [t.key for t in node.spec.taints] == ["node.kubernetes.io/unreachable"]
     assert node.spec.taints[0].time_added.year == 2033
+
+
+def test_kubelets_are_the_version_the_api_server_says_it_is():
+    from netlab.apiserver.version import GIT_VERSION
+
+    assert nodeinfo.KUBELET_VERSION == GIT_VERSION
