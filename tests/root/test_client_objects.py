@@ -104,6 +104,8 @@ def test_every_kind_lists_and_reads_through_the_typed_api(olab, api):
 
     core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
     leases, custom = client.CoordinationV1Api(api), client.CustomObjectsApi(api)
+    slices = client.DiscoveryV1Api(api)
+    authn, authz = client.AuthenticationV1Api(api), client.AuthorizationV1Api(api)
     typed = {
         "namespaces": (core.list_namespace, core.read_namespace),
         "nodes": (core.list_node, core.read_node),
@@ -113,6 +115,7 @@ def test_every_kind_lists_and_reads_through_the_typed_api(olab, api):
         "jobs": (batch.list_job_for_all_namespaces, batch.read_namespaced_job),
         "services": (core.list_service_for_all_namespaces, core.read_namespaced_service),
         "endpoints": (core.list_endpoints_for_all_namespaces, core.read_namespaced_endpoints),
+        "endpointslices": (slices.list_endpoint_slice_for_all_namespaces, slices.read_namespaced_endpoint_slice),
         "events": (core.list_event_for_all_namespaces, core.read_namespaced_event),
         "leases": (leases.list_lease_for_all_namespaces, leases.read_namespaced_lease),
     }  # fmt: skip
@@ -126,6 +129,28 @@ def test_every_kind_lists_and_reads_through_the_typed_api(olab, api):
             meta = item.metadata
             one = read(meta.name, meta.namespace) if res.namespaced else read(meta.name)
             assert one.metadata.uid == meta.uid and one.kind == res.kind
+    access = client.V1SelfSubjectAccessReviewSpec(
+        resource_attributes=client.V1ResourceAttributes(verb="list", resource="pods")
+    )
+    rules = client.V1SelfSubjectRulesReviewSpec(namespace="default")
+    reviews = {  # kinds that are only created, and answered
+        "selfsubjectreviews": lambda: (
+            authn.create_self_subject_review(client.V1SelfSubjectReview()).status.user_info.username
+        ),
+        "selfsubjectaccessreviews": lambda: (
+            authz.create_self_subject_access_review(
+                client.V1SelfSubjectAccessReview(spec=access)
+            ).status.allowed
+        ),
+        "selfsubjectrulesreviews": lambda: (
+            authz.create_self_subject_rules_review(
+                client.V1SelfSubjectRulesReview(spec=rules)
+            ).status.resource_rules
+        ),
+    }
+    for plural, create in reviews.items():
+        assert served.pop(plural).verbs == ("create",)
+        assert create(), plural
     for plural, res in served.items():  # the mesh's kinds: through the custom objects API
         listed = custom.list_cluster_custom_object(res.group, res.version, plural)["items"]
         assert [o["metadata"]["name"] for o in listed] == ["web"], plural
