@@ -1,8 +1,8 @@
-"""Events, as kubelet and the scheduler record them (`kubectl get events`, the Events
-of `kubectl describe pod`): a pod scheduled, a container started, stopped or backing
-off. The same event again within a recorder's life counts up (`count`,
-`lastTimestamp`) instead of adding one; the oldest go once there are `limit` (as
-kube-apiserver's event TTL keeps them few)."""
+"""Events, as kubelet, the scheduler and the controllers record them (`kubectl get
+events`, the Events of `kubectl describe`): a pod scheduled, a container started,
+stopped or backing off, a Job's pods created and its end. The same event again within
+a recorder's life counts up (`count`, `lastTimestamp`) instead of adding one; the
+oldest go once there are `limit` (as kube-apiserver's event TTL keeps them few)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,9 @@ class EventRecorder:
         message: str,
         component: str,
         type_: str = "Normal",
+        api_version: str = "v1",
     ) -> None:
+        """An event about any object (`api_version`: the object's, batch/v1 for a Job)."""
         key = (kind, namespace, name, uid, reason, message)
         stamp = now()
         with self.lock:
@@ -75,7 +77,7 @@ class EventRecorder:
                 "namespace": namespace,
                 "name": name,
                 "uid": uid,
-                "apiVersion": "v1",
+                "apiVersion": api_version,
             },
             "reason": reason,
             "message": message,

@@ -665,7 +665,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}"
             )
         state = rt.status.containers[index]
-        state.state, state.pid = "running", proc.pid
+        state.state, state.pid, state.finished_at = "running", proc.pid, None
         if fresh or state.started_at is None:
             state.started_at = objects.now()
         rt.procs[container.name] = proc
@@ -680,10 +680,11 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             if rt.deleted or self.stopping:
                 return
             state = rt.status.containers[index]
-            state.state, state.exit_code = "terminated", code
+            state.end(code, objects.now())
             policy = rt.plan.template.restart_policy
             restart = policy == "Always" or (policy == "OnFailure" and code != 0)
-            if restart:
+            if restart:  # the run that ended is its lastState now
+                state.last = state.terminated()
                 state.state, state.reason = "waiting", "CrashLoopBackOff"
                 self.events.pod(
                     rt.plan.namespace, rt.plan.name, "BackOff",
@@ -804,7 +805,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
     # -- publishing -------------------------------------------------------
 
     def _publish_node(self, node: NodePlan) -> None:
-        self.store.apply(objects.node_object(node, self.spec.overlay))
+        self.store.apply(objects.node_object(node, self.spec.overlay, self.spec.name))
 
     def _publish_pod(self, rt: PodRuntime) -> None:
         node = self.nodes.get(rt.plan.node)

@@ -89,7 +89,7 @@ class NodeRuntime:
         self.controllers = ControllerManager(
             [
                 DeploymentController(self.store, self),
-                JobController(self.store, self),
+                JobController(self.store, self, time.time, timing.job_backoff, self.events),
                 Autoscaler(self.store, self),
                 self.node_lifecycle,
             ]

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Network
 from typing import Any
 
+from netlab import nodeinfo
+from netlab.nodeinfo import Machine
 from netlab.plan import LabPlan, NodePlan, PodPlan
 from netlab.plan.model import CNI_BRIDGE, NODE_UPLINK, VTEP_DEVICE
 from netlab.spec.model import (
@@ -19,6 +21,7 @@ from netlab.spec.model import (
     DeploymentSpec,
     OverlaySpec,
     PodTemplate,
+    ProbeSpec,
     ServiceSpec,
 )
 
@@ -73,25 +76,41 @@ class ContainerState:
     restarts: int = 0
     started_at: str | None = None
     pid: int | None = None
+    finished_at: str | None = None  # when it ended (terminated)
+    last: dict[str, Any] | None = None  # its previous run's end, once restarted (lastState)
 
-    def status(self) -> dict[str, Any]:
+    def end(self, code: int | None, at: str) -> None:
+        """It exited with `code` (None: killed, no code known) at `at`."""
+        self.state, self.exit_code, self.finished_at = "terminated", code, at
+
+    def terminated(self) -> dict[str, Any]:
+        """The `terminated` state of its last run, as kubelet reports it."""
+        code = -1 if self.exit_code is None else self.exit_code
+        if code < -1:  # killed by a signal (Popen's -N): the shell's 128 + N, as kubelet shows
+            code = 128 - code
+        out: dict[str, Any] = {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}
+        if self.started_at:
+            out["startedAt"] = self.started_at
+        if self.finished_at:
+            out["finishedAt"] = self.finished_at
+        return out
+
+    def status(self, ready: bool = True) -> dict[str, Any]:
+        """Its containerStatuses entry; `ready`: the pod's readiness checks pass (a
+        running container is ready only then, as the pod's Ready condition says)."""
         if self.state == "running":
             state = {"running": {"startedAt": self.started_at}}
         elif self.state == "terminated":
-            state = {
-                "terminated": {
-                    "exitCode": self.exit_code,
-                    "reason": "Completed" if self.exit_code == 0 else "Error",
-                }
-            }
+            state = {"terminated": self.terminated()}
         else:
             state = {"waiting": {"reason": self.reason}}
         return {
             "name": self.name,
-            "ready": self.state == "running",
+            "ready": self.state == "running" and ready,
             "restartCount": self.restarts,
             "started": self.state == "running",
             "state": state,
+            "lastState": {"terminated": dict(self.last)} if self.last else {},
             "image": "host",
             "imageID": "",
         }
@@ -160,10 +179,12 @@ def pod_status_of(obj: dict, template: PodTemplate) -> PodStatus:
         if "running" in shown:
             state.state, state.started_at = "running", shown["running"].get("startedAt")
         elif "terminated" in shown:
-            state.state = "terminated"
-            state.exit_code = shown["terminated"].get("exitCode")
+            ended = shown["terminated"]
+            state.started_at = ended.get("startedAt")
+            state.end(ended.get("exitCode"), ended.get("finishedAt"))
         else:
             state.reason = (shown.get("waiting") or {}).get("reason", state.reason)
+        state.last = (seen.get("lastState") or {}).get("terminated")
         containers.append(state)
     return PodStatus(
         containers=containers,
@@ -172,9 +193,16 @@ def pod_status_of(obj: dict, template: PodTemplate) -> PodStatus:
     )
 
 
-def node_object(node: NodePlan, overlay: OverlaySpec) -> dict[str, Any]:
-    """A Node as Flannel leaves it: the lease in spec.podCIDR, the VTEP in annotations."""
+def node_object(
+    node: NodePlan, overlay: OverlaySpec, lab: str = "", machine: Machine | None = None
+) -> dict[str, Any]:
+    """A Node as Flannel leaves it (the lease in spec.podCIDR, the VTEP in annotations)
+    and as kubelet reports it (its machine, capacity and conditions, posted now)."""
     backend = {"VNI": overlay.vni, "VtepMAC": node.vtep_mac}
+    machine = machine or Machine.of_host()
+    capacity, allocatable = nodeinfo.resources(
+        machine, node.max_pods or node.pod_cidr.num_addresses - 3
+    )
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -195,10 +223,10 @@ def node_object(node: NodePlan, overlay: OverlaySpec) -> dict[str, Any]:
                 {"type": "InternalIP", "address": str(node.address.ip)},
                 {"type": "Hostname", "address": node.name},
             ],
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-            "nodeInfo": {"kubeletVersion": "netlab", "operatingSystem": "linux"},
-            "capacity": {"pods": str(node.max_pods or node.pod_cidr.num_addresses - 3)},
-            "allocatable": {"pods": str(node.max_pods or node.pod_cidr.num_addresses - 3)},
+            "conditions": nodeinfo.conditions(True, now()),
+            "nodeInfo": nodeinfo.node_info(lab, node.name, machine),
+            "capacity": capacity,
+            "allocatable": allocatable,
         },
     }
 
@@ -226,7 +254,32 @@ def container_manifest(c: ContainerSpec) -> dict[str, Any]:
             for p in c.ports
         ]
     item.update(c.recorded)
+    if c.readiness_probe is not None:
+        item["readinessProbe"] = probe_manifest(c.readiness_probe)
     return item
+
+
+def _seconds(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def probe_manifest(probe: ProbeSpec) -> dict[str, Any]:
+    """A readinessProbe as a manifest writes it, its defaults filled in (as the API
+    server shows them: here, the lab's defaults, which are the ones in force)."""
+    if probe.kind == "exec":
+        handler: dict[str, Any] = {"command": list(probe.command)}
+    else:
+        handler = {"port": probe.port}
+        if probe.kind == "httpGet":
+            handler = {"path": probe.path, **handler}
+    return {
+        probe.kind: handler,
+        "initialDelaySeconds": _seconds(probe.initial_delay),
+        "periodSeconds": _seconds(probe.period),
+        "timeoutSeconds": _seconds(probe.timeout),
+        "successThreshold": probe.success_threshold,
+        "failureThreshold": probe.failure_threshold,
+    }
 
 
 def pod_object(
@@ -268,7 +321,8 @@ def pod_object(
     if template.node_selector:
         spec["nodeSelector"] = dict(template.node_selector)
     spec.update(template.recorded)
-    ready = "True" if status.ready else "False"
+    ready = status.ready and not deleting  # a pod on its way out is not ready
+    ready_text = "True" if ready else "False"
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -282,10 +336,10 @@ def pod_object(
             "startTime": status.start_time,
             "conditions": [
                 {"type": "PodScheduled", "status": "True"},
-                {"type": "Ready", "status": ready},
-                {"type": "ContainersReady", "status": ready},
+                {"type": "Ready", "status": ready_text},
+                {"type": "ContainersReady", "status": ready_text},
             ],
-            "containerStatuses": [c.status() for c in status.containers],
+            "containerStatuses": [c.status(ready) for c in status.containers],
         },
     }
 
@@ -313,9 +367,7 @@ def pending_pod_object(
             ],
         },
         "spec": {
-            "containers": [
-                {"name": c.name, "image": c.image or "host"} for c in deployment.template.containers
-            ],
+            "containers": [container_manifest(c) for c in deployment.template.containers],
             "restartPolicy": deployment.template.restart_policy,
         },
         "status": {

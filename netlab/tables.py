@@ -74,17 +74,33 @@ def age(timestamp: str | None) -> str:
     return f"{seconds // 3600}h"
 
 
+def pod_status_text(pod: dict[str, Any]) -> tuple[str, int]:
+    """kubectl's STATUS of a pod and how many of its containers are ready, as its
+    printer works them out: the phase, unless a container waits or ended with a reason
+    (CrashLoopBackOff, Error, Completed); Terminating once it is being deleted."""
+    status = pod.get("status") or {}
+    text = status.get("reason") or status.get("phase", "")
+    ready, running = 0, False
+    for c in reversed(status.get("containerStatuses") or []):
+        state = c.get("state") or {}
+        waiting, ended = state.get("waiting") or {}, state.get("terminated")
+        if waiting.get("reason"):
+            text = waiting["reason"]
+        elif ended is not None:
+            text = ended.get("reason") or f"ExitCode:{ended.get('exitCode', 0)}"
+        elif c.get("ready") and "running" in state:
+            running, ready = True, ready + 1
+    if text == "Completed" and running:  # one container done, another still serving
+        text = "Running"
+    if pod["metadata"].get("deletionTimestamp"):
+        text = "Terminating"
+    return text, ready
+
+
 def _pod_row(pod: dict[str, Any], wide: bool) -> list[str]:
     statuses = pod["status"].get("containerStatuses", [])
-    ready = sum(1 for c in statuses if c.get("ready"))
+    status, ready = pod_status_text(pod)
     restarts = sum(c.get("restartCount", 0) for c in statuses)
-    status = pod["status"].get("phase", "")
-    if pod["metadata"].get("deletionTimestamp"):
-        status = "Terminating"
-    for c in statuses:
-        waiting = c.get("state", {}).get("waiting")
-        if waiting and waiting.get("reason") == "CrashLoopBackOff":
-            status = "CrashLoopBackOff"
     row = [
         pod["metadata"]["name"],
         f"{ready}/{len(statuses) or len(pod.get('spec', {}).get('containers', []))}",

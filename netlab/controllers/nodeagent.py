@@ -1,5 +1,7 @@
 """The node agents' heartbeats: each live node renews its Lease in `kube-node-lease`
-(as kubelet does), so the node lifecycle controller can tell a dead node by its silence.
+(as kubelet does), so the node lifecycle controller can tell a dead node by its silence,
+and posts its Node's status every 5 minutes (kubelet's nodeStatusReportFrequency): the
+conditions' lastHeartbeatTime, which `kubectl describe node` shows.
 
 A failed node (`netlab node fail`) stops renewing: its agent is as frozen as its pods.
 """
@@ -10,11 +12,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
+from netlab.errors import ApiError
 from netlab.objects import timestamp
 from netlab.store import Store
 
 log = logging.getLogger(__name__)
 LEASE_NAMESPACE = "kube-node-lease"
+STATUS_REPORT = 300.0  # seconds between a node's status posts when nothing changed
 
 
 def lease_object(node: str, renewed: float, duration: float) -> dict:
@@ -46,6 +50,7 @@ class NodeAgents:
         self.failed: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reported: dict[str, float] = {}  # node: when its status was last posted
 
     def start(self) -> None:
         self.beat()
@@ -76,6 +81,31 @@ class NodeAgents:
                     error = exc
         if error is not None:
             raise error
+        for node in list(self.nodes()) if nodes is None else nodes:
+            if (
+                node not in self.failed
+                and now - self._reported.setdefault(node, now) >= STATUS_REPORT
+            ):
+                self._reported[node] = now
+                self.report(node, now)
+
+    def report(self, node: str, now: float) -> None:
+        """Post the node's status: a Ready node's conditions heard from now (a node the
+        lifecycle controller found silent is its to mark Ready again)."""
+        try:
+            obj = self.store.get("nodes", None, node)
+        except ApiError:
+            return
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        if not conditions or any(c.get("status") == "Unknown" for c in conditions):
+            return
+        stamp = timestamp(now)
+        for condition in conditions:
+            condition["lastHeartbeatTime"] = stamp
+        try:
+            self.store.update(obj)
+        except ApiError:  # changed meanwhile (a cordon, the lifecycle controller): next time
+            self._reported[node] = now - STATUS_REPORT  # tried again at the next beat
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

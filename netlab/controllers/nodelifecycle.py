@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 from typing import Protocol
 
+from netlab import nodeinfo
 from netlab.controllers.base import Controller
 from netlab.controllers.nodeagent import LEASE_NAMESPACE
 from netlab.errors import ApiError
@@ -30,24 +31,6 @@ class NodeRuntime(Protocol):
 
 def node_ready(node: dict) -> bool:
     return condition_status(node, "Ready") == "True"
-
-
-def ready_condition(ready: bool, at: str) -> dict[str, str]:
-    if ready:
-        return {
-            "type": "Ready",
-            "status": "True",
-            "reason": "KubeletReady",
-            "message": "kubelet is posting ready status",
-            "lastTransitionTime": at,
-        }
-    return {
-        "type": "Ready",
-        "status": "Unknown",
-        "reason": "NodeStatusUnknown",
-        "message": "Kubelet stopped posting node status.",
-        "lastTransitionTime": at,
-    }
 
 
 class NodeLifecycleController(Controller):
@@ -123,18 +106,20 @@ class NodeLifecycleController(Controller):
         return all((leases.get(n) or 0) < now - self.grace for n in names)
 
     def _set_ready(self, node: dict, ready: bool, now: float) -> None:
-        stamp = timestamp(now, micro=True)
-        conditions = [
-            c for c in node.get("status", {}).get("conditions") or () if c.get("type") != "Ready"
-        ]
-        node["status"]["conditions"] = [ready_condition(ready, stamp), *conditions]
+        stamp = timestamp(now)
+        posted = nodeinfo.conditions(True, stamp)  # the types kubelet posts
+        kinds = {c["type"] for c in posted}
+        old = node.get("status", {}).get("conditions") or ()
+        heartbeat = next(
+            (c.get("lastHeartbeatTime") for c in old if c.get("type") == "Ready"), None
+        )
+        others = [c for c in old if c.get("type") not in kinds]
+        node["status"]["conditions"] = [*others, *nodeinfo.conditions(ready, stamp, heartbeat)]
         taints = [
             t for t in (node.get("spec") or {}).get("taints") or () if t.get("key") != UNREACHABLE
         ]
         if not ready:
-            taints.append(
-                {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": stamp[:19] + "Z"}
-            )
+            taints.append({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": stamp})
         node.setdefault("spec", {})["taints"] = taints
         if not taints:
             node["spec"].pop("taints")

@@ -361,12 +361,13 @@ def check_store_url(value: Any) -> str | None:
     return None
 
 
-CONTROL_PLANE_FIELDS = ("heartbeatInterval", "nodeGracePeriod")
+CONTROL_PLANE_FIELDS = ("heartbeatInterval", "nodeGracePeriod", "jobBackoff")
 
 
 def _control_plane(value: Any, checker: Checker) -> ControlPlaneSpec:
-    """lab.controlPlane: the node agents' heartbeat and the grace period before a
-    silent node is NotReady and its pods move (durations: 200ms, 1s, 40s)."""
+    """lab.controlPlane: the node agents' heartbeat, the grace period before a
+    silent node is NotReady and its pods move, and the first step of a failing Job's
+    back-off (durations: 200ms, 1s, 40s)."""
     if value is None:
         return ControlPlaneSpec()
     path = "lab.controlPlane"
@@ -376,6 +377,7 @@ def _control_plane(value: Any, checker: Checker) -> ControlPlaneSpec:
     for key, fallback in (
         ("heartbeatInterval", default.heartbeat),
         ("nodeGracePeriod", default.node_grace),
+        ("jobBackoff", default.job_backoff),
     ):
         raw = conf.get(key)
         parsed = fallback if raw is None else parse_duration(raw)
@@ -394,7 +396,9 @@ def _control_plane(value: Any, checker: Checker) -> ControlPlaneSpec:
             "would be NotReady between two heartbeats",
             "make nodeGracePeriod several heartbeats long (Kubernetes: 40s for a 10s heartbeat)",
         )
-    return ControlPlaneSpec(seconds["heartbeatInterval"], seconds["nodeGracePeriod"])
+    return ControlPlaneSpec(
+        seconds["heartbeatInterval"], seconds["nodeGracePeriod"], seconds["jobBackoff"]
+    )
 
 
 def _overlay(value: Any, checker: Checker) -> tuple[OverlaySpec, bool]:

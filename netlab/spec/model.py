@@ -228,11 +228,15 @@ class NamespaceSpec:
 
 @dataclass(frozen=True)
 class ControlPlaneSpec:
-    """How fast the lab notices a dead node. Kubernetes' defaults are far slower: kubelet
-    renews its Lease every 10 s and a node is NotReady after a 40 s grace period."""
+    """How fast the lab notices a dead node, and how long a failing Job waits between
+    pods. Kubernetes' node defaults are far slower: kubelet renews its Lease every 10 s
+    and a node is NotReady after a 40 s grace period."""
 
     heartbeat: float = 0.2  # seconds between a node agent's Lease renewals
     node_grace: float = 1.0  # seconds without a renewal before a node is NotReady
+    # seconds before a failed Job pod is replaced, doubled per failure up to 36 times
+    # this (Kubernetes' job controller: 10 s, at most 6 min)
+    job_backoff: float = 10.0
 
 
 @dataclass(frozen=True)

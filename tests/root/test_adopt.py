@@ -119,6 +119,11 @@ def test_a_restarted_supervisor_takes_the_lab_over_without_restarting_pods(tmp_p
         os.kill(running[first][0], signal.SIGKILL)
         assert wait_for(lambda: status_of(name, webs[0])["restartCount"] == 1, 10, 0.2)
         assert wait_for(lambda: status_of(name, webs[0])["ready"], 10, 0.2)
+        # ready, and then back behind the Service with the others (the rules follow
+        # the pods' status), so that all three serve while nobody supervises
+        assert wait_for(
+            lambda: {get_through_service(name).split()[0] for _ in range(3)} == set(webs), 10
+        )
         running = containers(name)
 
         # the supervisor crashes; the lab runs on: Services, DNS, logs

@@ -60,7 +60,9 @@ def clab(request):
     b.add_deployment("web", replicas=3, command=SERVE, ports=[8080])
     b.add_service("web", selector={"app": "web"}, ports=[(80, 8080)])
     b.add_service("web-headless", selector={"app": "web"}, ports=[(8080, 8080)], headless=True)
-    with Lab(dataclasses.replace(b.build(), store=request.param)) as lab:
+    spec = b.build()
+    timing = dataclasses.replace(spec.control_plane, job_backoff=0.2)  # Kubernetes: 10 s
+    with Lab(dataclasses.replace(spec, store=request.param, control_plane=timing)) as lab:
         lab.settle()
         yield lab
 

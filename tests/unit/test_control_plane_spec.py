@@ -39,6 +39,9 @@ def test_lab_file_store_and_timing():
     assert spec.store == "etcd"
     assert (spec.control_plane.heartbeat, spec.control_plane.node_grace) == (10.0, 40.0)
     assert parse_lab(LAB).store == "embedded"
+    assert parse_lab(LAB).control_plane.job_backoff == 10.0  # Kubernetes' first step
+    fast = parse_lab(LAB + "  controlPlane: {jobBackoff: 200ms}\n").control_plane
+    assert fast.job_backoff == 0.2
 
 
 @pytest.mark.parametrize(
@@ -51,6 +54,7 @@ def test_lab_file_store_and_timing():
         ),
         ("  controlPlane: {nodeGracePeriod: soon}\n", "lab.controlPlane.nodeGracePeriod"),
         ("  controlPlane: {grace: 1s}\n", "lab.controlPlane.grace"),
+        ("  controlPlane: {jobBackoff: 2h}\n", "lab.controlPlane.jobBackoff"),
     ],
 )
 def test_bad_control_plane_settings_name_their_field(extra, field):

@@ -212,3 +212,32 @@ def test_no_eviction_while_the_store_was_refusing_writes():
     store.last_write_failure = now[0] - 5.0  # long enough ago: n1 really is silent
     controller.reconcile("n1")
     assert nodes.calls == [("lost", "n1")]
+
+
+def test_node_agents_post_a_ready_nodes_status_every_5_minutes():
+    from netlab import nodeinfo
+    from netlab.controllers.nodeagent import STATUS_REPORT, NodeAgents
+    from netlab.objects import timestamp
+
+    store, now = Store(), [1000.0]
+    for name, ready in (("n1", True), ("n2", False)):
+        conditions = nodeinfo.conditions(ready, timestamp(now[0]), timestamp(now[0]))
+        store.apply(
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+             "spec": {}, "status": {"conditions": conditions}}
+        )  # fmt: skip
+    agents = NodeAgents(store, lambda: ["n1", "n2"], 0.2, 1.0, lambda: now[0])
+
+    def heartbeats(name):
+        return {
+            c["lastHeartbeatTime"] for c in store.get("nodes", None, name)["status"]["conditions"]
+        }
+
+    agents.beat()
+    now[0] += STATUS_REPORT - 1
+    agents.beat()
+    assert heartbeats("n1") == {timestamp(1000.0)}  # nothing to post yet
+    now[0] += 1
+    agents.beat()
+    assert heartbeats("n1") == {timestamp(now[0])}
+    assert heartbeats("n2") == {timestamp(1000.0)}  # NotReady: the lifecycle controller's to mend

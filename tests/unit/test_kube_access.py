@@ -57,7 +57,11 @@ def pod(name: str, ip: str, node: str, rack: str) -> dict:
             "annotations": {"netlab.io/rack": rack, "netlab.io/netns": f"nl-x.{name}"},
         },
         "spec": {"nodeName": node, "containers": [{"name": "main"}]},
-        "status": {"phase": "Running", "podIP": ip, "containerStatuses": [{"ready": True}]},
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "containerStatuses": [{"ready": True, "state": {"running": {}}}],
+        },
     }
 
 
