@@ -46,6 +46,7 @@ TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 # sig-scalability/slos/api_call_latency.md: read-only calls, p99 per cluster-day, <= 1 s for one
 # object, <= 5 s in a namespace, <= 30 s across the cluster (a list of all pods is the last)
 SLO_CLUSTER = "<= 30 s (p99, cluster scope)"
+SLO_WRITE = "<= 1 s (p99, one object)"  # mutating calls: the same SLO as one object's read
 
 
 def build(pods: int) -> Lab:
@@ -84,6 +85,24 @@ class Lister:
         body = self.conn.getresponse().read()
         elapsed = (time.perf_counter() - started) * 1000
         assert json.loads(body)["kind"] in ("PodList", "Table")
+        return elapsed
+
+    def patch_ms(self, index: int, dry: bool) -> float:
+        """A merge patch of the Deployment's annotations: through the write gate (the
+        whole object validated against the lab), then stored, or not (a dry run)."""
+        body = json.dumps({"metadata": {"annotations": {"bench": str(index)}}})
+        path = "/apis/apps/v1/namespaces/default/deployments/pause"
+        started = time.perf_counter()
+        self.conn.request(
+            "PATCH",
+            path + ("?dryRun=All" if dry else ""),
+            body=body,
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        answer = self.conn.getresponse()
+        answer.read()
+        elapsed = (time.perf_counter() - started) * 1000
+        assert answer.status == 200, answer.status
         return elapsed
 
 
@@ -159,12 +178,14 @@ def measure(pods: int, rounds: int) -> dict[str, float]:
         local.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": listing}))
         kubeconfig = lab.run_dir / "kubeconfig"
         results: dict[str, list[float]] = {
-            k: [] for k in ("json", "table", "watch", "get", "local")
+            k: [] for k in ("json", "table", "watch", "patch", "dry", "get", "local")
         }
         for index in range(rounds):
             results["json"].append(lister.list_ms("application/json"))
             results["table"].append(lister.list_ms(TABLE_ACCEPT))
             results["watch"].append(watcher.delay_ms(index))
+            results["dry"].append(lister.patch_ms(index, dry=True))
+            results["patch"].append(lister.patch_ms(index, dry=False))
             results["get"].append(kubectl_seconds(["get", "pods", "-A"], kubeconfig))
             results["local"].append(
                 kubectl_seconds(
@@ -191,6 +212,8 @@ def main() -> None:
             [f"{pods} pods: list (JSON, kubernetes client)", f"{m['json']:.1f} ms", SLO_CLUSTER],
             [f"{pods} pods: list (Table, kubectl)", f"{m['table']:.1f} ms", SLO_CLUSTER],
             [f"{pods} pods: write -> watch event", f"{m['watch']:.2f} ms", "- (no official SLO)"],
+            [f"{pods} pods: PATCH a Deployment (validated)", f"{m['patch']:.1f} ms", SLO_WRITE],
+            [f"{pods} pods: the same, dryRun=All", f"{m['dry']:.1f} ms", SLO_WRITE],
             [
                 f"{pods} pods: kubectl get pods -A / annotate --local -f",
                 f"{m['get']:.2f} s / {m['local']:.2f} s = {m['get'] / m['local']:.2f}",

@@ -135,8 +135,9 @@ class LabActions:
                 lab.store.get(res, namespace, obj["metadata"].get("name"))
             except ApiError:
                 raise namespaces.refuse_new_content(namespace) from None
-        with lab.lock:
-            existing = lab._mesh_context()
+        # not under the lab's lock, which a controller may hold across I/O: the mesh
+        # context is copies (a dict copied whole under the GIL, the store's own lock)
+        existing = lab._mesh_context()
         name = str(obj["metadata"].get("name"))
         full_kind = f"{res.kind}.{res.group}" if res.group else res.kind
         try:
