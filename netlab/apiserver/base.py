@@ -73,8 +73,14 @@ class Actions(Protocol):
         """Racks, routers, nodes and their namespaces (objects.topology_object)."""
         ...
 
-    # optional: `ready() -> bool`, the lab is built and not stopping (/readyz); a lab
-    # without it is ready whenever its API answers
+    # Optional (looked up by name; a lab without one answers 405 or does without):
+    # - `validate(res, obj)`: the write gate; 422 naming each field (writes.py)
+    # - `update_<kind>(obj)`, `delete_<kind>(namespace, name)`: a kind's own update/delete
+    # - `apply(text)`: manifests, as `netlab apply` takes them
+    # - `exec_entry(...)`, `port_dialer(namespace, pod)`: exec and port-forward streams
+    # - `node_action(name, verb, force)`: fail, recover, cordon, uncordon, drain
+    # - `ready() -> bool`: the lab is built and not stopping (/readyz); a lab without it
+    #   is ready whenever its API answers
 
 
 def flag(request: web.Request, name: str) -> bool:
