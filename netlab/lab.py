@@ -517,16 +517,22 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 old = self.store.list(
                     "namespaces", field_selector=f"metadata.name={namespace.name}"
                 )[0]
-                labels = dict(namespace.labels)
+                labels, notes = dict(namespace.labels), dict(namespace.annotations)
+                wanted = objects.namespace_object(namespace.name, labels, notes)
+                if old and old[0]["metadata"].get("deletionTimestamp"):  # stays Terminating
+                    wanted["metadata"]["deletionTimestamp"] = old[0]["metadata"][
+                        "deletionTimestamp"
+                    ]
+                    wanted["status"] = old[0]["status"]
                 action = (
                     "created"
                     if not old
                     else "unchanged"
-                    if old[0]["metadata"].get("labels", {}) == labels
+                    if objects.manifest_of(old[0]) == objects.manifest_of(wanted)
                     else "configured"
                 )
                 self.namespace_labels[namespace.name] = labels
-                self.store.apply(objects.namespace_object(namespace.name, labels))
+                self.store.apply(wanted)
                 results.append(_result("Namespace", "", namespace.name, action))
             found = self._injected(found)
             for service in found.services:

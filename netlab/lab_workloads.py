@@ -173,6 +173,13 @@ class WorkloadRuntime:
             return _result("Job", *key, "created")
         if _same_manifest(stored, wanted):
             return _result("Job", *key, "unchanged")
+        if objects.manifest_of(stored)["spec"] == objects.manifest_of(wanted)["spec"]:
+            meta = wanted["metadata"]  # labels and annotations change, as in Kubernetes
+            relabeled = dict(stored, metadata=dict(stored["metadata"]))
+            relabeled["metadata"]["labels"] = dict(meta.get("labels") or {})
+            relabeled["metadata"]["annotations"] = dict(meta.get("annotations") or {})
+            self.store.apply(relabeled)
+            return _result("Job", *key, "configured")
         raise NetlabError(
             f"Job {key[0]}/{key[1]}: spec is immutable once the Job runs; "
             f"`netlab delete job {key[1]}` first, then apply it again"

@@ -459,10 +459,14 @@ def applyable(obj: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def namespace_object(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+def namespace_object(
+    name: str, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name}
     if labels:
         metadata["labels"] = dict(labels)
+    if annotations:
+        metadata["annotations"] = dict(annotations)
     return {
         "apiVersion": "v1",
         "kind": "Namespace",

@@ -46,6 +46,8 @@ def status(code: int, message: str, reason: str | None = None, details: dict | N
     }
     if details:
         obj["details"] = details
+    elif code == 404:  # as kube-apiserver sends it: kubectl debug reads details.name
+        obj["details"] = {}
     return obj
 
 

@@ -492,9 +492,14 @@ def _deployment(manifest: Manifest, value: Any, checker: Checker) -> DeploymentS
 
 
 def _namespace(manifest: Manifest, value: Any, checker: Checker) -> NamespaceSpec | None:
-    """A Namespace: its name and labels (`netlab.io/inject: "true"` meshes its pods)."""
-    checker.mapping(value or {}, manifest.prefix + "spec", ())
-    return NamespaceSpec(manifest.name, frozen_map(manifest.labels))
+    """A Namespace: its name and labels (`netlab.io/inject: "true"` meshes its pods);
+    `spec.finalizers` (kube-apiserver's `kubernetes`, as the stored object shows it) is
+    taken and not acted on."""
+    spec = checker.mapping(value or {}, manifest.prefix + "spec", ("finalizers",))
+    if spec is not None:
+        checker.str_list(spec, "finalizers", manifest.prefix + "spec")
+    notes = (manifest.body.get("metadata") or {}).get("annotations") or {}
+    return NamespaceSpec(manifest.name, frozen_map(manifest.labels), frozen_map(dict(notes)))
 
 
 _ISTIO_ALSO = tuple(

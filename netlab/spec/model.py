@@ -224,6 +224,7 @@ class NamespaceSpec:
 
     name: str
     labels: MappingProxyType = field(default_factory=frozen_map)
+    annotations: MappingProxyType = field(default_factory=frozen_map)  # kept, not acted on
 
 
 @dataclass(frozen=True)

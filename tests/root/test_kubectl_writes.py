@@ -219,3 +219,24 @@ def test_debians_kubectl_1_20_labels_replaces_and_dry_runs(wlab):
     refused = kubectl(wlab, "replace", "-f", "-", stdin=json.dumps(web), check=False, **old)
     assert refused.returncode != 0 and "must be greater than or equal to 0" in refused.stderr
     assert live(wlab, "deploy", "web")["spec"]["replicas"] == 2
+
+
+def test_every_kind_takes_labels_and_annotations(wlab):
+    """The write gate validates the stored object as it would a new one: whatever the
+    lab stores of a kind (a Namespace's finalizers, a Job's spec) passes it again."""
+    kubectl(wlab, "create", "job", "once", "--image=x", "--", "true")
+    kubectl(wlab, "create", "namespace", "labelled")
+    targets = [
+        ("pod", "a"), ("deployment", "web"), ("service", "web"), ("job", "once"),
+        ("namespace", "labelled"), ("namespace", "default"),
+    ]  # fmt: skip
+    for kind, name in targets:
+        kubectl(wlab, "annotate", kind, name, "lesson=one", "--overwrite")
+        kubectl(wlab, "label", kind, name, "tier=lab", "--overwrite")
+        meta = live(wlab, kind, name)["metadata"]
+        assert meta["annotations"]["lesson"] == "one", (kind, meta)
+        assert meta["labels"]["tier"] == "lab", (kind, meta)
+        kubectl(wlab, "label", kind, name, "tier-")
+        assert "tier" not in live(wlab, kind, name)["metadata"].get("labels", {}), kind
+    kubectl(wlab, "delete", "job", "once")
+    kubectl(wlab, "delete", "namespace", "labelled", "--wait=false")
