@@ -126,6 +126,12 @@ class PodMeta:
     released: bool = False
 
 
+POD_DEFAULTS = {
+    "dnsPolicy": "ClusterFirst",
+    "schedulerName": "default-scheduler",
+    "securityContext": {},
+    "terminationGracePeriodSeconds": 1,  # the lab's: a deleted pod's processes get 1 s
+}
 LAB_ANNOTATIONS = (NETNS_ANNOTATION, RACK_ANNOTATION)  # the lab's own: set by the lab alone
 
 
@@ -321,6 +327,8 @@ def pod_object(
     if template.node_selector:
         spec["nodeSelector"] = dict(template.node_selector)
     spec.update(template.recorded)
+    for field, value in POD_DEFAULTS.items():  # kube-apiserver's defaults (kubectl reads them)
+        spec.setdefault(field, copy.deepcopy(value))
     ready = status.ready and not deleting  # a pod on its way out is not ready
     ready_text = "True" if ready else "False"
     return {

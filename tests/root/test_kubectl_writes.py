@@ -139,6 +139,10 @@ def test_kubectl_run_replace_label_and_annotate(wlab):
     web["spec"]["replicas"] = 2
     kubectl(wlab, "replace", "-f", "-", stdin=json.dumps(web))
     assert wait_for(lambda: len(web_pods(wlab)) == 2, 15)
+    # no ephemeral containers here: kubectl says so (it read a nil securityContext before)
+    debug = kubectl(wlab, "debug", "tmp", "--image=busybox", "--profile=general", check=False)
+    assert debug.returncode != 0 and "panic" not in debug.stderr
+    assert "ephemeral containers are disabled" in debug.stderr
     kubectl(wlab, "delete", "pod", "tmp", "--wait=false")
 
 
