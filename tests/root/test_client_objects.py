@@ -245,3 +245,106 @@ def test_jobs_back_off_count_their_killed_pods_and_record_events(olab, api):
     assert "DeadlineExceeded" in slow_events and "SuccessfulDelete" in slow_events
     done = kubectl(olab, "get", "events", "--field-selector", "involvedObject.name=done")
     assert "Completed" in done and "job/done" in done
+
+
+def _typed_objects(client) -> dict:
+    """A new object of every kind the lab takes writes for, as the typed models build it
+    (no kind, no apiVersion: the client's typed objects usually leave them unset)."""
+    meta = client.V1ObjectMeta
+    labels = {"app": "typed"}
+    container = client.V1Container(name="c", image="busybox", command=["sleep", "infinity"])
+    template = client.V1PodTemplateSpec(
+        metadata=meta(labels=labels), spec=client.V1PodSpec(containers=[container])
+    )
+    return {
+        "namespaces": client.V1Namespace(metadata=meta(name="typed")),
+        "pods": client.V1Pod(
+            metadata=meta(name="typed", labels=labels),
+            spec=client.V1PodSpec(containers=[container]),
+        ),
+        "deployments": client.V1Deployment(
+            metadata=meta(name="typed"),
+            spec=client.V1DeploymentSpec(
+                replicas=1, selector=client.V1LabelSelector(match_labels=labels), template=template
+            ),
+        ),
+        "services": client.V1Service(
+            metadata=meta(name="typed"),
+            spec=client.V1ServiceSpec(
+                selector=labels, ports=[client.V1ServicePort(port=80, target_port=8080)]
+            ),
+        ),
+        "jobs": client.V1Job(
+            metadata=meta(name="typed"),
+            spec=client.V1JobSpec(
+                template=client.V1PodTemplateSpec(
+                    spec=client.V1PodSpec(
+                        restart_policy="Never",
+                        containers=[client.V1Container(name="c", command=["true"])],
+                    )
+                )
+            ),
+        ),
+    }
+
+
+def test_every_writable_kind_is_created_patched_watched_and_deleted_typed(olab, api):
+    """Through the typed API: create (models without kind/apiVersion), watch the ADDED and
+    the MODIFIED of a patch, read the patch back, delete. The mesh kinds, which have no
+    typed models, through CustomObjectsApi."""
+    from kubernetes import client, watch
+
+    core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
+    calls = {
+        "namespaces": (core.create_namespace, core.patch_namespace, core.list_namespace,
+                       core.read_namespace, core.delete_namespace, False),
+        "pods": (core.create_namespaced_pod, core.patch_namespaced_pod,
+                 core.list_namespaced_pod, core.read_namespaced_pod,
+                 core.delete_namespaced_pod, True),
+        "deployments": (apps.create_namespaced_deployment, apps.patch_namespaced_deployment,
+                        apps.list_namespaced_deployment, apps.read_namespaced_deployment,
+                        apps.delete_namespaced_deployment, True),
+        "services": (core.create_namespaced_service, core.patch_namespaced_service,
+                     core.list_namespaced_service, core.read_namespaced_service,
+                     core.delete_namespaced_service, True),
+        "jobs": (batch.create_namespaced_job, batch.patch_namespaced_job,
+                 batch.list_namespaced_job, batch.read_namespaced_job,
+                 batch.delete_namespaced_job, True),
+    }  # fmt: skip
+    for plural, body in _typed_objects(client).items():
+        create, patch, lister, read, delete, namespaced = calls[plural]
+        where = ("default",) if namespaced else ()
+        start = lister(*where).metadata.resource_version
+        made = create(*where, body)
+        assert made.metadata.name == "typed" and made.metadata.uid, plural
+        patch("typed", *where, {"metadata": {"labels": {"patched": "yes"}}})
+        assert read("typed", *where).metadata.labels["patched"] == "yes", plural
+        seen = []
+        for event in watch.Watch().stream(
+            lister, *where, resource_version=start, timeout_seconds=5,
+            field_selector="metadata.name=typed",
+        ):  # fmt: skip
+            labels = event["object"].metadata.labels or {}
+            seen.append((event["type"], labels.get("patched")))
+            if ("MODIFIED", "yes") in seen:
+                break
+        assert seen[0][0] == "ADDED" and ("MODIFIED", "yes") in seen, (plural, seen)
+        if plural != "namespaces":
+            delete("typed", *where)
+    custom = client.CustomObjectsApi(api)
+    for group, version, plural in (
+        ("networking.istio.io", "v1", "virtualservices"),
+        ("networking.istio.io", "v1", "destinationrules"),
+        ("netlab.io", "v1alpha1", "ratelimitpolicies"),
+    ):
+        patched = custom.patch_namespaced_custom_object(
+            group, version, "default", plural, "web", {"metadata": {"labels": {"patched": "yes"}}}
+        )
+        assert patched["metadata"]["labels"]["patched"] == "yes", plural
+        listed = custom.list_namespaced_custom_object(group, version, "default", plural)
+        assert "web" in {o["metadata"]["name"] for o in listed["items"]}
+    core.delete_namespace("typed")
+    assert wait_for(
+        lambda: not olab.store.list("namespaces", field_selector="metadata.name=typed")[0], 20
+    )
+    assert wait_for(lambda: "typed" not in {p.name for p in olab.pod_list()}, 15)
