@@ -120,6 +120,36 @@ class LabActions:
             dict(meta.get("annotations") or {}),
         )
 
+    async def update_node(self, obj: dict) -> dict:
+        """kubectl cordon, uncordon and drain patch a node's spec.unschedulable; that is
+        all of a lab node that changes through the API."""
+        name = obj["metadata"]["name"]
+        stored = self.lab.store.get("nodes", None, name)
+        before, after = dict(stored.get("spec") or {}), dict(obj.get("spec") or {})
+        unschedulable = bool(after.pop("unschedulable", False))
+        before.pop("unschedulable", None)
+        changed = [
+            what
+            for what, old, new in (
+                ("spec", before, after),
+                ("metadata.labels", stored["metadata"].get("labels") or {},
+                 obj["metadata"].get("labels") or {}),
+                ("metadata.annotations", stored["metadata"].get("annotations") or {},
+                 obj["metadata"].get("annotations") or {}),
+            )
+            if old != new
+        ]  # fmt: skip
+        if changed:
+            raise ApiError(
+                422,
+                f'Node "{name}" is invalid: {", ".join(changed)}: Forbidden: a lab node takes '
+                "no taints and its labels are the lab file's (lab.racks[].nodes[].labels); "
+                "only spec.unschedulable changes (kubectl cordon, uncordon, drain)",
+                "Invalid",
+            )
+        await self._run(self.lab.cordon, name, unschedulable)
+        return self.lab.store.get("nodes", None, name)
+
     async def validate(self, res: Resource, obj: dict) -> None:
         """An object as a write would store it, checked as creating it is checked
         (`netlab apply`'s readers against this lab): 422 naming every field at fault."""

@@ -327,8 +327,8 @@ def pod_object(
     if template.node_selector:
         spec["nodeSelector"] = dict(template.node_selector)
     spec.update(template.recorded)
-    for field, value in POD_DEFAULTS.items():  # kube-apiserver's defaults (kubectl reads them)
-        spec.setdefault(field, copy.deepcopy(value))
+    for key, value in POD_DEFAULTS.items():  # kube-apiserver's defaults (kubectl reads them)
+        spec.setdefault(key, copy.deepcopy(value))
     ready = status.ready and not deleting  # a pod on its way out is not ready
     ready_text = "True" if ready else "False"
     return {

@@ -97,7 +97,8 @@ class Resource:
 
 RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "Namespace", "namespaces", False, ("ns",), WRITE_VERBS),
-    Resource("", "v1", "Node", "nodes", False, ("no",)),
+    # nodes: patched for spec.unschedulable alone (kubectl cordon, uncordon, drain)
+    Resource("", "v1", "Node", "nodes", False, ("no",), (*READ_VERBS, "patch", "update")),
     Resource(
         "",
         "v1",

@@ -94,7 +94,16 @@ ACCESS_REVIEW_SPEC = {
 }
 USER_INFO = {1: ("username", "string"), 2: ("uid", "string"), 3: ("groups", ["string"])}
 EMPTY: dict = {}
+DELETE_OPTIONS = {  # meta/v1 DeleteOptions, whole: client-go's typed deletes send it
+    1: ("gracePeriodSeconds", "int"),
+    2: ("preconditions", {1: ("uid", "string"), 2: ("resourceVersion", "string")}),
+    3: ("orphanDependents", "bool"),
+    4: ("propagationPolicy", "string"),
+    5: ("dryRun", ["string"]),
+    6: ("ignoreStoreReadErrorWithClusterBreakingPotential", "bool"),
+}
 KINDS = {
+    "DeleteOptions": DELETE_OPTIONS,
     "Namespace": {1: ("metadata", OBJECT_META), 2: ("spec", EMPTY), 3: ("status", EMPTY)},
     "Deployment": {
         1: ("metadata", OBJECT_META),

@@ -331,12 +331,16 @@ async def delete_item(request: web.Request, res: Resource) -> web.StreamResponse
     if "delete" not in res.verbs or action is None:
         raise ApiError(405, f"{res.full_name} cannot be deleted through the lab API")
     options: dict = {}
-    if request.can_read_body:  # DeleteOptions (kubectl sends one): must be a JSON object
-        try:
-            options = json.loads(await request.read() or b"{}")
-        except ValueError as exc:
-            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
-        if not isinstance(options, dict):
+    if request.can_read_body:  # DeleteOptions (kubectl sends one), JSON or protobuf
+        body = await _body(request, protobuf=True)
+        if request.content_type == kube_protobuf.MEDIA_TYPE:  # client-go's typed delete
+            options = kube_protobuf.to_object(body)
+        else:
+            try:
+                options = json.loads(body or b"{}")
+            except ValueError as exc:
+                raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(options, dict) or options.get("kind", "DeleteOptions") != "DeleteOptions":
             raise ApiError(400, "request body must be a DeleteOptions object")
     name = request.match_info["name"]
     namespace = request.match_info.get("namespace")

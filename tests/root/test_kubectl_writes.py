@@ -244,3 +244,21 @@ def test_every_kind_takes_labels_and_annotations(wlab):
         assert "tier" not in live(wlab, kind, name)["metadata"].get("labels", {}), kind
     kubectl(wlab, "delete", "job", "once")
     kubectl(wlab, "delete", "namespace", "labelled", "--wait=false")
+
+
+def test_kubectl_cordons_and_drains_nodes(wlab):
+    kubectl(wlab, "cordon", "n4")
+    assert "SchedulingDisabled" in kubectl(wlab, "get", "node", "n4").stdout
+    assert live(wlab, "node", "n4")["spec"]["unschedulable"] is True
+    kubectl(wlab, "uncordon", "n4")
+    assert not live(wlab, "node", "n4")["spec"].get("unschedulable")
+    wlab.settle()
+    kubectl(wlab, "drain", "n2", "--ignore-daemonsets", "--force", "--timeout=60s")
+    assert live(wlab, "node", "n2")["spec"]["unschedulable"] is True
+    assert not [p for p in wlab.pod_list() if p.node == "n2"]
+    assert wait_for(lambda: len(web_pods(wlab)) == 2, 15)
+    assert all(p.node != "n2" for p in wlab.ready_pods("web"))
+    kubectl(wlab, "uncordon", "n2")
+    refused = kubectl(wlab, "label", "node", "n1", "disk=ssd", check=False)
+    assert refused.returncode != 0 and "lab.racks[].nodes[].labels" in refused.stderr
+    assert "disk" not in live(wlab, "node", "n1")["metadata"].get("labels", {})
