@@ -15,6 +15,7 @@ import pytest
 from netlab.realize.processes import PidRecord, alive_as_recorded
 from tests.root.conftest import lab_namespaces, wait_for
 from tests.root.test_cli import netlab
+from tests.root.test_kubectl import KUBECTL
 
 pytestmark = pytest.mark.root
 
@@ -68,6 +69,16 @@ GET = (
 def pods(name: str) -> dict[str, dict]:
     items = json.loads(netlab("--lab", name, "get", "pods", "-o", "json").stdout)["items"]
     return {p["metadata"]["name"]: p for p in items}
+
+
+def serving_webs(name: str) -> set[str]:
+    """The pods the web Deployment owns (a relabeled one it released is not among them)."""
+    return {
+        pod
+        for pod, obj in pods(name).items()
+        if obj["metadata"].get("labels", {}).get("app") == "web"
+        and obj["status"].get("phase") == "Running"
+    }
 
 
 def status_of(name: str, pod: str) -> dict:
@@ -173,11 +184,24 @@ def test_a_restarted_supervisor_takes_the_lab_over_without_restarting_pods(tmp_p
         )
 
         if store == "embedded":  # a graceful hand-over: detach, adopt again
+            # what clients changed of running pods is taken over too: a released pod
+            # stays released, an annotation stays
+            kube = [str(KUBECTL["1.35"]), "--kubeconfig", f"/run/netlab/{name}/kubeconfig"]
+            released = sorted(n for n in pods(name) if n.startswith("web-"))[0]
+            for args in (["label", "pod", released, "app=debug", "--overwrite"],
+                         ["annotate", "pod", "client", "note=kept"]):  # fmt: skip
+                subprocess.run([*kube, *args], check=True, capture_output=True, timeout=30)
+            assert wait_for(lambda: len(serving_webs(name)) == 3, 15, 0.2)
             netlab("--lab", name, "detach")
             kept = containers(name)
             netlab("up", "-d", "--adopt", str(path))
             assert containers(name) == kept
-            assert get_through_service(name).split()[0].startswith("web-")
+            after = pods(name)
+            assert after["client"]["metadata"]["annotations"]["note"] == "kept"
+            assert after[released]["metadata"]["labels"]["app"] == "debug"
+            assert "ownerReferences" not in after[released]["metadata"]
+            assert len(serving_webs(name)) == 3  # no fourth replica after the take-over
+            assert get_through_service(name).split()[0] in serving_webs(name)
     finally:
         netlab("--lab", name, "down", check=False)
         if not wait_for(
