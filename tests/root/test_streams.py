@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 
 from netlab.lab import Lab
-from tests.root.conftest import two_rack_builder
+from tests.root.conftest import two_rack_builder, wait_for
 from tests.root.test_kubectl import KUBECTL, kubectl
 
 pytestmark = pytest.mark.root
@@ -99,13 +99,23 @@ def _stderr(proc: subprocess.Popen) -> str:
     return proc.communicate(timeout=10)[1]
 
 
+def answers(lab: Lab, pod: str, namespace: str, port: int, path: str) -> bool:
+    """An HTTP GET from inside the pod, to its own loopback, answers 200."""
+    probe = (
+        "import urllib.request; "
+        f"urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=2).read()"
+    )
+    return lab.exec(pod, ["python3", "-c", probe], namespace=namespace).returncode == 0
+
+
 def http_call(port: int, method: str, path: str, body: bytes | None = None) -> bytes:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         conn.request(method, path, body=body)
         response = conn.getresponse()
-        assert response.status == 200
-        return response.read()
+        data = response.read()
+        assert response.status == 200, (method, path, response.status, data[:300])
+        return data
     finally:
         conn.close()
 
@@ -231,6 +241,13 @@ def test_port_forward_reaches_the_collector_and_a_sidecars_admin_page():
         lab.settle()
         lab.wait_endpoints("kube-system", "zipkin", timeout=30)
         kubectl(lab, "wait", "--for=condition=Ready", "pod/app", "--timeout=30s")
+        # the sidecar's admin server and the collector's API may open a moment after
+        # their pods are Ready on a loaded machine: port-forward once they answer
+        (collector,) = lab.ready_pods("zipkin", "kube-system")
+        assert wait_for(lambda: answers(lab, "app", "default", 15000, "/stats/prometheus"), 20)
+        assert wait_for(
+            lambda: answers(lab, collector.name, "kube-system", 9411, "/api/v2/services"), 20
+        )
         with port_forward(lab, "svc/zipkin", 9411, namespace="kube-system") as port:
             assert http_call(port, "GET", "/api/v2/services").startswith(b"[")
         with port_forward(lab, "pod/app", 15000) as port:  # the sidecar's admin port
