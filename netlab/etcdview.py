@@ -26,6 +26,7 @@ from netlab.realize.etcdkeeper import (
     read_status,
 )
 from netlab.realize.processes import PidRecord, alive_as_recorded
+from netlab.tables import columns
 
 
 def members(run_dir: Path) -> dict[str, str]:
@@ -39,11 +40,12 @@ def members(run_dir: Path) -> dict[str, str]:
     return {f"etcd-{d.name}": f"unix:{d / SOCKET_NAME}" for d in sorted(root.iterdir())}
 
 
-def _pids(run_dir: Path) -> dict[str, tuple[int, int]]:
+def _running(run_dir: Path) -> dict[str, int]:
+    """The lab's etcd members that run, by name: their PIDs (as recorded, still alive)."""
     return {
-        name: (pid, started)
+        name: pid
         for pid, started, role, name in PidRecord.read(run_dir / "pids")
-        if role == "etcd"
+        if role == "etcd" and pid and alive_as_recorded(pid, started)
     }
 
 
@@ -52,13 +54,13 @@ def status_lines(run_dir: Path, now: float | None = None) -> list[str]:
     one that ended after a back-off, as kubelet does with a static pod), and its raft view."""
     now = time.time() if now is None else now
     found = members(run_dir)
-    pids = _pids(run_dir)
+    running = _running(run_dir)
     rows = [["MEMBER", "PID", "STATE", "RESTARTS", "LEADER", "RAFT-TERM", "RAFT-INDEX", "REVISION"]]
     views = {name: member_status(endpoint) for name, endpoint in found.items()}
     ids = {v["header"]["member_id"]: name for name, v in views.items() if v}
     for name, view in views.items():
-        pid, started = pids.get(name, (0, 0))
-        alive = bool(pid) and alive_as_recorded(pid, started)
+        pid = running.get(name)
+        alive = pid is not None
         kept = read_status(_data_dir(run_dir, name))
         restarts = str(kept.get("restarts", 0)) if kept else "-"
         if view is None:
@@ -78,8 +80,7 @@ def status_lines(run_dir: Path, now: float | None = None) -> list[str]:
                 str(view["header"].get("revision", "")),
             ]
         )
-    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(len(rows[0]))]
-    return ["   ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    return columns(rows)
 
 
 def down_state(alive: bool, kept: dict | None, now: float) -> str:
@@ -114,8 +115,8 @@ def leader(run_dir: Path) -> str:
 def _kill(run_dir: Path, member: str, keep: bool) -> int:
     """SIGKILL a member (a crash); the supervisor starts it again unless `keep`."""
     name = leader(run_dir) if member == "leader" else _known(run_dir, member)
-    pid, started = _pids(run_dir).get(name, (0, 0))
-    running = bool(pid) and alive_as_recorded(pid, started)
+    pid = _running(run_dir).get(name)
+    running = pid is not None
     if keep:  # before the kill: the keeper must not start it in between
         keep_down(_data_dir(run_dir, name), True)
     elif not running:
@@ -138,8 +139,8 @@ def _start(run_dir: Path, member: str, timeout: float) -> int:
     wait until it answers."""
     name = _known(run_dir, member)
     data_dir = _data_dir(run_dir, name)
-    pid, started = _pids(run_dir).get(name, (0, 0))
-    if bool(pid) and alive_as_recorded(pid, started) and not kept_down(data_dir):
+    pid = _running(run_dir).get(name)
+    if pid is not None and not kept_down(data_dir):
         print(f"{name} is running (pid {pid})")
         return 0
     kept = read_status(data_dir)
@@ -158,7 +159,7 @@ def _start(run_dir: Path, member: str, timeout: float) -> int:
                 f"state, {run_dir / 'logs' / f'{name}.log'} its log"
             )
         time.sleep(0.1)
-    print(f"{name} started (pid {_pids(run_dir).get(name, (0, 0))[0]})")
+    print(f"{name} started (pid {_running(run_dir).get(name, 0)})")
     return 0
 
 

@@ -58,12 +58,31 @@ def check(args: argparse.Namespace, kinds: list[Resource]) -> None:
         raise NetlabError("watch takes one name, or none")
 
 
-def fetch(args: argparse.Namespace, client: LabClient, kinds: list[Resource]) -> list[Found]:
+def _namespace(args: argparse.Namespace, res: Resource) -> str | None:
+    """The namespace to ask in; None: all of them (or a kind that has none)."""
+    return None if args.all_namespaces or not res.namespaced else args.namespace
+
+
+def _list(client: LabClient, res: Resource, args: argparse.Namespace, field: str | None) -> dict:
+    namespace = _namespace(args, res)
+    return client.list(
+        res.plural,
+        namespace=namespace,
+        all_namespaces=namespace is None,
+        label_selector=args.selector,
+        field_selector=field,
+    )
+
+
+def fetch(
+    args: argparse.Namespace, client: LabClient, kinds: list[Resource]
+) -> tuple[list[Found], bool]:
     """Ask the lab: each kind's list, or the named objects of each kind. A name that
-    one kind lacks is reported on stderr (as kubectl does) unless no kind has it."""
+    one kind lacks is reported on stderr (as kubectl does) unless no kind has it; the
+    second value says whether one was."""
     found, missing = [], []
     for res in kinds:
-        namespace = None if args.all_namespaces or not res.namespaced else args.namespace
+        namespace = _namespace(args, res)
         if args.names:
             objs = []
             for name in args.names:
@@ -75,21 +94,14 @@ def fetch(args: argparse.Namespace, client: LabClient, kinds: list[Resource]) ->
                     missing.append(str(exc))
             found.append(Found(res, objs))
             continue
-        listing = client.list(
-            res.plural,
-            namespace=namespace,
-            all_namespaces=namespace is None,
-            label_selector=args.selector,
-            field_selector=args.field_selector,
-        )
+        listing = _list(client, res, args, args.field_selector)
         found.append(Found(res, listing["items"], listing["metadata"].get("resourceVersion")))
     if missing:
         if not any(f.objs for f in found):
             raise NetlabError("; ".join(missing))
         for text in missing:
             print(f"netlab: {text}", file=sys.stderr)
-        args.missing = True
-    return found
+    return found, bool(missing)
 
 
 def show_kinds(requested: list[Resource], found: list[Found], names: list[str]) -> bool:
@@ -132,8 +144,7 @@ def render(found: list[Found], output: str | None, all_namespaces: bool, with_ki
 def run(args: argparse.Namespace, client: LabClient) -> int:
     kinds = resources_of(args.resource)
     check(args, kinds)
-    args.missing = False
-    found = fetch(args, client, kinds)
+    found, missing = fetch(args, client, kinds)
     if args.watch:
         try:
             return watch(args, client, found[0])
@@ -142,13 +153,13 @@ def run(args: argparse.Namespace, client: LabClient) -> int:
     text = render(found, args.output, args.all_namespaces, show_kinds(kinds, found, args.names))
     if text:
         print(text)
-    return 1 if args.missing else 0
+    return 1 if missing else 0
 
 
 def watch(args: argparse.Namespace, client: LabClient, found: Found) -> int:
     """`get -w`: the table, then a row per change until interrupted (kubectl's way)."""
     res = found.resource
-    namespace = None if args.all_namespaces or not res.namespaced else args.namespace
+    namespace = _namespace(args, res)
     wide = args.output == "wide"
     shown = tables.render(res.plural, found.objs, wide=wide, all_namespaces=args.all_namespaces)
     header = shown.splitlines()[0] if found.objs else None  # none yet: the first change prints it
@@ -187,14 +198,7 @@ def watch(args: argparse.Namespace, client: LabClient, found: Found) -> int:
         except ApiError as exc:
             if exc.status != 410:
                 raise
-            listing = client.list(
-                res.plural,
-                namespace=namespace,
-                all_namespaces=namespace is None,
-                label_selector=args.selector,
-                field_selector=field,
-            )
-            revision = listing["metadata"]["resourceVersion"]
+            revision = _list(client, res, args, field)["metadata"]["resourceVersion"]
 
 
 def _event_text(output: str, event: dict, res: Resource) -> str:

@@ -25,6 +25,7 @@ from netlab.realize.processes import container_env
 from netlab.resources import Resource
 from netlab.spec.load import parse_manifests
 from netlab.spec.manifests import KINDS
+from netlab.store import stale
 from netlab.system import SIDECAR_CONTAINER
 
 
@@ -102,12 +103,7 @@ class LabActions:
                 "Invalid",
             )
         if meta.get("resourceVersion") not in (None, stored["metadata"]["resourceVersion"]):
-            raise ApiError(
-                409,
-                f'Operation cannot be fulfilled on pods "{meta["name"]}": the object has been '
-                "modified; please apply your changes to the latest version and try again",
-                "Conflict",
-            )
+            raise stale("pods", meta["name"])
         if (meta.get("labels") or {}) == stored["metadata"].get("labels", {}) and (
             meta.get("annotations") or {}
         ) == stored["metadata"].get("annotations", {}):

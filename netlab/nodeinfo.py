@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netlab import __version__
+from netlab.apiserver.version import GIT_VERSION
 
-# the version the API server says it is (netlab.apiserver.version, which is above this
-# layer; a unit test keeps the two the same)
-KUBELET_VERSION = "v1.35.0+netlab"
+KUBELET_VERSION = GIT_VERSION  # kubelets are the version the API server says it is
 RUNTIME_VERSION = f"netlab://{__version__}"  # the lab's runtime (netlab.realize.runtimed)
 EVICTION_MEMORY_KIB = 100 * 1024  # kubelet's default eviction threshold: memory.available<100Mi
 EVICTION_STORAGE = 0.10  # ... and nodefs.available<10%

@@ -66,6 +66,15 @@ def conflict(message: str, reason: str) -> ApiError:
     return err
 
 
+def stale(full_name: str, name: str) -> ApiError:
+    """409 for a write made against an older resourceVersion, in kube-apiserver's words."""
+    return conflict(
+        f'Operation cannot be fulfilled on {full_name} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        "Conflict",
+    )
+
+
 def expired(revision: int, oldest: int) -> ApiError:
     """The Kubernetes `410 Expired` error for a watch or list from a compacted revision."""
     err = ApiError(410, f"too old resource version: {revision} ({oldest})")
@@ -219,15 +228,11 @@ class Store:
         meta = new["metadata"]
         with self._write_lock:
             key = self._key(res, meta.get("namespace"), meta["name"])
-            current = copy.deepcopy(self._objects[res.full_name].get(key))
-        if current is None:
-            meta.pop("resourceVersion", None)
-            return self._stamp_new(new)
-        for field in _MANAGED:
-            meta[field] = current["metadata"][field]
-        if new.get("spec") != current.get("spec"):
-            meta["generation"] = current["metadata"]["generation"] + 1
-        return new
+            current = self._objects[res.full_name].get(key)
+            if current is None:
+                meta.pop("resourceVersion", None)
+                return self._stamp_new(new)
+            return _over(current, new)
 
     def patch_status(
         self, resource: str | Resource, namespace: str | None, name: str, status: dict
@@ -395,22 +400,14 @@ class Store:
             wanted = meta.get("resourceVersion")
             have = current["metadata"]["resourceVersion"]
             if check_version and wanted not in (None, "", have):
-                message = (
-                    f'Operation cannot be fulfilled on {res.full_name} "{meta["name"]}": '
-                    "the object has been modified; please apply your changes to the latest "
-                    "version and try again"
-                )
-                raise conflict(message, "Conflict")
+                raise stale(res.full_name, meta["name"])
             return self._replace(res, key, current, new)
 
     def _replace(self, res: Resource, key: tuple[str, str], current: dict, new: dict) -> dict:
         """Write `new` over `current` keeping managed metadata; no write if nothing changed."""
-        for field in _MANAGED:
-            new["metadata"][field] = current["metadata"][field]
+        new = _over(current, new)  # a changed spec bumps the generation: never equal then
         if new == current:
             return copy.deepcopy(current)
-        if new.get("spec") != current.get("spec"):
-            new["metadata"]["generation"] = current["metadata"]["generation"] + 1
         return self._commit(res, key, new, current)
 
     def _next_revision(self, res: Resource, key: tuple[str, str], new: dict | None) -> int:
@@ -459,6 +456,16 @@ class Store:
             except Exception:  # the write stands; a broken subscriber must not undo it
                 log.exception("store subscriber %r failed on %r", callback, ev)
         return result
+
+
+def _over(current: dict, new: dict) -> dict:
+    """`new` as it replaces `current`: the store's managed metadata kept, the generation
+    bumped if the spec changed (what `update` stores and `preview` shows)."""
+    for field in _MANAGED:
+        new["metadata"][field] = current["metadata"][field]
+    if new.get("spec") != current.get("spec"):
+        new["metadata"]["generation"] = current["metadata"]["generation"] + 1
+    return new
 
 
 def _notify_all(watches: list[Watch]) -> None:

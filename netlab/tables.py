@@ -401,9 +401,13 @@ def render(
             [obj["metadata"].get("namespace", ""), *row]
             for obj, row in zip(objs, rows, strict=True)
         ]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "   ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(r)).rstrip()
-        for r in [header, *rows]
+    return "\n".join(columns([header, *rows]))
+
+
+def columns(rows: list[list]) -> list[str]:
+    """Rows as kubectl prints them: each column as wide as its widest cell, three spaces
+    between (a row may have fewer cells than the first)."""
+    widths = [max(len(str(r[i])) for r in rows if i < len(r)) for i in range(len(rows[0]))]
+    return [
+        "   ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows
     ]
-    return "\n".join(lines)

@@ -65,7 +65,7 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         if exc.status != 404:
             message = f"{exc.reason}: {request.method} {request.path}"
         return _status_response(exc.status, message)
-    except (asyncio.CancelledError, ConnectionResetError):
+    except ConnectionResetError:
         raise
     except Exception:  # a bug in a handler or an action: report it, keep serving
         log.exception("lab API: %s %s failed", request.method, request.path_qs)

@@ -85,12 +85,16 @@ class Actions(Protocol):
     #   is ready whenever its API answers
 
 
+FALSE = ("", "0", "f", "F", "false", "False", "FALSE")
+TRUE = ("1", "t", "T", "true", "True", "TRUE")  # Go's strconv.ParseBool, as Kubernetes reads
+
+
 def flag(request: web.Request, name: str) -> bool:
     """A boolean query parameter as Kubernetes parses it; 400 if it is neither."""
     value = request.query.get(name, "")
-    if value in ("", "0", "f", "F", "false", "False", "FALSE"):
+    if value in FALSE:
         return False
-    if value in ("1", "t", "T", "true", "True", "TRUE"):
+    if value in TRUE:
         return True
     raise ApiError(400, f"invalid {name}={value!r}: must be true or false")
 

@@ -45,8 +45,10 @@ def check(
     mode = directive(request)
     if not kind_schema.known:
         return obj
-    old = set(schema.unknown_fields(before, kind_schema)) if before is not None else set()
-    unknown = [p for p in schema.unknown_fields(obj, kind_schema) if p not in old]
+    unknown, old = schema.unknown_fields(obj, kind_schema), set()
+    if unknown and before is not None:  # the stored object's own are not the client's doing
+        old = set(schema.unknown_fields(before, kind_schema))
+        unknown = [p for p in unknown if p not in old]
     if not unknown:
         return obj
     errors = [f'unknown field "{path}"' for path in unknown]

@@ -73,7 +73,7 @@ async def _all(request: web.Request, name: str) -> web.Response:
     return web.Response(status=code, text=text)
 
 
-async def _one(request: web.Request, name: str, check: str, run: Check) -> web.Response:
+async def _one(request: web.Request, check: str, run: Check) -> web.Response:
     if run(request.app):
         return web.Response(text="ok")
     return web.Response(status=500, text=f"internal server error: {check} check failed\n")
@@ -83,5 +83,5 @@ def add_routes(app: web.Application) -> None:
     for name, checks in ENDPOINTS.items():
         app.router.add_get(f"/{name}", functools.partial(_all, name=name))
         for check, run in checks:
-            one = functools.partial(_one, name=name, check=check, run=run)
+            one = functools.partial(_one, check=check, run=run)
             app.router.add_get(f"/{name}/{check}", one)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from netlab.apiserver.base import TRUE
 from netlab.resources import Resource
 
 # kube-apiserver's buckets for apiserver_request_duration_seconds
@@ -63,7 +64,7 @@ class RequestInfo:
 
 
 def _watching(query: Mapping[str, str]) -> bool:
-    return query.get("watch", "").lower() not in ("", "0", "false")
+    return query.get("watch", "") in TRUE  # as reads.py decides it (base.flag)
 
 
 def request_info(

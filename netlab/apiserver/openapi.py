@@ -22,20 +22,27 @@ from aiohttp import web
 from netlab.apiserver import openapi_v2, schema
 from netlab.resources import Resource, ResourceTable
 
-FIELD_VALIDATION = {
-    "name": "fieldValidation",
-    "in": "query",
-    "description": "fieldValidation instructs the server on how to handle objects in the "
-    "request containing unknown or duplicate fields: Ignore, Warn or Strict",
-    "schema": {"type": "string", "uniqueItems": True},
-}
-DRY_RUN = {
-    "name": "dryRun",
-    "in": "query",
-    "description": "When present, indicates that modifications should not be persisted. "
+
+def _query_param(name: str, description: str) -> dict:
+    return {
+        "name": name,
+        "in": "query",
+        "description": description,
+        "schema": {"type": "string", "uniqueItems": True},
+    }
+
+
+FIELD_VALIDATION = _query_param(
+    "fieldValidation",
+    "fieldValidation instructs the server on how to handle objects in the request "
+    "containing unknown or duplicate fields: Ignore, Warn or Strict",
+)
+DRY_RUN = _query_param(
+    "dryRun",
+    "When present, indicates that modifications should not be persisted. "
     "Valid values are: - All: all dry run stages will be processed",
-    "schema": {"type": "string", "uniqueItems": True},
-}
+)
+WRITES = ("post", "put", "patch")  # they take dryRun and fieldValidation; delete dryRun
 PATCH_TYPES = (
     "application/apply-patch+yaml",
     "application/json-patch+json",
@@ -53,7 +60,7 @@ def _ref(name: str) -> dict:
     return {"$ref": schema.REF_PREFIX + name}
 
 
-def _operation(res: Resource, verb: str, write: bool, body: str | None = None) -> dict:
+def _operation(res: Resource, verb: str, body: str | None = None) -> dict:
     op: dict = {
         "operationId": f"{verb}{res.kind}",
         "x-kubernetes-action": verb,
@@ -63,7 +70,7 @@ def _operation(res: Resource, verb: str, write: bool, body: str | None = None) -
     if body:
         ok = {"application/json": {"schema": _ref(body)}}
         op["responses"]["200"]["content"] = ok
-    if write:
+    if verb in WRITES:
         op["parameters"] = [DRY_RUN, FIELD_VALIDATION]
     elif verb == "delete":
         op["parameters"] = [DRY_RUN]
@@ -100,22 +107,22 @@ def group_version_document(resources: list[Resource]) -> dict:
         base = f"{res.base_path}/namespaces/{{namespace}}" if res.namespaced else res.base_path
         collection, item = f"{base}/{res.plural}", f"{base}/{res.plural}/{{name}}"
         if res.stored:
-            paths[collection] = {"get": _operation(res, "list", False, list_name)}
-            paths[item] = {"get": _operation(res, "get", False, name)}
+            paths[collection] = {"get": _operation(res, "list", list_name)}
+            paths[item] = {"get": _operation(res, "get", name)}
         else:
             paths[collection] = {}
         if "create" in res.verbs:
-            paths[collection]["post"] = _operation(res, "post", True, name)
+            paths[collection]["post"] = _operation(res, "post", name)
         if "patch" in res.verbs:
-            patch = _operation(res, "patch", True, name)
+            patch = _operation(res, "patch", name)
             patch["requestBody"] = {
                 "content": {t: {"schema": _ref(PATCH_SCHEMA)} for t in patch_types},
                 "required": True,
             }
             paths[item]["patch"] = patch
-            paths[item]["put"] = _operation(res, "put", True, name)
+            paths[item]["put"] = _operation(res, "put", name)
         if "delete" in res.verbs:
-            paths[item]["delete"] = _operation(res, "delete", False)
+            paths[item]["delete"] = _operation(res, "delete")
     if any("patch" in res.verbs for res in resources):
         wanted.append(PATCH_SCHEMA)
     schemas.update(schema.referenced(wanted))
@@ -153,17 +160,20 @@ class Documents:
         self._table = table
 
     @functools.cached_property
+    def _documents(self) -> tuple[dict, dict[str, dict]]:
+        return documents(self._table)
+
+    @functools.cached_property
     def _v3(self) -> tuple[bytes, dict[str, bytes]]:
-        root, by_path = documents(self._table)
+        root, by_path = self._documents
         return json.dumps(root).encode(), {p: json.dumps(d).encode() for p, d in by_path.items()}
 
     @functools.cached_property
     def _v2(self) -> tuple[bytes, bytes]:
         definitions: dict[str, dict] = {}
-        for doc in documents(self._table)[1].values():
-            definitions.update(doc["components"]["schemas"])
         paths: dict[str, dict] = {}
-        for doc in documents(self._table)[1].values():
+        for doc in self._documents[1].values():
+            definitions.update(doc["components"]["schemas"])
             paths.update(doc["paths"])
         doc = openapi_v2.document(dict(sorted(definitions.items())), paths)
         return openapi_v2.encode(doc), json.dumps(doc).encode()

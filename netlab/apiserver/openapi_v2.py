@@ -22,7 +22,7 @@ MEDIA_TYPE = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"  # kub
 V2_REF = "#/definitions/"
 
 
-OPERATIONS = ("get", "put", "post", "delete", "patch")  # PathItem's fields 2, 3, 4, 5, 8
+PATH_ITEM_FIELDS = {"get": 2, "put": 3, "post": 4, "delete": 5, "patch": 8}  # PathItem's
 
 
 def document(definitions: dict[str, dict], paths: dict[str, dict] | None = None) -> dict:
@@ -39,7 +39,7 @@ def _path_to_v2(item: dict) -> dict:
     """An operation's id, its x-kubernetes-* extensions and its query parameters."""
     out = {}
     for verb, op in item.items():
-        if verb not in OPERATIONS:
+        if verb not in PATH_ITEM_FIELDS:
             continue
         v2 = {k: v for k, v in op.items() if k == "operationId" or k.startswith("x-")}
         v2["parameters"] = [
@@ -56,7 +56,7 @@ def _to_v2(node: Any) -> Any:
         return [_to_v2(n) for n in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _to_v2(v) for k, v in node.items() if k not in ("allOf", "$ref")}
+    out = {k: _to_v2(v) for k, v in node.items() if k not in ("allOf", "$ref", "properties")}
     if node.get("allOf"):
         out.update(_to_v2(node["allOf"][0]))
     if "$ref" in node:
@@ -81,10 +81,6 @@ def _varint(n: int) -> bytes:
 def _bytes(number: int, payload: bytes | str) -> bytes:
     data = payload.encode() if isinstance(payload, str) else payload
     return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
-def _bool(number: int, value: bool) -> bytes:
-    return _varint(number << 3) + _varint(1) if value else b""
 
 
 def _any(value: Any) -> bytes:
@@ -113,7 +109,7 @@ def _schema(node: dict) -> bytes:
     if isinstance(extra, dict):
         out += _bytes(21, _bytes(1, _schema(extra)))
     elif isinstance(extra, bool):
-        out += _bytes(21, _bool(2, extra) or _varint(2 << 3) + _varint(0))
+        out += _bytes(21, _varint(2 << 3) + _varint(int(extra)))
     if "type" in node:
         types = node["type"] if isinstance(node["type"], list) else [node["type"]]
         out += _bytes(22, b"".join(_bytes(1, t) for t in types))
@@ -126,9 +122,6 @@ def _schema(node: dict) -> bytes:
         if key.startswith("x-"):
             out += _named(31, key, _any(value))
     return out
-
-
-_PATH_ITEM_FIELDS = {"get": 2, "put": 3, "post": 4, "delete": 5, "patch": 8}
 
 
 def _operation(op: dict) -> bytes:
@@ -152,9 +145,7 @@ def _paths(paths: dict[str, dict]) -> bytes:
     """Paths: NamedPathItem (2) per path: name (1), PathItem (2) with its operations."""
     out = b""
     for path, item in paths.items():
-        body = b"".join(
-            _bytes(_PATH_ITEM_FIELDS[verb], _operation(op)) for verb, op in item.items()
-        )
+        body = b"".join(_bytes(PATH_ITEM_FIELDS[verb], _operation(op)) for verb, op in item.items())
         out += _bytes(2, _bytes(1, path) + _bytes(2, body))
     return out
 

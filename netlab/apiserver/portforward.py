@@ -31,7 +31,7 @@ from aiohttp import WSMsgType, web
 
 from netlab.apiserver import spdy
 from netlab.apiserver.base import STORE, STREAMS
-from netlab.apiserver.streams import channel_frame
+from netlab.apiserver.streams import channel_frames, send_channel
 from netlab.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,6 @@ class _Forward:
         self.port: int | None = None
         self.inbound: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUED)
         self.task: asyncio.Task | None = None
-        self.sock: socket.socket | None = None
         self.done = False
 
     def stop_inbound(self) -> None:
@@ -217,16 +216,16 @@ class SpdyPortForward:
             forward.task = asyncio.create_task(self._forward(request, forward))
 
     async def _forward(self, request: str, forward: _Forward) -> None:
-        problem = ""
+        problem, sock = "", None
         try:
             if not forward.port:
                 raise ConnectionError("invalid port")
             try:
-                forward.sock = await self.dial(forward.port)
+                sock = await self.dial(forward.port)
             except ConnectionError as exc:
                 problem = forward_error(forward.port, self.pod, exc)
                 return
-            reader, writer = await asyncio.open_connection(sock=forward.sock)
+            reader, writer = await asyncio.open_connection(sock=sock)
             upstream = asyncio.create_task(self._to_pod(forward, writer))
             try:
                 while data := await reader.read(CHUNK):
@@ -235,9 +234,9 @@ class SpdyPortForward:
                 upstream.cancel()
         except ConnectionError as exc:
             problem = forward_error(forward.port or 0, self.pod, exc)
-        finally:
-            if forward.sock is not None:
-                forward.sock.close()
+        finally:  # a cancelled forward (the connection closing) too
+            if sock is not None:
+                sock.close()
             await self._finish(request, forward, problem)
 
     async def _finish(self, request: str, forward: _Forward, problem: str) -> None:
@@ -263,10 +262,7 @@ class SpdyPortForward:
         tasks = [f.task for f in self.requests.values() if f.task is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for forward in self.requests.values():
-            if forward.sock is not None:
-                forward.sock.close()
+        await asyncio.gather(*tasks, return_exceptions=True)  # each closes its socket
 
 
 class ChannelPortForward:
@@ -277,8 +273,7 @@ class ChannelPortForward:
         self.writers: dict[int, asyncio.StreamWriter] = {}
 
     async def _send(self, channel: int, data: bytes) -> None:
-        with contextlib.suppress(ConnectionResetError, RuntimeError):
-            await self.ws.send_bytes(bytes([channel]) + data)
+        await send_channel(self.ws, channel, data)
 
     async def run(self) -> None:
         for i, port in enumerate(self.ports):
@@ -314,13 +309,7 @@ class ChannelPortForward:
                 await self._send(2 * index, data)
 
     async def _from_client(self) -> None:
-        async for message in self.ws:
-            frame = channel_frame(message)
-            if frame is None:
-                if message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                    return
-                continue
-            channel, data = frame
+        async for channel, data in channel_frames(self.ws):
             writer = self.writers.get(channel // 2)
             if channel % 2 == 0 and writer is not None and data:
                 with contextlib.suppress(ConnectionError):

@@ -201,10 +201,6 @@ class Schema:
     def map_keys(self) -> tuple[str, ...]:
         return tuple(self._ext("x-kubernetes-list-map-keys") or ())
 
-    @property
-    def is_list(self) -> bool:
-        return self.resolved.get("type") == "array"
-
 
 OPEN = Schema({})
 

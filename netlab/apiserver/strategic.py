@@ -120,7 +120,6 @@ def _merge_list(original: list, patch: list, field: Schema) -> list:
     if not key:
         raise ApiError(422, f"cannot merge lists without merge key for {field.raw}")
     adds, replace = [], False
-    original = list(original)
     for item in patch:
         if not isinstance(item, dict):
             raise _bad(f"invalid patch: a list merged by {key!r} holds maps, not {item!r}")

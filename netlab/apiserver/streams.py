@@ -21,7 +21,7 @@ import os
 import pty
 import struct
 import termios
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import WSMessage, WSMsgType, web
 
@@ -66,6 +66,23 @@ def channel_frame(message: WSMessage) -> tuple[int, bytes] | None:
     return data[0], data[1:]
 
 
+async def channel_frames(ws: web.WebSocketResponse) -> AsyncIterator[tuple[int, bytes]]:
+    """The client's (channel, data) messages until it goes (aiohttp ends the iteration
+    on a close; an error ends it here)."""
+    async for message in ws:
+        if message.type == WSMsgType.ERROR:
+            return
+        frame = channel_frame(message)
+        if frame is not None:
+            yield frame
+
+
+async def send_channel(ws: web.WebSocketResponse, channel: int, data: bytes) -> None:
+    """One message on a channel; a client already gone is not an error."""
+    with contextlib.suppress(ConnectionResetError, RuntimeError):
+        await ws.send_bytes(bytes([channel]) + data)
+
+
 def make_handler(entry: Entry) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         command = request.query.getall("command", [])
@@ -108,8 +125,7 @@ class ExecSession:
         self.master: int | None = None
 
     async def _send(self, channel: int, data: bytes) -> None:
-        with contextlib.suppress(ConnectionResetError, RuntimeError):
-            await self.ws.send_bytes(bytes([channel]) + data)
+        await send_channel(self.ws, channel, data)
 
     async def run(self, stdin: bool) -> None:
         if self.tty:
@@ -165,13 +181,7 @@ class ExecSession:
 
     async def _read_client(self, proc: asyncio.subprocess.Process, stdin: bool) -> None:
         """stdin, resizes and (v5) the close of stdin, until the client goes."""
-        async for message in self.ws:
-            frame = channel_frame(message)
-            if frame is None:
-                if message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                    break
-                continue
-            channel, data = frame
+        async for channel, data in channel_frames(self.ws):
             if channel == STDIN and stdin:
                 await self._write_stdin(proc, data)
             elif channel == RESIZE and self.master is not None:

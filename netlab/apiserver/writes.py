@@ -25,6 +25,7 @@ from netlab.apiserver.patch import apply_patch
 from netlab.apiserver.strategic import apply_merge
 from netlab.errors import ApiError
 from netlab.resources import Resource
+from netlab.store import stale
 
 MAX_PATCH_BYTES = 1 << 20
 
@@ -100,6 +101,15 @@ def _identify(obj: object, res: Resource, request: web.Request, what: str) -> di
     return obj
 
 
+async def _object_body(request: web.Request, empty: bytes = b"null") -> object:
+    """The body as an object: protobuf (client-go's typed clients, kubectl's generators)
+    or JSON."""
+    body = await _body(request, protobuf=True)
+    if request.content_type == kube_protobuf.MEDIA_TYPE:
+        return kube_protobuf.to_object(body)
+    return _json_body(body or empty)
+
+
 def _json_body(body: bytes) -> object:
     try:
         return json.loads(body or b"null")
@@ -117,12 +127,7 @@ def _generated_name(base: str) -> str:
 
 async def create_item(request: web.Request, res: Resource) -> web.Response:
     """POST to a collection (kubectl create, and apply of a new object)."""
-    body = await _body(request, protobuf=True)
-    if request.content_type == kube_protobuf.MEDIA_TYPE:  # kubectl create NAME's generators
-        obj = kube_protobuf.to_object(body)
-    else:
-        obj = _json_body(body)
-    obj = _identify(obj, res, request, "request body")
+    obj = _identify(await _object_body(request), res, request, "request body")
     obj = fieldvalidation.check(request, res, obj, "create")
     meta, namespace = obj["metadata"], request.match_info.get("namespace")
     if not meta.get("name") and isinstance(meta.get("generateName"), str):
@@ -159,12 +164,7 @@ async def replace_item(request: web.Request, res: Resource) -> web.Response:
     if meta.get("resourceVersion") in (None, ""):
         meta["resourceVersion"] = current["metadata"]["resourceVersion"]
     if meta["resourceVersion"] != current["metadata"]["resourceVersion"]:
-        raise ApiError(
-            409,
-            f'Operation cannot be fulfilled on {res.full_name} "{name}": the object has been '
-            "modified; please apply your changes to the latest version and try again",
-            "Conflict",
-        )
+        raise stale(res.full_name, name)
     if await _checked(request, res, obj):
         return web.json_response(request.app[STORE].preview(obj))
     return web.json_response(await _update(request, res, obj))
@@ -202,7 +202,7 @@ async def _server_side_apply(
     intent = apply_merge(current, manifest, _schema(res)) if pod_change else manifest
     if await _checked(request, res, intent):
         return web.json_response(store.preview(intent), status=200 if current else 201)
-    if current is not None and res.plural == "pods":  # a pod takes few changes: checked
+    if pod_change:  # a pod takes few changes: checked
         return web.json_response(await _update(request, res, intent))
     await _apply_manifest(request, manifest)
     return web.json_response(store.get(res, namespace, name), status=200 if current else 201)
@@ -295,10 +295,7 @@ async def _scale_once(request, res, namespace, name, body) -> web.Response:
     current = request.app[STORE].get(res, namespace, name)
     base = scale_object(current)
     if request.method == "PUT":
-        try:
-            scale = json.loads(body)
-        except ValueError as exc:
-            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        scale = _json_body(body)
         if not isinstance(scale, dict):
             raise ApiError(400, "request body must be a Scale object")
     else:
@@ -332,14 +329,7 @@ async def delete_item(request: web.Request, res: Resource) -> web.StreamResponse
         raise ApiError(405, f"{res.full_name} cannot be deleted through the lab API")
     options: dict = {}
     if request.can_read_body:  # DeleteOptions (kubectl sends one), JSON or protobuf
-        body = await _body(request, protobuf=True)
-        if request.content_type == kube_protobuf.MEDIA_TYPE:  # client-go's typed delete
-            options = kube_protobuf.to_object(body)
-        else:
-            try:
-                options = json.loads(body or b"{}")
-            except ValueError as exc:
-                raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        options = await _object_body(request, empty=b"{}")
         if not isinstance(options, dict) or options.get("kind", "DeleteOptions") != "DeleteOptions":
             raise ApiError(400, "request body must be a DeleteOptions object")
     name = request.match_info["name"]

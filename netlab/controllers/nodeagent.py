@@ -73,19 +73,16 @@ class NodeAgents:
     def beat(self, nodes: Iterable[str] | None = None) -> None:
         """Renew the leases of these nodes (default: every live one) now."""
         now, error = self.clock(), None
-        for node in list(self.nodes()) if nodes is None else nodes:
-            if node not in self.failed:
-                try:  # one lost renewal must not cost the other nodes theirs
-                    self.store.apply(lease_object(node, now, self.grace))
-                except Exception as exc:
-                    error = exc
+        live = [n for n in (self.nodes() if nodes is None else nodes) if n not in self.failed]
+        for node in live:
+            try:  # one lost renewal must not cost the other nodes theirs
+                self.store.apply(lease_object(node, now, self.grace))
+            except Exception as exc:
+                error = exc
         if error is not None:
             raise error
-        for node in list(self.nodes()) if nodes is None else nodes:
-            if (
-                node not in self.failed
-                and now - self._reported.setdefault(node, now) >= STATUS_REPORT
-            ):
+        for node in live:  # the leases first: a lost renewal is raised before any report
+            if now - self._reported.setdefault(node, now) >= STATUS_REPORT:
                 self._reported[node] = now
                 self.report(node, now)
 

@@ -8,14 +8,13 @@ import json
 import os
 import uuid
 
+import kubernetes
 import pytest
 
 from netlab import nodeinfo, objects
 from netlab.nodeinfo import Machine
 from netlab.plan import plan_lab
 from netlab.spec import LabBuilder
-
-kubernetes = pytest.importorskip("kubernetes")
 
 MACHINE = Machine(
     "6.1.0-18-amd64", "Debian GNU/Linux 12 (bookworm)", "amd64", 2, 4_000_000, 50_000_000, "b0"
@@ -173,9 +172,3 @@ def test_a_node_the_lifecycle_controller_found_silent_still_reads(plan):
     assert {c.status for c in node.status.conditions} == {"Unknown"}
     assert [t.key for t in node.spec.taints] == ["node.kubernetes.io/unreachable"]
     assert node.spec.taints[0].time_added.year == 2033
-
-
-def test_kubelets_are_the_version_the_api_server_says_it_is():
-    from netlab.apiserver.version import GIT_VERSION
-
-    assert nodeinfo.KUBELET_VERSION == GIT_VERSION
