@@ -30,6 +30,8 @@ from netlab.journal import Journal
 from netlab.lab_actions import lab_api_server
 from netlab.lab_adopt import Adoption, record_store
 from netlab.lab_nodes import NodeRuntime
+from netlab.node.containers import Bundles, enter_argv
+from netlab.node.sandbox import SandboxRequest, Sandboxes
 from netlab.lab_workloads import (
     DeploymentRuntime,
     WorkloadRuntime,
@@ -48,7 +50,7 @@ from netlab.plan import (
     plan_lab,
 )
 from netlab.plan.interception import interception_script
-from netlab.plan.names import bounded
+from netlab.plan.names import bounded, lab_prefix
 from netlab.plan.scheduler import pod_name
 from netlab.plan.services import DNS_SERVICE, dns_ip
 from netlab.readiness import Prober, Target, checks_for
@@ -130,6 +132,9 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.checkpoints = Checkpoints(self.run_dir / "checkpoints")  # nodes and pod sandboxes
         # the lab's containers run under its own runtime process, which outlives this one
         self.runtime = Runtime(self.run_dir, self.pid_record.add)
+        # pod sandboxes (shared UTS and IPC namespaces) and the containers' OCI bundles
+        self.sandboxes = Sandboxes(self.run_dir / "sandboxes")
+        self.bundles = Bundles(self.run_dir, lab_prefix(self.spec.name), self.sandboxes)
         # sidecars are forked from one preloaded parent (NETLAB_SIDECAR_FORK=0: started fresh)
         self.fork_sidecars = os.environ.get("NETLAB_SIDECAR_FORK", "1") != "0"
         self.job_rngs: dict[tuple[str, str], object] = {}  # Job pod names, per Job
@@ -324,6 +329,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 nameserver=self._nameserver(),
                 zone=self.spec.dns.zone,
             )
+            self.sandboxes.create([SandboxRequest(p.netns, p.name) for p in node_pods])
 
     def _nameserver(self) -> str | None:
         return str(dns_ip(self.spec.service_network)) if self.spec.dns.enabled else None
@@ -654,7 +660,17 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             return ContainerRequest(
                 ident, container.argv[3:], env, str(netns.netns_path(plan.netns)), log_path, True
             )
-        return ContainerRequest(ident, container.argv, env, plan.netns, log_path)
+        prepared = self.bundles.prepare(plan, container, container.argv, env)
+        return ContainerRequest(
+            ident,
+            container.argv,
+            env,
+            plan.netns,
+            log_path,
+            bundle=prepared.bundle,
+            runc_id=prepared.runc_id,
+            lower=prepared.lower,
+        )
 
     def _start_container(self, rt: PodRuntime, index: int) -> None:
         (proc,) = self.runtime.start([self._request(rt, index)])
@@ -791,6 +807,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 pods.delete(rt.plan, ipr)
         else:
             pods.delete(rt.plan, None)
+        self.sandboxes.remove(rt.plan.netns)
         del self.pods[rt.plan.key]
         self.checkpoints.remove("pods", pod_key(*rt.plan.key))
         self.store.delete("pods", rt.plan.namespace, rt.plan.name)
@@ -799,10 +816,45 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
     # -- exec -------------------------------------------------------------
 
     def exec(
-        self, pod: str, argv: Sequence[str], namespace: str = "default", **kwargs
+        self,
+        pod: str,
+        argv: Sequence[str],
+        namespace: str = "default",
+        container: str | None = None,
+        **kwargs,
     ) -> subprocess.CompletedProcess:
-        """Run a command in a pod's namespace and wait for it (text output captured)."""
-        return _run_in(self.pod(pod, namespace).netns, argv, kwargs)
+        """Run a command in a pod's container (all its namespaces, as `kubectl exec`)
+        and wait for it (text output captured)."""
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("timeout", 60)
+        prefix = self.container_entry(pod, namespace, container)
+        return subprocess.run([*prefix, *argv], check=False, **kwargs)
+
+    def container_entry(
+        self, pod: str, namespace: str = "default", container: str | None = None
+    ) -> list[str]:
+        """The command prefix that enters a running container of the pod: the one
+        named, else the first that is not the sidecar."""
+        with self.lock:
+            rt = self.pods.get((namespace, pod))
+            if rt is None:
+                raise NotFound(f"no pod {namespace}/{pod}; `netlab get pods` lists them")
+            names = [c.name for c in rt.plan.template.containers]
+            if container is None:
+                container = next((n for n in names if n != SIDECAR_CONTAINER), names[0])
+            elif container not in names:
+                raise NotFound(f"container {container} is not valid for pod {pod}")
+            proc = rt.procs.get(container)
+            pid = proc.pid if proc is not None and proc.poll() is None else None
+        if pid is None:
+            raise ApiError(
+                400,
+                f"container {container} in pod {pod} is not running; "
+                f"`netlab logs {pod} -c {container}` shows why",
+                "BadRequest",
+            )
+        return enter_argv(pid)
 
     def node_exec(self, node: str, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
         """Run a command in a node's namespace and wait for it."""

@@ -227,6 +227,7 @@ class Adoption:
                 pods.delete(plan, ipr)
         else:
             pods.delete(plan, None)
+        self.sandboxes.remove(plan.netns)
         self.checkpoints.remove("pods", pod_key(*plan.key))
 
     def _adopt_services(self) -> None:

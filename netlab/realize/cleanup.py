@@ -3,7 +3,9 @@ and nothing else.
 
 What is ours: the namespaces named `nl-<lab>`, `nl-<lab>.*` and `nl-<lab>:*`
 (see netlab.plan.names), their /etc/netns directories, the run directory
-/run/netlab/<lab>, and processes that either run inside one of those
+/run/netlab/<lab> (with the pod sandboxes' namespace files and any container
+root still mounted there, unmounted first, and the OCI runtime's state), the
+cgroups named `nl-<lab>` in every hierarchy, and processes that either run inside one of those
 namespaces or are recorded in the run directory's `pids` file with the same
 start time (a reused PID is left alone). Processes are ended by PID, never by
 name; Mininet's own cleanup (`mn -c`) is never called. Interfaces need no
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netlab.errors import NetlabError
+from netlab.node import mounts
 from netlab.plan.names import PREFIX_ROOT, lab_prefix
 from netlab.realize import netns
 from netlab.realize.pods import ETC_NETNS
@@ -123,9 +126,52 @@ def clean_lab(lab: str, run_root: Path) -> CleanReport:
                 shutil.rmtree(entry, ignore_errors=True)
                 report.files.append(str(entry))
     if run_dir.exists():
-        shutil.rmtree(run_dir, ignore_errors=True)
+        report.files.extend(mounts.unmount_under(run_dir))
+        mounts.remove_tree(run_dir)
         report.files.append(str(run_dir))
+    report.files.extend(str(p) for p in remove_cgroups(prefix))
     return report
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_DEPTH = 6
+
+
+def lab_cgroups(prefix: str, root: Path = CGROUP_ROOT) -> list[Path]:
+    """Every cgroup directory named `prefix`, in every hierarchy (a bounded walk)."""
+    found = []
+
+    def walk(directory: Path, depth: int) -> None:
+        try:
+            entries = [e for e in os.scandir(directory) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            return
+        for entry in entries:
+            if entry.name == prefix:
+                found.append(Path(entry.path))
+            elif depth < CGROUP_DEPTH:
+                walk(Path(entry.path), depth + 1)
+
+    walk(root, 0)
+    return found
+
+
+def remove_cgroups(prefix: str) -> list[Path]:
+    """rmdir the lab's cgroups, children first (their processes have ended)."""
+    removed = []
+    for top in lab_cgroups(prefix):
+        for directory, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            for _ in range(50):  # a cgroup empties a moment after its last process ends
+                try:
+                    os.rmdir(directory)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)
+        if not top.exists():
+            removed.append(top)
+    return removed
 
 
 def known_labs(run_root: Path) -> list[str]:

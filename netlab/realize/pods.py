@@ -1,6 +1,7 @@
 """A pod's network: a named namespace, a veth into its node's cni0, an
 address from the node's lease, a default route via cni0, and its own
-/etc/netns/<pod>/{resolv.conf,hosts} (what `ip netns exec` shows the pod)."""
+/etc/netns/<pod>/{resolv.conf,hosts,hostname}, which every container of the pod
+has bind-mounted on /etc as kubelet does (and `ip netns exec` shows them too)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def write_etc(pod: PodPlan, nameserver: str | None = None, zone: str = DEFAULT_Z
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "resolv.conf").write_text(resolv_conf(pod, nameserver, zone))
     (directory / "hosts").write_text(hosts_file(pod))
+    (directory / "hostname").write_text(pod.name[:64] + "\n")
 
 
 def create_on_node(

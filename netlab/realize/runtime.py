@@ -28,6 +28,7 @@ from netlab.realize.processes import alive_as_recorded, raise_fd_limit
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "runtime.sock"
+STATE_DIR = "runc"  # the OCI runtime's state root, in the lab's run directory
 START_TIMEOUT = 10.0  # seconds for the daemon to listen, or to answer a request
 BATCH = 48  # containers per start request (a SOCK_SEQPACKET message has a size limit)
 
@@ -40,9 +41,12 @@ class ContainerRequest:
     netns: str  # a name for `ip netns exec`, or a path for a forked sidecar
     log: Path
     fork: bool = False  # a sidecar from the preloaded zygote
+    bundle: Path | None = None  # an OCI bundle: runc runs the container
+    runc_id: str = ""
+    lower: str = ""  # the image's root filesystem, under the container's writable layer
 
     def message(self) -> dict:
-        return {
+        message = {
             "id": self.id,
             "argv": list(self.argv),
             "env": dict(self.env),
@@ -50,6 +54,9 @@ class ContainerRequest:
             "log": str(self.log),
             "fork": self.fork,
         }
+        if self.bundle is not None:
+            message.update(bundle=str(self.bundle), runc_id=self.runc_id, lower=self.lower)
+        return message
 
 
 class RuntimeProcess:
@@ -125,6 +132,8 @@ class Runtime:
                     str(logs / "zygote.log"),
                     "--pids",
                     str(self.run_dir / "pids"),
+                    "--state-root",
+                    str(self.run_dir / STATE_DIR),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,

@@ -11,13 +11,19 @@ CRI log records. The supervisor talks to it over a SOCK_SEQPACKET socket in
 the run directory, one JSON message each way:
 
 - `{"seq": N, "op": "start", "items": [{"id", "argv", "env", "netns", "log",
-  "fork"}...]}` starts containers (`fork`: a sidecar from the zygote) and
-  answers `{"seq": N, "started": [{"id", "pid", "started"} | {"id", "error"}]}`;
+  "fork", "bundle", "runc_id", "lower"}...]}` starts containers: with a
+  `bundle`, runc runs it (its root an overlay on `lower`); with `fork`, the
+  zygote forks a sidecar into the namespaces; it answers `{"seq": N, "started": [{"id", "pid", "started"} | {"id", "error"}]}`;
 - `{"seq": N, "op": "list"}` answers `{"seq": N, "running": [...], "exited": [...]}`,
   the exits no supervisor was connected to hear;
 - `{"seq": N, "op": "shutdown"}` ends the zygote and this process (the lab has
   stopped the containers by PID before);
 - unasked, `{"exit": PID, "id": ID, "code": C}` when a container ends.
+
+This process is a child subreaper: a container runc started detached is its
+child once runc exits, so its exit status is ours to reap (as a containerd
+shim's is). Once a runc container has ended, its state, cgroup and writable
+layer are removed (in a worker, not holding up the other exits).
 
 A newer connection replaces an older one (the supervisor that restarted).
 Requests run in a thread each: a burst of sidecar forks does not hold up the
@@ -35,14 +41,19 @@ import signal
 import socket
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from netlab.node import shim
+from netlab.node.runc import Runc, become_subreaper, runtime_name
 from netlab.realize.processes import ExitMonitor, PidRecord, start_container, start_time
 from netlab.realize.zygote import Zygote
 
 log = logging.getLogger("netlab.runtimed")
 MAX_MESSAGE = 1 << 20
+PARALLEL_STARTS = 4  # runc processes at a time: ~16 ms a container on two cores
+REAP_INTERVAL = 5.0
 
 
 @dataclass
@@ -53,8 +64,13 @@ class Entry:
 
 
 class Runtimed:
-    def __init__(self, socket_path: Path, zygote_log: Path, pids: PidRecord) -> None:
+    def __init__(
+        self, socket_path: Path, zygote_log: Path, pids: PidRecord, state_root: Path
+    ) -> None:
         self.socket_path = socket_path
+        self.runc = Runc(state_root, runtime_name())
+        self.workers = ThreadPoolExecutor(PARALLEL_STARTS, thread_name_prefix="runc")
+        self.bundles: dict[str, Path] = {}  # runc id -> bundle, of the running containers
         self.monitor = ExitMonitor()
         # the zygote and its children are on the lab's record from the moment they exist
         self.zygote = Zygote(
@@ -161,18 +177,33 @@ class Runtimed:
                     answers[id(item)] = {"id": item["id"], "error": str(exc)}
             for item, proc in zip(forks, procs, strict=False):
                 answers[id(item)] = self._watch(item["id"], proc)
+        runs = {
+            id(item): self.workers.submit(self._run, item)
+            for item in items
+            if item.get("bundle") and not item.get("fork")
+        }
         for item in items:
             if item.get("fork"):
                 continue
             try:
-                proc = start_container(
-                    item["netns"], item["argv"], item.get("env") or {}, Path(item["log"])
-                )
-            except OSError as exc:
+                if id(item) in runs:
+                    proc = runs[id(item)].result()
+                else:
+                    proc = start_container(
+                        item["netns"], item["argv"], item.get("env") or {}, Path(item["log"])
+                    )
+            except Exception as exc:
                 answers[id(item)] = {"id": item["id"], "error": str(exc)}
                 continue
             answers[id(item)] = self._watch(item["id"], proc)
         return [answers[id(item)] for item in items]
+
+    def _run(self, item: dict) -> shim.DetachedContainer:
+        bundle = Path(item["bundle"])
+        proc = shim.start(self.runc, item["runc_id"], bundle, item["lower"], Path(item["log"]))
+        with self.lock:
+            self.bundles[item["runc_id"]] = bundle
+        return proc
 
     def _watch(self, ident: str, proc) -> dict:
         entry = Entry(ident, proc, start_time(proc.pid))
@@ -183,6 +214,11 @@ class Runtimed:
 
     def _exited(self, proc) -> None:
         code = proc.returncode if proc.returncode is not None else -1
+        if isinstance(proc, shim.DetachedContainer):
+            with self.lock:
+                bundle = self.bundles.pop(proc.runc_id, None)
+            if bundle is not None and not self.done.is_set():
+                self.workers.submit(shim.remove, self.runc, proc.runc_id, bundle)
         with self.lock:
             entry = self.running.pop(proc.pid, None)
             message = {"exit": proc.pid, "id": entry.id if entry else "", "code": code}
@@ -198,9 +234,17 @@ class Runtimed:
             exited, self.exited = self.exited, []
         return {"running": running, "exited": exited}
 
+    def reap_orphans(self) -> None:
+        """Now and then, reap what the kernel handed us and nobody waits for."""
+        while not self.done.wait(REAP_INTERVAL):
+            for pid in shim.orphans():
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+
     def close(self) -> None:
         self.monitor.close()
         self.zygote.close()
+        self.workers.shutdown(wait=True, cancel_futures=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,10 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--socket", type=Path, required=True)
     p.add_argument("--zygote-log", type=Path, required=True)
     p.add_argument("--pids", type=Path, required=True, help="the lab's record of its processes")
+    p.add_argument("--state-root", type=Path, required=True, help="the OCI runtime's state")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="runtimed: %(message)s")
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closing terminal is not our end
-    daemon = Runtimed(args.socket, args.zygote_log, PidRecord(args.pids))
+    become_subreaper()
+    daemon = Runtimed(args.socket, args.zygote_log, PidRecord(args.pids), args.state_root)
+    threading.Thread(target=daemon.reap_orphans, name="reaper", daemon=True).start()
     try:
         daemon.serve()
     finally:

@@ -1,0 +1,114 @@
+"""The container runtime's client, CRI's role for the lab: from a pod and one of its
+containers, the OCI bundle runc will run (config.json written here; the root
+filesystem is mounted by the runtime process, which owns the container's life).
+
+The default image is the host's root, read-only under the container's own
+writable layer: a manifest without `image:` runs what it ran before, now in a
+container. netlab's own system images (the DNS server, the activator, the
+collector) are that image too, with the lab's run directory bound in, where they
+find the lab API's socket.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import netlab
+from netlab.node import bundle as oci
+from netlab.node.sandbox import Sandboxes
+from netlab.plan import PodPlan
+from netlab.plan.names import bounded
+from netlab.realize.pods import etc_dir
+from netlab.realize.netns import netns_path
+from netlab.spec.model import ContainerSpec
+
+HOST_ROOT = "/"
+SYSTEM_IMAGES = ("netlab/labdns", "netlab/collector", "netlab/activator", "netlab/proxy")
+ETC_FILES = ("hosts", "resolv.conf", "hostname")
+RUNC_ID_MAX = 200
+_NOT_IN_IDS = re.compile(r"[^\w+.-]")
+
+
+def runc_id(netns: str, container: str) -> str:
+    """`nl-lab.pod+container`: the lab's prefix first, as every object of the lab;
+    '+' is in no Kubernetes name."""
+    return _NOT_IN_IDS.sub("_", bounded(f"{netns}+{container}", RUNC_ID_MAX))
+
+
+def cgroups_path(lab_prefix: str, container_id: str) -> str:
+    """The container's cgroup: nested under the runtime's own on cgroup v1 (the
+    machine's limits stay over the lab); from the root on a pure cgroup v2 host,
+    where a cgroup holding processes can have no controller-enabled children."""
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        return f"/{lab_prefix}/{container_id}"
+    return f"{lab_prefix}/{container_id}"
+
+
+def enter_argv(pid: int) -> list[str]:
+    """A command prefix that enters every namespace of a container's process, as
+    `runc exec` does (nsenter forks into its PID namespace; entering the mount
+    namespace puts the command at the container's root)."""
+    return ["nsenter", "--target", str(pid), "--all", "--"]
+
+
+def host_binds() -> tuple[oci.Bind, ...]:
+    """Where netlab itself runs from, when that is not on the root filesystem
+    (an overlay of `/` shows only the root filesystem's own files)."""
+    root_dev = os.stat(HOST_ROOT).st_dev
+    wanted = {Path(sys.prefix), Path(netlab.__file__).resolve().parent.parent}
+    return tuple(
+        oci.Bind(p, str(p)) for p in sorted(wanted) if p.exists() and os.stat(p).st_dev != root_dev
+    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A bundle ready for the runtime process."""
+
+    runc_id: str
+    bundle: Path
+    lower: str  # the image's root filesystem (the overlay's read-only layer)
+
+
+class Bundles:
+    """Writes the lab's container bundles under `<run_dir>/containers/`."""
+
+    def __init__(self, run_dir: Path, lab_prefix: str, sandboxes: Sandboxes) -> None:
+        self.root = run_dir / "containers"
+        self.run_dir = run_dir
+        self.lab_prefix = lab_prefix
+        self.sandboxes = sandboxes
+        self._host_binds = host_binds()
+
+    def prepare(
+        self,
+        pod: PodPlan,
+        container: ContainerSpec,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+    ) -> Prepared:
+        ident = runc_id(pod.netns, container.name)
+        directory = self.root / ident
+        directory.mkdir(parents=True, exist_ok=True)
+        binds = list(self._host_binds)
+        if container.image in SYSTEM_IMAGES:
+            binds.append(oci.Bind(self.run_dir, str(self.run_dir), readonly=False))
+        etc = etc_dir(pod.netns)
+        config = oci.ContainerConfig(
+            args=argv,
+            env=env,
+            cwd="/",
+            rootfs=directory / "rootfs",
+            netns=netns_path(pod.netns),
+            sandbox=self.sandboxes.paths(pod.netns),
+            cgroups_path=cgroups_path(self.lab_prefix, ident),
+            etc={f"/etc/{name}": etc / name for name in ETC_FILES},
+            binds=binds,
+        )
+        oci.write(directory, config)
+        return Prepared(ident, directory, HOST_ROOT)
