@@ -30,8 +30,6 @@ from netlab.journal import Journal
 from netlab.lab_actions import lab_api_server
 from netlab.lab_adopt import Adoption, record_store
 from netlab.lab_nodes import NodeRuntime
-from netlab.node.containers import Bundles, enter_argv
-from netlab.node.sandbox import SandboxRequest, Sandboxes
 from netlab.lab_workloads import (
     DeploymentRuntime,
     WorkloadRuntime,
@@ -39,6 +37,8 @@ from netlab.lab_workloads import (
     _same_manifest,
     check_autoscaled,
 )
+from netlab.node.containers import Bundles, enter_argv
+from netlab.node.sandbox import Sandboxes, SandboxRequest
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
     VTEP_DEVICE,

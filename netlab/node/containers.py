@@ -23,8 +23,8 @@ from netlab.node import bundle as oci
 from netlab.node.sandbox import Sandboxes
 from netlab.plan import PodPlan
 from netlab.plan.names import bounded
-from netlab.realize.pods import etc_dir
 from netlab.realize.netns import netns_path
+from netlab.realize.pods import etc_dir
 from netlab.spec.model import ContainerSpec
 
 HOST_ROOT = "/"

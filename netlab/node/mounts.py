@@ -9,7 +9,6 @@ import ctypes
 import ctypes.util
 import os
 import stat
-from pathlib import Path
 
 MS_BIND = 4096
 MNT_DETACH = 2
