@@ -10,7 +10,10 @@ in milliseconds. The lab talks to the zygote over a SOCK_SEQPACKET socket
 - the lab sends `{"argv": [...], "env": {...}, "netns": PATH}` with one
   descriptor attached (the write end of the container's output pipe);
 - the zygote forks; the child starts a session, enters the pod's network
-  namespace, takes the pipe as stdout and stderr and runs `mesh` with argv;
+  namespace (and, given a `sandbox`, the pod's UTS and IPC namespaces and a
+  mount namespace of its own with the pod's /etc files bound in, as runc makes
+  the pod's other containers), takes the pipe as stdout and stderr and runs
+  `mesh` with argv;
 - the zygote answers `{"pid": N}` (or `{"error": "..."}`), and later, when a
   child ends, `{"exit": N, "code": C}` (C negative: killed by signal -C).
 
@@ -35,15 +38,38 @@ import sys
 import time
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
 MAX_MESSAGE = 1 << 16
 
 
-def setns(fd: int) -> None:
-    """setns(2) into a network namespace (os.setns is Python 3.12+)."""
+def _libc_call(name: str, *args) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
+    if getattr(libc, name)(*args) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+
+
+def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    """setns(2) (os.setns is Python 3.12+); nstype 0: whatever namespace fd is."""
+    _libc_call("setns", fd, nstype)
+
+
+def enter_sandbox(sandbox: dict) -> None:
+    """Join the pod's UTS and IPC namespaces, then a mount namespace of our own,
+    private, with the pod's /etc files bound over the host's."""
+    for kind in ("uts", "ipc"):
+        fd = os.open(sandbox[kind], os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            setns(fd, 0)
+        finally:
+            os.close(fd)
+    _libc_call("unshare", CLONE_NEWNS)
+    _libc_call("mount", b"none", b"/", None, MS_REC | MS_PRIVATE, None)
+    for target, source in (sandbox.get("etc") or {}).items():
+        _libc_call("mount", source.encode(), target.encode(), None, MS_BIND, None)
 
 
 def preload() -> None:
@@ -189,6 +215,8 @@ def _child(
         target = os.open(request["netns"], os.O_RDONLY | os.O_CLOEXEC)
         setns(target)
         os.close(target)
+        if request.get("sandbox"):
+            enter_sandbox(request["sandbox"])
         os.dup2(output, 1)
         os.dup2(output, 2)
         os.close(output)

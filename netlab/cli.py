@@ -334,6 +334,8 @@ def cmd_logs(args) -> int:
 
 
 def cmd_exec(args) -> int:
+    from netlab.node.containers import container_pid, enter_argv
+
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -355,9 +357,22 @@ def cmd_exec(args) -> int:
         if c["name"] == chosen
         for e in c.get("env", [])
     ]
-    argv = ["ip", "netns", "exec", netns_name, "env", f"HOSTNAME={args.pod}", *env, *command]
+    status = next(
+        (c for c in pod.get("status", {}).get("containerStatuses") or () if c["name"] == chosen),
+        {},
+    )
+    pid = container_pid(RUN_ROOT / _pick_lab(args.lab), status.get("containerID", ""))
+    if pid is not None:  # into the container: all its namespaces
+        argv = [*enter_argv(pid), "env", f"HOSTNAME={args.pod}", *env, *command]
+    elif status.get("containerID", "").startswith("runc://"):
+        raise NetlabError(
+            f"container {chosen} of pod {args.pod} is not running; "
+            f"`netlab logs {args.pod} -c {chosen}` shows why"
+        )
+    else:  # a forked sidecar: its pod's network namespace
+        argv = ["ip", "netns", "exec", netns_name, "env", f"HOSTNAME={args.pod}", *env, *command]
     sys.stdout.flush()
-    os.execvp("ip", argv)
+    os.execvp(argv[0], argv)
     return 127  # not reached
 
 

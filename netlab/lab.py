@@ -37,7 +37,7 @@ from netlab.lab_workloads import (
     _same_manifest,
     check_autoscaled,
 )
-from netlab.node.containers import Bundles, enter_argv
+from netlab.node.containers import Bundles, enter_argv, runc_id
 from netlab.node.sandbox import Sandboxes, SandboxRequest
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
@@ -402,9 +402,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 "default-scheduler",
             )  # fmt: skip
             for container in plan.template.containers:
-                self.events.pod(
-                    plan.namespace, plan.name, "Started", f"Started container {container.name}"
-                )
+                self._container_events(plan, container.name, container.image)
 
     # -- readiness and services ------------------------------------------
 
@@ -426,7 +424,12 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             plan.template.containers, extra, time.monotonic(), frozenset((SIDECAR_CONTAINER,))
         )
         target = Target(
-            plan.key, plan.address.ip, str(self.fabric.host_path(plan.node)), plan.netns, checks
+            plan.key,
+            plan.address.ip,
+            str(self.fabric.host_path(plan.node)),
+            plan.netns,
+            checks,
+            lambda container: self.container_entry(plan.name, plan.namespace, container),
         )
         self.prober.add(target, ready)
         rt.status.probes_ready = self.prober.ready(plan.key)
@@ -658,7 +661,13 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         log_path = self.log_path(plan, container.name)
         if self._forked(rt, index):  # `python -m mesh ...`, forked: the zygote runs mesh
             return ContainerRequest(
-                ident, container.argv[3:], env, str(netns.netns_path(plan.netns)), log_path, True
+                ident,
+                container.argv[3:],
+                env,
+                str(netns.netns_path(plan.netns)),
+                log_path,
+                True,
+                sandbox=self.bundles.sandbox_of(plan),
             )
         prepared = self.bundles.prepare(plan, container, container.argv, env)
         return ContainerRequest(
@@ -675,8 +684,18 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
     def _start_container(self, rt: PodRuntime, index: int) -> None:
         (proc,) = self.runtime.start([self._request(rt, index)])
         self._attach(rt, index, proc)
-        name = rt.plan.template.containers[index].name
-        self.events.pod(rt.plan.namespace, rt.plan.name, "Started", f"Started container {name}")
+        container = rt.plan.template.containers[index]
+        self._container_events(rt.plan, container.name, container.image)
+
+    def _container_events(self, plan: PodPlan, name: str, image: str | None) -> None:
+        """kubelet's events for a container it has started."""
+        shown = image or "host"
+        for reason, message in (
+            ("Pulled", f'Container image "{shown}" already present on machine'),
+            ("Created", f"Created container {name}"),
+            ("Started", f"Started container {name}"),
+        ):
+            self.events.pod(plan.namespace, plan.name, reason, message)
 
     def _attach(self, rt: PodRuntime, index: int, proc: RuntimeProcess, fresh: bool = True) -> None:
         """The container runs as `proc`: on the lab's record, in the pod's status, watched.
@@ -688,6 +707,9 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             )
         state = rt.status.containers[index]
         state.state, state.pid, state.finished_at = "running", proc.pid, None
+        state.image, state.message = container.image or "", None
+        scheme = "zygote" if self._forked(rt, index) else "runc"
+        state.container_id = f"{scheme}://{runc_id(rt.plan.netns, container.name)}"
         if fresh or state.started_at is None:
             state.started_at = objects.now()
         rt.procs[container.name] = proc
@@ -835,18 +857,18 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self, pod: str, namespace: str = "default", container: str | None = None
     ) -> list[str]:
         """The command prefix that enters a running container of the pod: the one
-        named, else the first that is not the sidecar."""
-        with self.lock:
-            rt = self.pods.get((namespace, pod))
-            if rt is None:
-                raise NotFound(f"no pod {namespace}/{pod}; `netlab get pods` lists them")
-            names = [c.name for c in rt.plan.template.containers]
-            if container is None:
-                container = next((n for n in names if n != SIDECAR_CONTAINER), names[0])
-            elif container not in names:
-                raise NotFound(f"container {container} is not valid for pod {pod}")
-            proc = rt.procs.get(container)
-            pid = proc.pid if proc is not None and proc.poll() is None else None
+        named, else the first that is not the sidecar. Without the lab's lock: probes
+        ask it while the lab waits for them."""
+        rt = self.pods.get((namespace, pod))
+        if rt is None:
+            raise NotFound(f"no pod {namespace}/{pod}; `netlab get pods` lists them")
+        names = [c.name for c in rt.plan.template.containers]
+        if container is None:
+            container = next((n for n in names if n != SIDECAR_CONTAINER), names[0])
+        elif container not in names:
+            raise NotFound(f"container {container} is not valid for pod {pod}")
+        proc = rt.procs.get(container)
+        pid = proc.pid if proc is not None and proc.poll() is None else None
         if pid is None:
             raise ApiError(
                 400,

@@ -189,7 +189,11 @@ class LabActions:
         if container and chosen is None:  # kube-apiserver's words
             raise ApiError(400, f"container {container} is not valid for pod {pod}", "BadRequest")
         spec = chosen or (containers or list(plan.template.containers))[0]
-        return ["ip", "netns", "exec", plan.netns], container_env(plan, spec)
+        try:
+            entry = self.lab.container_entry(pod, namespace, spec.name)
+        except NotFound as exc:
+            raise ApiError(404, str(exc), "NotFound") from exc
+        return entry, container_env(plan, spec)
 
     async def port_dialer(
         self, namespace: str, pod: str

@@ -78,17 +78,26 @@ class ContainerState:
     pid: int | None = None
     finished_at: str | None = None  # when it ended (terminated)
     last: dict[str, Any] | None = None  # its previous run's end, once restarted (lastState)
+    image: str = ""  # as the manifest names it ("" : the default image, the host's root)
+    image_id: str = ""
+    container_id: str = ""  # the runtime's id of its current (or last) run: runc://<id>
+    message: str | None = None  # why it waits (ErrImagePull, ...)
+    oom_killed: bool = False  # its last end was the kernel's OOM killer
 
-    def end(self, code: int | None, at: str) -> None:
+    def end(self, code: int | None, at: str, oom_killed: bool = False) -> None:
         """It exited with `code` (None: killed, no code known) at `at`."""
         self.state, self.exit_code, self.finished_at = "terminated", code, at
+        self.oom_killed = oom_killed
 
     def terminated(self) -> dict[str, Any]:
         """The `terminated` state of its last run, as kubelet reports it."""
         code = -1 if self.exit_code is None else self.exit_code
         if code < -1:  # killed by a signal (Popen's -N): the shell's 128 + N, as kubelet shows
             code = 128 - code
-        out: dict[str, Any] = {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}
+        reason = "OOMKilled" if self.oom_killed else "Completed" if code == 0 else "Error"
+        out: dict[str, Any] = {"exitCode": code, "reason": reason}
+        if self.container_id:
+            out["containerID"] = self.container_id
         if self.started_at:
             out["startedAt"] = self.started_at
         if self.finished_at:
@@ -103,17 +112,23 @@ class ContainerState:
         elif self.state == "terminated":
             state = {"terminated": self.terminated()}
         else:
-            state = {"waiting": {"reason": self.reason}}
-        return {
+            waiting = {"reason": self.reason}
+            if self.message:
+                waiting["message"] = self.message
+            state = {"waiting": waiting}
+        out = {
             "name": self.name,
             "ready": self.state == "running" and ready,
             "restartCount": self.restarts,
             "started": self.state == "running",
             "state": state,
             "lastState": {"terminated": dict(self.last)} if self.last else {},
-            "image": "host",
-            "imageID": "",
+            "image": self.image or "host",
+            "imageID": self.image_id,
         }
+        if self.container_id:
+            out["containerID"] = self.container_id
+        return out
 
 
 @dataclass(frozen=True)
@@ -181,15 +196,20 @@ def pod_status_of(obj: dict, template: PodTemplate) -> PodStatus:
     for spec in template.containers:
         seen = by_name.get(spec.name) or {}
         state = ContainerState(spec.name, restarts=int(seen.get("restartCount") or 0))
+        state.image, state.image_id = seen.get("image", ""), seen.get("imageID", "")
+        state.container_id = seen.get("containerID", "")
         shown = seen.get("state") or {}
         if "running" in shown:
             state.state, state.started_at = "running", shown["running"].get("startedAt")
         elif "terminated" in shown:
             ended = shown["terminated"]
             state.started_at = ended.get("startedAt")
-            state.end(ended.get("exitCode"), ended.get("finishedAt"))
+            oom = ended.get("reason") == "OOMKilled"
+            state.end(ended.get("exitCode"), ended.get("finishedAt"), oom)
         else:
-            state.reason = (shown.get("waiting") or {}).get("reason", state.reason)
+            waiting = shown.get("waiting") or {}
+            state.reason = waiting.get("reason", state.reason)
+            state.message = waiting.get("message")
         state.last = (seen.get("lastState") or {}).get("terminated")
         containers.append(state)
     return PodStatus(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -76,6 +76,8 @@ class Target:
     node_path: str
     pod_netns: str
     checks: list[Check] = field(default_factory=list)
+    # a container's name -> the command prefix that enters it (exec probes run inside)
+    enter: Callable[[str], Sequence[str]] | None = None
 
     @property
     def ready(self) -> bool:
@@ -107,6 +109,16 @@ def checks_for(
             extra = set()
         checks.append(Check(container.name, None, tuple(sorted(ports)), due=start))
     return checks
+
+
+def _entry(target: Target, check: Check) -> Sequence[str]:
+    """How an exec probe enters its container; a container not running fails it."""
+    if target.enter is None:
+        return ("ip", "netns", "exec", target.pod_netns)
+    try:
+        return target.enter(check.container)
+    except Exception:
+        return ("false",)
 
 
 def _port_number(probe: ProbeSpec, container: ContainerSpec) -> int | None:
@@ -210,7 +222,7 @@ class Prober:
                 port = check.ports[0] if check.ports else 0
                 ok = probes.http_get(target.node_path, target.ip, port, probe.path, probe.timeout)
             else:
-                ok = probes.run_command(target.pod_netns, probe.command, probe.timeout)
+                ok = probes.run_command(_entry(target, check), probe.command, probe.timeout)
         except Exception:
             log.exception("probe of %s/%s failed", *target.key)
             ok = False

@@ -22,6 +22,9 @@ DEB_PACKAGES=(
   graphviz         # netlab draw: dot lays the lab out
   wrk              # bench/sidecar: the HTTP load generator
   unzip            # scripts/kubectl.sh: kubectl out of its npm package
+  runc             # the OCI runtime every pod's containers run under
+  umoci skopeo     # the image store: unpack OCI images, import docker/OCI archives
+  busybox-static   # the built-in busybox image
   python3-venv python3-pip
 )
 

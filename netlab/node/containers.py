@@ -11,6 +11,7 @@ find the lab API's socket.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -25,6 +26,8 @@ from netlab.plan import PodPlan
 from netlab.plan.names import bounded
 from netlab.realize.netns import netns_path
 from netlab.realize.pods import etc_dir
+from netlab.realize.processes import alive_as_recorded
+from netlab.realize.runtime import STATE_DIR
 from netlab.spec.model import ContainerSpec
 
 HOST_ROOT = "/"
@@ -56,6 +59,22 @@ def enter_argv(pid: int) -> list[str]:
     return ["nsenter", "--target", str(pid), "--all", "--"]
 
 
+def container_pid(run_dir: Path, container_id: str) -> int | None:
+    """The host PID of a running runc container (`runc://ID` as its status shows it),
+    from the runtime's state in the lab's run directory; None if it is not running."""
+    scheme, _, ident = container_id.partition("://")
+    if scheme != "runc" or not ident or "/" in ident:
+        return None
+    try:
+        with open(run_dir / STATE_DIR / ident / "state.json") as f:
+            state = json.load(f)
+        pid = int(state["init_process_pid"])
+        started = int(state.get("init_process_start") or 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if alive_as_recorded(pid, started) else None
+
+
 def host_binds() -> tuple[oci.Bind, ...]:
     """Where netlab itself runs from, when that is not on the root filesystem
     (an overlay of `/` shows only the root filesystem's own files)."""
@@ -84,6 +103,17 @@ class Bundles:
         self.lab_prefix = lab_prefix
         self.sandboxes = sandboxes
         self._host_binds = host_binds()
+
+    def sandbox_of(self, pod: PodPlan) -> dict:
+        """What a container forked into the pod (a sidecar from the zygote) joins and
+        binds itself, as runc does for the others."""
+        paths = self.sandboxes.paths(pod.netns)
+        etc = etc_dir(pod.netns)
+        return {
+            "uts": str(paths.uts),
+            "ipc": str(paths.ipc),
+            "etc": {f"/etc/{name}": str(etc / name) for name in ETC_FILES},
+        }
 
     def prepare(
         self,

@@ -83,11 +83,11 @@ def http_get(node_path: str, ip: IPv4Address, port: int, path: str, timeout: flo
         sock.close()
 
 
-def run_command(pod_netns: str, argv: Sequence[str], timeout: float) -> bool:
-    """kubelet's exec: the command, run in the pod's namespace, exits 0."""
+def run_command(entry: Sequence[str], argv: Sequence[str], timeout: float) -> bool:
+    """kubelet's exec: the command, run in the container (`entry` enters it), exits 0."""
     try:
         done = subprocess.run(
-            ["ip", "netns", "exec", pod_netns, *argv],
+            [*entry, *argv],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

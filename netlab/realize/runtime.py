@@ -44,6 +44,7 @@ class ContainerRequest:
     bundle: Path | None = None  # an OCI bundle: runc runs the container
     runc_id: str = ""
     lower: str = ""  # the image's root filesystem, under the container's writable layer
+    sandbox: Mapping | None = None  # a forked sidecar's pod namespaces and /etc files
 
     def message(self) -> dict:
         message = {
@@ -54,6 +55,8 @@ class ContainerRequest:
             "log": str(self.log),
             "fork": self.fork,
         }
+        if self.sandbox is not None:
+            message["sandbox"] = dict(self.sandbox)
         if self.bundle is not None:
             message.update(bundle=str(self.bundle), runc_id=self.runc_id, lower=self.lower)
         return message

@@ -170,7 +170,9 @@ class Runtimed:
         if forks:
             requests = [(i["netns"], i["argv"], i.get("env") or {}, Path(i["log"])) for i in forks]
             try:
-                procs = self.zygote.spawn_many(requests)
+                procs = self.zygote.spawn_many(
+                    requests, sandboxes=[i.get("sandbox") for i in forks]
+                )
             except Exception as exc:
                 procs = []
                 for item in forks:

@@ -148,21 +148,24 @@ class Zygote:
         self,
         requests: Sequence[tuple[str, Sequence[str], Mapping[str, str], Path]],
         while_waiting: Callable[[], None] | None = None,
+        sandboxes: Sequence[Mapping | None] | None = None,
     ) -> list[ForkedProcess]:
         """Fork several sidecars: every request is sent before the first answer is
         awaited, and `while_waiting` runs meanwhile (the lab starts the apps while
-        the zygote forks); the answers come in order."""
+        the zygote forks); the answers come in order. `sandboxes`, one per request:
+        the pod's UTS and IPC namespace files and its /etc files (see mesh.zygote)."""
         with self.lock:
             if self.proc is None or self.proc.poll() is not None:
                 self._start()
             pipes = []
             try:
-                for netns_path, argv, env, _log in requests:
+                for i, (netns_path, argv, env, _log) in enumerate(requests):
                     read_end, write_end = os.pipe()
                     pipes.append(read_end)
-                    request = json.dumps(
-                        {"argv": list(argv), "env": dict(env), "netns": netns_path}
-                    )
+                    message = {"argv": list(argv), "env": dict(env), "netns": netns_path}
+                    if sandboxes is not None and sandboxes[i] is not None:
+                        message["sandbox"] = dict(sandboxes[i])
+                    request = json.dumps(message)
                     fds = array.array("i", [write_end])
                     try:
                         self.control.sendmsg(

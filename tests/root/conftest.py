@@ -13,6 +13,7 @@ import pytest
 
 from netlab.lab import Lab
 from netlab.spec import LabBuilder
+from tests.root.leftovers import all_leftovers, leftovers
 
 pytestmark = pytest.mark.root
 
@@ -49,6 +50,14 @@ def host_unchanged():
     assert host_network() == before, "a test changed the host's interfaces or routes"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def nothing_left_behind():
+    """After the whole run: no test lab's run directory, mount, cgroup or loop device."""
+    yield
+    left = all_leftovers()
+    assert not left, f"test labs left these behind: {left[:10]}"
+
+
 def two_rack_builder(name: str, **overlay) -> LabBuilder:
     """2 racks x 2 nodes; pods pinned so tests know where they are."""
     b = LabBuilder(name, **overlay)
@@ -71,3 +80,4 @@ def lab():
     with Lab(b.build()) as running:
         yield running
     assert not [n for n in lab_namespaces() if n.startswith("nl-tlab")]
+    assert not leftovers("tlab")

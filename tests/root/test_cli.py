@@ -18,6 +18,7 @@ from netlab.client import LabClient
 from netlab.realize import cleanup
 from netlab.realize.processes import PidRecord
 from tests.root.conftest import lab_namespaces
+from tests.root.leftovers import leftovers
 
 pytestmark = pytest.mark.root
 
@@ -112,16 +113,23 @@ def test_kill_9_then_clean_leaves_nothing_and_up_works_again(lab_file):
     netlab("up", "-d", path)
     pid = cleanup.supervisor_pid(Path("/run/netlab/tkill"))
     assert pid
-    recorded = [p for p, *_ in PidRecord.read(Path("/run/netlab/tkill/pids"))]
+    records = PidRecord.read(Path("/run/netlab/tkill/pids"))
+    recorded = [p for p, *_ in records]
+    runtime = [p for p, _, role, _ in records if role == "runtime"]
     os.kill(pid, signal.SIGKILL)
+    for p in runtime:  # the containers' runtime too: nobody is left to stop them
+        os.kill(p, signal.SIGKILL)
     time.sleep(0.2)
     assert [n for n in lab_namespaces() if n.startswith("nl-tkill")], (
         "the crash should leave namespaces"
     )
+    left = leftovers("tkill")
+    assert any(x.startswith("mount ") for x in left) and any(x.startswith("cgroup ") for x in left)
     out = netlab("clean", "--lab", "tkill").stdout
     assert "lab tkill" in out
     assert not [n for n in lab_namespaces() if n.startswith("nl-tkill")]
     assert not os.path.exists("/run/netlab/tkill")
+    assert not leftovers("tkill")
     assert (
         not [d for d in os.listdir("/etc/netns") if d.startswith("nl-tkill")]
         if os.path.isdir("/etc/netns")

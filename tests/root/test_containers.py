@@ -1,0 +1,104 @@
+"""Pods are containers: runc runs each from an OCI bundle, in the pod's shared
+network, UTS and IPC namespaces, with its own mount and PID namespaces and its own
+writable layer over the image (here the default image, the host's root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from netlab.lab import Lab
+from netlab.node.mounts import mounted_under
+from netlab.realize.runtime import STATE_DIR
+from tests.root.conftest import two_rack_builder
+from tests.root.leftovers import leftovers
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def clab():
+    b = two_rack_builder("tctr")
+    b.add_deployment(
+        "web", replicas=2, command=["python3", "-m", "http.server", "8080"], ports=[8080]
+    )
+    with Lab(b.build()) as running:
+        yield running
+    assert not leftovers("tctr")
+
+
+def test_a_pod_sees_its_own_hostname_and_only_its_own_processes(clab):
+    assert clab.exec("a", ["hostname"]).stdout.strip() == "a"
+    assert clab.exec("b", ["cat", "/etc/hostname"]).stdout.strip() == "b"
+    ps = clab.exec("a", ["ps", "-eo", "pid=,args="]).stdout.splitlines()
+    first = ps[0].split(None, 1)
+    assert first == ["1", "sleep infinity"], ps
+    # only the app and what the exec itself runs; nothing of the host's
+    assert len(ps) <= 3, ps
+    assert str(os.getpid()) not in [line.split()[0] for line in ps]
+
+
+def test_a_file_written_in_a_pod_stays_in_its_container(clab):
+    name = f"/netlab-test-{os.getpid()}"
+    assert clab.exec("a", ["sh", "-c", f"echo hi > {name} && cat {name}"]).stdout == "hi\n"
+    assert not os.path.exists(name)  # not on the host
+    assert clab.exec("b", ["test", "-e", name]).returncode == 1  # nor in its neighbour
+    # the host's own files are there to read, not to change
+    assert clab.exec("a", ["test", "-r", "/etc/os-release"]).returncode == 0
+
+
+def test_the_pods_resolver_and_hosts_are_kubelets(clab):
+    resolv = clab.exec("a", ["cat", "/etc/resolv.conf"]).stdout
+    assert "search default.svc.cluster.local" in resolv
+    hosts = clab.exec("a", ["cat", "/etc/hosts"]).stdout
+    assert f"{clab.pod('a').address.ip}\ta" in hosts
+
+
+def test_pods_talk_across_the_overlay(clab):
+    web = next(p for p in clab.pod_list() if p.name.startswith("web-"))
+    out = clab.exec(
+        "a",
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{web.address.ip}:8080/"],
+    )
+    assert out.stdout == "200"
+
+
+def test_status_names_the_container_and_runc_holds_its_state(clab):
+    pod = clab.store.get("pods", "default", "a")
+    (status,) = pod["status"]["containerStatuses"]
+    assert status["containerID"].startswith("runc://nl-tctr.a+")
+    assert status["started"] is True and status["image"] == "host"
+    runc_id = status["containerID"].removeprefix("runc://")
+    state = subprocess.run(
+        ["runc", "--root", str(clab.run_dir / STATE_DIR), "state", runc_id],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(state.stdout)["status"] == "running"
+    events = [e["reason"] for e in clab.store.list("events")[0] if e["involvedObject"]["name"] == "a"]
+    assert {"Pulled", "Created", "Started"} <= set(events)
+
+
+def test_no_container_root_stays_mounted_on_the_host(clab):
+    """Only the sandboxes' namespace files: each root is the container's own mount."""
+    points = mounted_under(clab.run_dir)
+    assert points and all("/sandboxes/" in p for p in points), points
+
+
+def test_a_restarted_container_gets_a_fresh_writable_layer(clab):
+    clab.exec("c", ["sh", "-c", "echo x > /scratch"])
+    before = clab.pods[("default", "c")].procs["c"].pid
+    os.kill(before, 9)
+    from tests.root.conftest import wait_for
+
+    def restarted() -> bool:
+        proc = clab.pods[("default", "c")].procs["c"]
+        return proc.pid != before and proc.poll() is None
+
+    assert wait_for(restarted, 10)
+    assert clab.exec("c", ["test", "-e", "/scratch"]).returncode == 1
+    assert clab.exec("c", ["hostname"]).stdout.strip() == "c"
