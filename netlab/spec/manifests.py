@@ -40,6 +40,7 @@ from netlab.spec.model import (
     ProbeSpec,
     frozen_map,
 )
+from netlab.spec.security import read_container_security, read_pod_security
 from netlab.spec.services import read_service
 from netlab.spec.strategy import check_strategy
 from netlab.spec.validate import (
@@ -74,7 +75,8 @@ MANAGED_METADATA = (
 )
 METADATA_FIELDS = ("name", "namespace", "labels", "annotations", *MANAGED_METADATA)
 # Fields kubectl's generators and Kubernetes' defaults write that the lab takes and keeps
-# in the object but does not act on (yet): field -> its JSON kind.
+# in the object as written: field -> its JSON kind. Most are not acted on (yet);
+# securityContext, hostname and shareProcessNamespace are also read into typed fields.
 RECORDED_POD_FIELDS = {
     "dnsPolicy": "string",
     "terminationGracePeriodSeconds": "integer",
@@ -96,6 +98,7 @@ RECORDED_POD_FIELDS = {
     "runtimeClassName": "string",
     "topologySpreadConstraints": "list",
     "resources": "mapping",
+    "shareProcessNamespace": "boolean",
 }
 RECORDED_CONTAINER_FIELDS = {
     "resources": "mapping",
@@ -356,10 +359,15 @@ def _containers(value: Any, path: str, checker: Checker) -> list[ContainerSpec]:
         ports = _ports(spec, here, checker, port_names)
         probe = _probe(spec, here, checker)
         recorded = _recorded(spec, here, RECORDED_CONTAINER_FIELDS, checker)
+        security = read_container_security(
+            recorded.get("securityContext"), join(here, "securityContext"), checker
+        )
         if isinstance(name, str):
             argv = (tuple(command or ()), tuple(args or ()))
             containers.append(
-                ContainerSpec(name, *argv, tuple(env), tuple(ports), image, probe, recorded)
+                ContainerSpec(
+                    name, *argv, tuple(env), tuple(ports), image, probe, recorded, security
+                )
             )
     return containers
 
@@ -386,13 +394,20 @@ def pod_template(
             f"a Deployment's pods must use restartPolicy Always, not {policy!r}",
             "remove restartPolicy (Always is the default) or use a bare Pod",
         )
+    recorded = _recorded(spec, path, RECORDED_POD_FIELDS, checker)
+    hostname = recorded.get("hostname")
+    if hostname is not None:
+        checker.name(hostname, join(path, "hostname"), "hostname", DNS_LABEL_MAX, DNS_LABEL_RE)
     return PodTemplate(
         frozen_map(labels),
         tuple(containers),
         frozen_map(selector),
         node_name,
         policy or "Always",
-        _recorded(spec, path, RECORDED_POD_FIELDS, checker),
+        recorded,
+        read_pod_security(recorded.get("securityContext"), join(path, "securityContext"), checker),
+        hostname,
+        bool(recorded.get("shareProcessNamespace", False)),
     )
 
 

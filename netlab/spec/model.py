@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from netlab.spec.security import ContainerSecurity, PodSecurity
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_OVERLAY_NETWORK = IPv4Network("10.244.0.0/16")
@@ -123,6 +126,7 @@ class ContainerSpec:
     image: str | None = None  # accepted and shown, not pulled: processes run from the host
     readiness_probe: ProbeSpec | None = None  # None: the manifest gives no readinessProbe
     recorded: MappingProxyType = field(default_factory=frozen_map, hash=False)  # kept, not acted on
+    security: ContainerSecurity | None = None  # securityContext, read (also kept in recorded)
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -140,6 +144,10 @@ class PodTemplate:
     node_name: str | None = None
     restart_policy: str = "Always"
     recorded: MappingProxyType = field(default_factory=frozen_map, hash=False)  # kept, not acted on
+    # read from spec.securityContext, hostname and shareProcessNamespace (also kept in recorded)
+    security: PodSecurity | None = None
+    hostname: str | None = None  # None: the pod's name
+    share_process_namespace: bool = False
 
 
 @dataclass(frozen=True)
