@@ -37,7 +37,7 @@ from netlab.lab_workloads import (
     _same_manifest,
     check_autoscaled,
 )
-from netlab.node.containers import Bundles, enter_argv, runc_id
+from netlab.node.containers import Bundles, ContainerConfigError, enter_argv, runc_id
 from netlab.node.sandbox import Sandboxes, SandboxRequest
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
@@ -378,7 +378,14 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 nftables.apply_each(
                     {str(netns.netns_path(p.netns)): interception_script(p.gateway) for p in meshed}
                 )
-            procs = self.runtime.start([self._request(rt, i) for rt, i in execed])
+            requests, held = [], []
+            for rt, i in list(execed):
+                try:
+                    requests.append(self._request(rt, i))
+                except ContainerConfigError as exc:  # kubelet would not create it (yet)
+                    execed.remove((rt, i))
+                    held.append((rt, i, exc))
+            procs = self.runtime.start(requests)
         except BaseException:
             if forking is not None:  # all or nothing: no sidecar left without its pod
                 forking.join()
@@ -392,6 +399,8 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         started = zip(execed + forked, procs + forks.get("procs", []), strict=True)
         for (rt, index), proc in started:
             self._attach(rt, index, proc)
+        for rt, index, exc in held:
+            self._hold(rt, index, exc)
         for rt in runtimes:
             self._probe(rt)
             self._publish_pod(rt)
@@ -402,7 +411,8 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 "default-scheduler",
             )  # fmt: skip
             for container in plan.template.containers:
-                self._container_events(plan, container.name, container.image)
+                if container.name in rt.procs:
+                    self._container_events(plan, container.name, container.image)
 
     # -- readiness and services ------------------------------------------
 
@@ -682,10 +692,35 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         )
 
     def _start_container(self, rt: PodRuntime, index: int) -> None:
-        (proc,) = self.runtime.start([self._request(rt, index)])
+        try:
+            request = self._request(rt, index)
+        except ContainerConfigError as exc:
+            self._hold(rt, index, exc)
+            return
+        (proc,) = self.runtime.start([request])
         self._attach(rt, index, proc)
         container = rt.plan.template.containers[index]
         self._container_events(rt.plan, container.name, container.image)
+
+    def _hold(self, rt: PodRuntime, index: int, exc: ContainerConfigError) -> None:
+        """The container cannot be created yet (its image, its configuration): it waits
+        with kubelet's reason, and is tried again after a back-off."""
+        state = rt.status.containers[index]
+        state.state, state.reason, state.message = "waiting", exc.reason, str(exc)
+        state.holds += 1
+        self.events.pod(rt.plan.namespace, rt.plan.name, "Failed", f"Error: {exc}", type_="Warning")
+        delay = min(BACKOFF_MAX, BACKOFF_START * 2**state.holds)
+        timer = threading.Timer(delay, self._retry_container, (rt, index))
+        timer.daemon = True
+        timer.start()
+        self._publish_pod(rt)
+
+    def _retry_container(self, rt: PodRuntime, index: int) -> None:
+        with self.lock:
+            if rt.deleted or self.stopping or rt.status.containers[index].state != "waiting":
+                return
+            self._start_container(rt, index)
+            self._publish_pod(rt)
 
     def _container_events(self, plan: PodPlan, name: str, image: str | None) -> None:
         """kubelet's events for a container it has started."""

@@ -83,6 +83,7 @@ class ContainerState:
     container_id: str = ""  # the runtime's id of its current (or last) run: runc://<id>
     message: str | None = None  # why it waits (ErrImagePull, ...)
     oom_killed: bool = False  # its last end was the kernel's OOM killer
+    holds: int = 0  # times it could not be created (its image, its configuration)
 
     def end(self, code: int | None, at: str, oom_killed: bool = False) -> None:
         """It exited with `code` (None: killed, no code known) at `at`."""

@@ -12,38 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netlab.node.sandbox import SandboxPaths
+from netlab.node.security import (
+    LinuxSecurity,
+    effective_context,
+    oci_linux_security,
+    oci_process_security,
+)
 
 OCI_VERSION = "1.0.2"
-# containerd's (and so the CRI's) default capabilities: not all of root's
-DEFAULT_CAPABILITIES = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
-MASKED_PATHS = (
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-)
-READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 NOFILE = 1048576  # as Docker and containerd give a container, where the host allows it
 
 
@@ -55,12 +31,7 @@ def nofile() -> int:
 
 def default_process_security() -> dict:
     """Root, the runtime's default capabilities, privilege escalation allowed."""
-    caps = list(DEFAULT_CAPABILITIES)
-    return {
-        "user": {"uid": 0, "gid": 0},
-        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "noNewPrivileges": False,
-    }
+    return oci_process_security(effective_context(None, None), None)
 
 
 @dataclass(frozen=True)
@@ -85,21 +56,29 @@ class ContainerConfig:
     binds: Sequence[Bind] = ()
     pid_namespace: Path | None = None  # the pod's (shareProcessNamespace), else its own
     process_security: Mapping = field(default_factory=default_process_security)
+    linux_security: LinuxSecurity = field(
+        default_factory=lambda: oci_linux_security(effective_context(None, None))
+    )
     resources: Mapping = field(default_factory=dict)  # OCI linux.resources
-    readonly_root: bool = False
-    privileged: bool = False
 
 
 def _mounts(config: ContainerConfig) -> list[dict]:
-    sys_options = ["nosuid", "noexec", "nodev"] + ([] if config.privileged else ["ro"])
-    mounts = [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {
+    security = config.linux_security
+    sys_options = ["nosuid", "noexec", "nodev"] + (["ro"] if security.sysfs_readonly else [])
+    cgroup_options = ["nosuid", "noexec", "nodev", "relatime"]
+    cgroup_options += ["ro"] if security.cgroupfs_readonly else []
+    if security.all_devices:  # privileged: the host's devices
+        dev = {"destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind"]}
+    else:
+        dev = {
             "destination": "/dev",
             "type": "tmpfs",
             "source": "tmpfs",
             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
-        },
+        }
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        dev,
         {
             "destination": "/dev/pts",
             "type": "devpts",
@@ -123,7 +102,7 @@ def _mounts(config: ContainerConfig) -> list[dict]:
             "destination": "/sys/fs/cgroup",
             "type": "cgroup",
             "source": "cgroup",
-            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+            "options": cgroup_options,
         },
     ]
     for destination, source in config.etc.items():
@@ -167,11 +146,13 @@ def config_json(config: ContainerConfig) -> dict:
         # the host's mount events may reach the container's mounts, nor theirs ours
         "rootfsPropagation": "private",
     }
-    if config.privileged:
+    security = config.linux_security
+    if security.all_devices:
         linux["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
-    else:
-        linux["maskedPaths"] = list(MASKED_PATHS)
-        linux["readonlyPaths"] = list(READONLY_PATHS)
+    if security.masked_paths:
+        linux["maskedPaths"] = list(security.masked_paths)
+    if security.readonly_paths:
+        linux["readonlyPaths"] = list(security.readonly_paths)
     process = {
         "terminal": False,
         "args": list(config.args),
@@ -183,7 +164,7 @@ def config_json(config: ContainerConfig) -> dict:
     return {
         "ociVersion": OCI_VERSION,
         "process": process,
-        "root": {"path": str(config.rootfs), "readonly": config.readonly_root},
+        "root": {"path": str(config.rootfs), "readonly": security.readonly_root},
         "mounts": _mounts(config),
         "linux": linux,
     }

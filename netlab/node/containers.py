@@ -20,8 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import netlab
+from netlab.errors import NetlabError
 from netlab.node import bundle as oci
 from netlab.node.sandbox import Sandboxes
+from netlab.node.security import (
+    UserLookupError,
+    effective_context,
+    oci_linux_security,
+    oci_process_security,
+    pod_desc,
+    run_as_non_root_error,
+)
 from netlab.plan import PodPlan
 from netlab.plan.names import bounded
 from netlab.realize.netns import netns_path
@@ -85,6 +94,14 @@ def host_binds() -> tuple[oci.Bind, ...]:
     )
 
 
+class ContainerConfigError(NetlabError):
+    """kubelet would not create the container: `reason` for its waiting state."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A bundle ready for the runtime process."""
@@ -121,7 +138,13 @@ class Bundles:
         container: ContainerSpec,
         argv: Sequence[str],
         env: Mapping[str, str],
+        lower: str = HOST_ROOT,
+        image_user: str | None = None,
+        cwd: str = "/",
+        resources: Mapping | None = None,
     ) -> Prepared:
+        """Write the container's bundle. ContainerConfigError: kubelet would not create
+        it (CreateContainerConfigError and the like), with its reason and message."""
         ident = runc_id(pod.netns, container.name)
         directory = self.root / ident
         directory.mkdir(parents=True, exist_ok=True)
@@ -129,16 +152,29 @@ class Bundles:
         if container.image in SYSTEM_IMAGES:
             binds.append(oci.Bind(self.run_dir, str(self.run_dir), readonly=False))
         etc = etc_dir(pod.netns)
+        ctx = effective_context(pod.template.security, container.security)
+        refused = run_as_non_root_error(
+            ctx, image_user, pod=pod_desc(pod.name, pod.namespace, ""), container=container.name
+        )
+        if refused is not None:
+            raise ContainerConfigError("CreateContainerConfigError", refused)
+        try:
+            process = oci_process_security(ctx, image_user, Path(lower))
+        except UserLookupError as exc:
+            raise ContainerConfigError("CreateContainerError", str(exc)) from exc
         config = oci.ContainerConfig(
             args=argv,
             env=env,
-            cwd="/",
+            cwd=cwd or "/",
             rootfs=directory / "rootfs",
             netns=netns_path(pod.netns),
             sandbox=self.sandboxes.paths(pod.netns),
             cgroups_path=cgroups_path(self.lab_prefix, ident),
             etc={f"/etc/{name}": etc / name for name in ETC_FILES},
             binds=binds,
+            process_security=process,
+            linux_security=oci_linux_security(ctx),
+            resources=resources or {},
         )
         oci.write(directory, config)
-        return Prepared(ident, directory, HOST_ROOT)
+        return Prepared(ident, directory, lower)

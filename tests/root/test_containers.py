@@ -79,7 +79,9 @@ def test_status_names_the_container_and_runc_holds_its_state(clab):
         check=True,
     )
     assert json.loads(state.stdout)["status"] == "running"
-    events = [e["reason"] for e in clab.store.list("events")[0] if e["involvedObject"]["name"] == "a"]
+    events = [
+        e["reason"] for e in clab.store.list("events")[0] if e["involvedObject"]["name"] == "a"
+    ]
     assert {"Pulled", "Created", "Started"} <= set(events)
 
 
@@ -102,3 +104,60 @@ def test_a_restarted_container_gets_a_fresh_writable_layer(clab):
     assert wait_for(restarted, 10)
     assert clab.exec("c", ["test", "-e", "/scratch"]).returncode == 1
     assert clab.exec("c", ["hostname"]).stdout.strip() == "c"
+
+
+LOCKED = """
+apiVersion: v1
+kind: Pod
+metadata: {name: locked}
+spec:
+  nodeName: n2
+  securityContext: {runAsUser: 1000, runAsGroup: 1000}
+  containers:
+  - name: app
+    command: [sh, -c, "touch /f 2>/dev/null && echo wrote || echo read-only; sleep infinity"]
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nochown}
+spec:
+  nodeName: n2
+  containers:
+  - name: app
+    command: [sh, -c, "touch /f; chown 1 /f && echo chowned || echo refused; sleep infinity"]
+    securityContext:
+      capabilities: {drop: [CHOWN]}
+"""
+
+
+def _status_field(text: str, name: str) -> str:
+    return next(
+        line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name)
+    )
+
+
+def test_security_context_user_read_only_root_and_capabilities(clab):
+    from tests.root.conftest import wait_for
+
+    clab.apply_text(LOCKED)
+    try:
+        logs = {pod: clab.log_path(clab.pod(pod), "app") for pod in ("locked", "nochown")}
+        assert wait_for(lambda: all(p.exists() and p.read_text() for p in logs.values()), 10)
+        assert logs["locked"].read_text().rstrip().endswith("read-only")
+        assert logs["nochown"].read_text().rstrip().endswith("refused")
+        status = clab.exec("locked", ["cat", "/proc/1/status"]).stdout
+        assert _status_field(status, "Uid:").split()[0] == "1000"
+        assert _status_field(status, "Gid:").split()[0] == "1000"
+        assert _status_field(status, "NoNewPrivs:") == "1"
+        assert int(_status_field(status, "CapBnd:"), 16) == 1 << 10  # CAP_NET_BIND_SERVICE
+        # the default set: a root container has no CAP_SYS_ADMIN (bit 21)
+        default = clab.exec("a", ["cat", "/proc/1/status"]).stdout
+        assert not int(_status_field(default, "CapBnd:"), 16) & (1 << 21)
+        assert int(_status_field(default, "CapBnd:"), 16) & (1 << 0)  # CAP_CHOWN
+    finally:
+        for pod in ("locked", "nochown"):
+            clab.delete_pod(pod)

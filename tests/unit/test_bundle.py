@@ -10,6 +10,7 @@ from netlab.node.containers import container_pid, runc_id
 from netlab.node.mounts import mounted_under, remove_tree
 from netlab.node.runc import last_error
 from netlab.node.sandbox import SandboxPaths
+from netlab.node.security import SecurityContext, oci_linux_security
 
 
 def config(**changes) -> oci.ContainerConfig:
@@ -61,11 +62,19 @@ def test_the_default_capabilities_are_the_runtimes_not_all_of_roots():
 
 
 def test_a_shared_pid_namespace_and_privileged_mode():
-    doc = oci.config_json(config(pid_namespace=Path("/proc/9/ns/pid"), privileged=True))
+    privileged = oci_linux_security(SecurityContext(privileged=True))
+    doc = oci.config_json(config(pid_namespace=Path("/proc/9/ns/pid"), linux_security=privileged))
     pid = next(n for n in doc["linux"]["namespaces"] if n["type"] == "pid")
     assert pid["path"] == "/proc/9/ns/pid"
     assert "maskedPaths" not in doc["linux"]
     assert "ro" not in next(m for m in doc["mounts"] if m["destination"] == "/sys")["options"]
+    assert doc["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+
+
+def test_a_read_only_root():
+    read_only = oci_linux_security(SecurityContext(read_only_root_filesystem=True))
+    assert oci.config_json(config(linux_security=read_only))["root"]["readonly"] is True
+    assert oci.config_json(config())["root"]["readonly"] is False
 
 
 def test_runc_ids_start_with_the_labs_prefix_and_use_only_runcs_characters():
