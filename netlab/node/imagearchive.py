@@ -5,7 +5,11 @@ Only the archive's small index files are read here; skopeo copies the images."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -85,3 +89,23 @@ def _oci_images(index: dict[str, Any], path: Path) -> list[tuple[str, list[str]]
         else:
             raise ValueError(f"{path}: an image without a name among {len(entries)}")
     return images
+
+
+_OPENERS = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+
+
+def compressed(path: Path) -> bool:
+    """Whether a file is gzip, bzip2 or xz data (`docker save | gzip`)."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return any(head.startswith(magic) for magic in _OPENERS)
+
+
+def decompress(path: Path, target: Path) -> Path:
+    """The plain tar inside a compressed archive, written to `target`."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    opener = next(o for magic, o in _OPENERS.items() if head.startswith(magic))
+    with opener(path, "rb") as source, open(target, "wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)
+    return target

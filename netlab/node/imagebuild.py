@@ -114,13 +114,28 @@ def fingerprint(name: str) -> str:
 
 def populate(name: str, root: Path) -> str:
     """Fill `root` with the built-in image `name`'s files: a description of what it holds."""
+    if name not in RECIPES:
+        raise ImageError(f"no built-in image {name}; the built-ins are {', '.join(NAMES)}")
     bb = busybox_binary()
     _populate_busybox(root, bb)
-    if name == BUSYBOX:
-        return f"busybox-static ({bb})"
-    if name == PYTHON:
-        return _populate_python(root)
-    raise ImageError(f"no built-in image {name}; the built-ins are {', '.join(NAMES)}")
+    contents = _populate_python(root) if name == PYTHON else f"busybox-static ({bb})"
+    _readable(root)
+    return contents
+
+
+def _readable(root: Path) -> None:
+    """Every file readable and every directory searchable by any user (a container may
+    run as one), whatever the umask was: /root and /tmp keep their own modes."""
+    keep = {root / "root", root / "tmp"}
+    for directory, dirs, files in os.walk(root):
+        for name in dirs:
+            path = Path(directory) / name
+            if path not in keep and not path.is_symlink():
+                os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | 0o755)
+        for name in files:
+            path = Path(directory) / name
+            if not path.is_symlink():
+                os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | 0o444)
 
 
 def _populate_busybox(root: Path, bb: Path) -> None:

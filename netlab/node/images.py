@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from netlab.node import imagebuild
-from netlab.node.imagearchive import REF_NAME, archive_images
+from netlab.node.imagearchive import REF_NAME, archive_images, compressed, decompress
 from netlab.node.imagepolicy import (
     HOST_IMAGE_ID,
     NEVER,
@@ -134,10 +134,6 @@ def host_image(image: str | None) -> ResolvedImage:
         rootfs=Path("/"),
         config=ImageConfig(),
     )
-
-
-def _now_pid_tag() -> str:
-    return f"{os.getpid()}-"
 
 
 class ImageStore:
@@ -265,7 +261,7 @@ class ImageStore:
         )
 
     def _info(self, name: str, descriptor: dict[str, Any]) -> ImageInfo:
-        digest, manifest = self._manifest(descriptor)
+        _, manifest = self._manifest(descriptor)
         config = self._blob(manifest["config"]["digest"])
         size = manifest["config"].get("size", 0) + sum(
             layer.get("size", 0) for layer in manifest.get("layers") or []
@@ -321,7 +317,7 @@ class ImageStore:
 
     def _staging(self, what: str) -> Path:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"{what}-{_now_pid_tag()}", dir=self.tmp_dir))
+        return Path(tempfile.mkdtemp(prefix=f"{what}-{os.getpid()}-", dir=self.tmp_dir))
 
     def _store_copy(self, source: str, name: str, what: str) -> None:
         """skopeo copy SOURCE into the layout as `name`, under the lock."""
@@ -417,10 +413,17 @@ class ImageStore:
                     f"netlab image import {path} --name NAME[:TAG]"
                 )
         imported: list[str] = []
-        for source, names in images:
-            for target in names:
-                self._store_copy(f"{kind}:{path}{source}", target, f"importing {path}")
-                imported.append(target)
+        stage = self._staging("import")
+        try:
+            archive = path
+            if kind == "docker-archive" and compressed(path):
+                archive = decompress(path, stage / "archive.tar")  # skopeo reads plain tar only
+            for source, names in images:
+                for target in names:
+                    self._store_copy(f"{kind}:{archive}{source}", target, f"importing {path}")
+                    imported.append(target)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
         self.collect_garbage()  # an image a new one replaced under its name
         return self._infos(imported)
 
@@ -582,7 +585,7 @@ class ImageStore:
         with file_lock(self.rootfs_dir / f".{target.name}.lock"):
             if target.is_dir():
                 return target
-            work = Path(tempfile.mkdtemp(prefix=f".unpack-{_now_pid_tag()}", dir=self.rootfs_dir))
+            work = Path(tempfile.mkdtemp(prefix=f".unpack-{os.getpid()}-", dir=self.rootfs_dir))
             try:
                 with self._locked(shared=True):
                     current = self._names().get(name)

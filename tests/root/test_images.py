@@ -5,7 +5,9 @@ kubelet's errors for a missing image, a refused garbage file."""
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -138,13 +140,18 @@ def test_docker_archive_and_oci_archive_made_by_skopeo_import(store, tmp_path):
     assert from_oci.ref == "docker.io/x/z:2"
     (renamed,) = store.import_archive(oci, name="lab/renamed:v1")
     assert renamed.ref == "docker.io/lab/renamed:v1"
+    gzipped = tmp_path / "saved.tar.gz"  # docker save IMAGE | gzip > saved.tar.gz
+    with open(docker, "rb") as plain, gzip.open(gzipped, "wb") as out:
+        shutil.copyfileobj(plain, out)
+    (from_gzip,) = store.import_archive(gzipped, name="x/gz:1")
+    assert (from_gzip.ref, from_gzip.id) == ("docker.io/x/gz:1", imported.id)
     assert {"docker.io/x/y:1", "docker.io/x/z:2", "docker.io/lab/renamed:v1"} <= set(names(store))
     for ref in ("x/y:1", "x/z:2", "lab/renamed:v1"):
         resolved = store.resolve(ref, "Never")
         assert chroot(resolved.rootfs, "/bin/sh", "-c", "echo from $0") == "from /bin/sh\n"
     inspected = store.inspect("x/y:1")
     assert inspected["id"] == imported.id
-    assert inspected["repoTags"] == ["docker.io/x/y:1"]
+    assert inspected["repoTags"] == ["docker.io/x/gz:1", "docker.io/x/y:1"]  # one image
     assert inspected["config"]["config"]["Cmd"] == ["sh"]
     assert inspected["size"] == imported.size
 
