@@ -673,6 +673,10 @@ def parser() -> argparse.ArgumentParser:
     draw.configure_parser(draw_parser)
     draw_parser.set_defaults(func=cmd_draw)
 
+    from netlab import imagecmd
+
+    imagecmd.add_parser(sub)
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)
 
