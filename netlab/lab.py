@@ -37,7 +37,15 @@ from netlab.lab_workloads import (
     _same_manifest,
     check_autoscaled,
 )
-from netlab.node.containers import Bundles, ContainerConfigError, enter_argv, runc_id
+from netlab.node.containers import (
+    PULL_FAILURES,
+    Bundles,
+    ContainerConfigError,
+    enter_argv,
+    image_command,
+    runc_id,
+)
+from netlab.node.images import ImageError, ImagePullError, ImageStore
 from netlab.node.sandbox import Sandboxes, SandboxRequest
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
@@ -135,6 +143,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         # pod sandboxes (shared UTS and IPC namespaces) and the containers' OCI bundles
         self.sandboxes = Sandboxes(self.run_dir / "sandboxes")
         self.bundles = Bundles(self.run_dir, lab_prefix(self.spec.name), self.sandboxes)
+        self.images = ImageStore()  # the machine's images, shared by every lab
         # sidecars are forked from one preloaded parent (NETLAB_SIDECAR_FORK=0: started fresh)
         self.fork_sidecars = os.environ.get("NETLAB_SIDECAR_FORK", "1") != "0"
         self.job_rngs: dict[tuple[str, str], object] = {}  # Job pod names, per Job
@@ -180,6 +189,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         """Check the machine, refuse a lab of this name that is running, remove
         the leftovers of one that crashed, and make the run directory."""
         preflight.check(self.spec)
+        self._check_images()
         cleanup.refuse_if_running(self.spec.name, self.run_dir.parent)
         report = cleanup.clean_lab(self.spec.name, self.run_dir.parent)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +198,26 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         if not isinstance(self.store, EtcdStore):  # etcd keeps its own record
             self.store.persist(Journal(self.run_dir / "store"))
         return report
+
+    def _check_images(self) -> None:
+        """Every image the lab file names is here (built, imported, or pulled now),
+        before anything is built."""
+        wanted = {
+            (c.image, c.recorded.get("imagePullPolicy"), pod.name, c.name)
+            for pod in self.plan.pods
+            for c in pod.template.containers
+        }
+        seen: set[tuple] = set()
+        for image, policy, pod, container in sorted(wanted, key=str):
+            if (image, policy) in seen:
+                continue
+            seen.add((image, policy))
+            try:
+                self.images.resolve(image, policy)
+            except ImagePullError as exc:
+                raise NetlabError(f"pod {pod}, container {container}: {exc.message}") from exc
+            except ImageError as exc:
+                raise NetlabError(f"pod {pod}, container {container}: {exc}") from exc
 
     def build(self, timeout: float = 20.0) -> None:
         """Realize the plan; on any failure, tear down what was built."""
@@ -679,10 +709,32 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 True,
                 sandbox=self.bundles.sandbox_of(plan),
             )
-        prepared = self.bundles.prepare(plan, container, container.argv, env)
+        try:
+            image = self.images.resolve(container.image, container.recorded.get("imagePullPolicy"))
+        except ImagePullError as exc:
+            state = rt.status.containers[index]
+            reason = "ImagePullBackOff" if state.reason in PULL_FAILURES else exc.reason
+            raise ContainerConfigError(reason, exc.message) from exc
+        except ImageError as exc:
+            raise ContainerConfigError("InvalidImageName", str(exc)) from exc
+        argv, env = image_command(container, image.config, env)
+        if not argv:
+            raise ContainerConfigError(
+                "CreateContainerError", "no command specified: the image has no entrypoint"
+            )
+        rt.status.containers[index].image_id = image.image_id
+        prepared = self.bundles.prepare(
+            plan,
+            container,
+            argv,
+            env,
+            lower=str(image.rootfs),
+            image_user=image.config.user or None,
+            cwd=image.config.working_dir or "/",
+        )
         return ContainerRequest(
             ident,
-            container.argv,
+            argv,
             env,
             plan.netns,
             log_path,

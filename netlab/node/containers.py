@@ -22,6 +22,7 @@ from pathlib import Path
 import netlab
 from netlab.errors import NetlabError
 from netlab.node import bundle as oci
+from netlab.node.images import ImageConfig
 from netlab.node.sandbox import Sandboxes
 from netlab.node.security import (
     UserLookupError,
@@ -35,12 +36,13 @@ from netlab.plan import PodPlan
 from netlab.plan.names import bounded
 from netlab.realize.netns import netns_path
 from netlab.realize.pods import etc_dir
-from netlab.realize.processes import alive_as_recorded
+from netlab.realize.processes import alive_as_recorded, container_path
 from netlab.realize.runtime import STATE_DIR
 from netlab.spec.model import ContainerSpec
 
 HOST_ROOT = "/"
 SYSTEM_IMAGES = ("netlab/labdns", "netlab/collector", "netlab/activator", "netlab/proxy")
+PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff")
 ETC_FILES = ("hosts", "resolv.conf", "hostname")
 RUNC_ID_MAX = 200
 _NOT_IN_IDS = re.compile(r"[^\w+.-]")
@@ -66,6 +68,26 @@ def enter_argv(pid: int) -> list[str]:
     `runc exec` does (nsenter forks into its PID namespace; entering the mount
     namespace puts the command at the container's root)."""
     return ["nsenter", "--target", str(pid), "--all", "--"]
+
+
+def image_command(
+    container: ContainerSpec, image: ImageConfig, env: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """What runs and with which environment, as kubelet decides: `command` replaces
+    the image's entrypoint, `args` its cmd; the image's environment first, the pod's
+    over it (the default image keeps the host's PATH, which finds netlab's venv)."""
+    if container.command:
+        argv = [*container.command, *container.args]
+    elif container.args:
+        argv = [*image.entrypoint, *container.args]
+    else:
+        argv = [*image.entrypoint, *image.cmd]
+    merged = dict(e.split("=", 1) for e in image.env if "=" in e)
+    for key, value in env.items():
+        if key == "PATH" and "PATH" in merged and value == container_path():
+            continue  # the image's own PATH: its binaries are where it says
+        merged[key] = value
+    return argv, merged
 
 
 def container_pid(run_dir: Path, container_id: str) -> int | None:

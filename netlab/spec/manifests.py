@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from netlab.node.imagepolicy import is_host_image
+from netlab.node.imageref import parse as parse_image
+from netlab.node.imagetools import ImageError
 from netlab.spec.autoscale import settings_of
 from netlab.spec.mesh import (
     ISTIO_API,
@@ -124,6 +127,7 @@ CONTAINER_FIELDS = (
 ENV_FIELDS = ("name", "value")
 PORT_FIELDS = ("containerPort", "name", "protocol")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 PROBE_FIELDS = (
     *PROBE_HANDLERS,
     "initialDelaySeconds",
@@ -347,13 +351,31 @@ def _containers(value: Any, path: str, checker: Checker) -> list[ContainerSpec]:
                 )
             seen.setdefault(name, i)
         image = checker.take(spec, "image", here, "string")
+        if isinstance(image, str) and not is_host_image(image):
+            try:
+                parse_image(image)
+            except ImageError as exc:
+                checker.add(
+                    join(here, "image"),
+                    str(exc),
+                    "name an image as Docker does, e.g. busybox or busybox:1.36",
+                )
+        policy = spec.get("imagePullPolicy")
+        if isinstance(policy, str) and policy not in PULL_POLICIES:
+            checker.add(
+                join(here, "imagePullPolicy"),
+                f'Unsupported value: "{policy}": supported values: '
+                + ", ".join(f'"{p}"' for p in PULL_POLICIES),
+                did_you_mean(policy, PULL_POLICIES, "use one of"),
+            )
         command = checker.str_list(spec, "command", here)
         args = checker.str_list(spec, "args", here)
-        if command == [] and args == []:
+        if command == [] and args == [] and is_host_image(image):
             checker.add(
                 join(here, "command"),
-                "no command: netlab runs host processes, so there is no image entrypoint",
-                "give the container a command, e.g. command: [sleep, infinity]",
+                "no command: the default image (a view of the host's root) has no entrypoint",
+                "give the container a command, e.g. command: [sleep, infinity], "
+                "or an image with one (`netlab image ls`)",
             )
         env = _env(spec, here, checker)
         ports = _ports(spec, here, checker, port_names)

@@ -303,10 +303,25 @@ ERRORS = [
     ),
     (
         "no-command",
-        TWO_RACKS + pod("c", "  containers: [{name: c, image: busybox}]\n"),
+        TWO_RACKS + pod("c", "  containers: [{name: c}]\n"),
         "Pod/c: spec.containers[0].command",
-        "no image entrypoint",
+        "the default image (a view of the host's root) has no entrypoint",
         "give the container a command",
+    ),
+    (
+        "bad-image-name",
+        TWO_RACKS + pod("c", "  containers: [{name: c, image: 'Busy Box', command: [sh]}]\n"),
+        "Pod/c: spec.containers[0].image",
+        "Busy Box",
+        "name an image as Docker does",
+    ),
+    (
+        "bad-pull-policy",
+        TWO_RACKS
+        + pod("c", "  containers: [{name: c, imagePullPolicy: Sometimes, command: [sh]}]\n"),
+        "Pod/c: spec.containers[0].imagePullPolicy",
+        'Unsupported value: "Sometimes"',
+        "use one of",
     ),
     (
         "duplicate-port-name",
