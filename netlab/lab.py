@@ -37,6 +37,7 @@ from netlab.lab_workloads import (
     _same_manifest,
     check_autoscaled,
 )
+from netlab.nodeinfo import host_allocatable
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
     VTEP_DEVICE,
@@ -117,7 +118,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.spec = with_system_workloads(spec, socket_path(self.run_dir))
         for deployment in self.spec.deployments:  # before anything is built
             check_autoscaled(deployment)
-        self.plan = plan_lab(self.spec)
+        self.plan = plan_lab(self.spec, host_allocatable())  # pods that fit nowhere: refused
         self.store = store if store is not None else _make_store(self.spec)
         self.etcd_members: list[etcd.EtcdMember] = []  # store: etcd, inside the lab
         self.etcd_keeper: MemberKeeper | None = None  # starts a member that ended again

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from netlab.spec.autoscale import settings_of
+from netlab.spec.compute import read_resources
 from netlab.spec.mesh import (
     ISTIO_API,
     ISTIO_GROUP,
@@ -98,7 +99,6 @@ RECORDED_POD_FIELDS = {
     "resources": "mapping",
 }
 RECORDED_CONTAINER_FIELDS = {
-    "resources": "mapping",
     "imagePullPolicy": "string",
     "terminationMessagePath": "string",
     "terminationMessagePolicy": "string",
@@ -116,6 +116,7 @@ CONTAINER_FIELDS = (
     "env",
     "ports",
     "readinessProbe",
+    "resources",
     *RECORDED_CONTAINER_FIELDS,
 )
 ENV_FIELDS = ("name", "value")
@@ -356,10 +357,13 @@ def _containers(value: Any, path: str, checker: Checker) -> list[ContainerSpec]:
         ports = _ports(spec, here, checker, port_names)
         probe = _probe(spec, here, checker)
         recorded = _recorded(spec, here, RECORDED_CONTAINER_FIELDS, checker)
+        resources = read_resources(spec.get("resources"), join(here, "resources"), checker)
         if isinstance(name, str):
             argv = (tuple(command or ()), tuple(args or ()))
             containers.append(
-                ContainerSpec(name, *argv, tuple(env), tuple(ports), image, probe, recorded)
+                ContainerSpec(
+                    name, *argv, tuple(env), tuple(ports), image, probe, recorded, resources
+                )
             )
     return containers
 
