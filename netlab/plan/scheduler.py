@@ -103,9 +103,10 @@ def unschedulable(total: int, reasons: Mapping[str, int], wanted: tuple[int, int
             f"resources.requests, raise {names} in the nodes' allocatable "
             "(lab.racks[].nodes[].allocatable) or add a node"
         )
+    fix = "; ".join(fixes)
     return Unschedulable(
         f"0/{total} nodes are available: {histogram or 'the lab has no nodes'}.",
-        "; ".join(fixes),
+        fix[:1].upper() + fix[1:],
     )
 
 

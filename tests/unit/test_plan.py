@@ -273,7 +273,7 @@ def test_a_lab_file_whose_pods_do_not_fit_is_refused_naming_pod_resource_and_fix
         "0/2 nodes are available: 2 Insufficient cpu."
     )
     assert info.value.fix == (
-        "the pod requests 600m cpu: lower its containers' resources.requests, raise cpu in "
+        "The pod requests 600m cpu: lower its containers' resources.requests, raise cpu in "
         "the nodes' allocatable (lab.racks[].nodes[].allocatable) or add a node"
     )
     assert str(info.value).startswith("Deployment default/web: pod 3 of 3 fits on no node: 0/2")
@@ -300,6 +300,7 @@ def test_every_reason_is_counted_as_kube_scheduler_counts_them():
         "0/4 nodes are available: 1 Too many pods, 1 node(s) were unschedulable, "
         "2 Insufficient cpu, 2 Insufficient memory."
     )
+    assert info.value.fix.startswith("Raise the nodes' allocatable.pods (maxPods)")
     assert "the pod requests 2 cpu and 2Gi memory" in info.value.fix
     assert "allocatable.pods" in info.value.fix
 
