@@ -47,6 +47,7 @@ from netlab.node.containers import (
 )
 from netlab.node.images import ImageError, ImagePullError, ImageStore
 from netlab.node.sandbox import Sandboxes, SandboxRequest
+from netlab.nodeinfo import host_allocatable
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
     VTEP_DEVICE,
@@ -127,7 +128,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.spec = with_system_workloads(spec, socket_path(self.run_dir))
         for deployment in self.spec.deployments:  # before anything is built
             check_autoscaled(deployment)
-        self.plan = plan_lab(self.spec)
+        self.plan = plan_lab(self.spec, host_allocatable())  # pods that fit nowhere: refused
         self.store = store if store is not None else _make_store(self.spec)
         self.etcd_members: list[etcd.EtcdMember] = []  # store: etcd, inside the lab
         self.etcd_keeper: MemberKeeper | None = None  # starts a member that ended again

@@ -16,6 +16,7 @@ from netlab.controllers.nodeagent import LEASE_NAMESPACE, NodeAgents
 from netlab.controllers.nodelifecycle import NodeLifecycleController, node_ready
 from netlab.errors import ApiError, NetlabError, NotFound
 from netlab.etcdstore import EtcdClient, EtcdStore, endpoints_of
+from netlab.nodeinfo import host_allocatable
 from netlab.plan import NodePlan, peer_entry, plan_node
 from netlab.plan.build import candidates_of
 from netlab.plan.scheduler import Unschedulable, eligible
@@ -96,10 +97,13 @@ class NodeRuntime:
         )
         self.controllers.start()
 
-    def schedulable_nodes(self, template: PodTemplate | None = None) -> list[NodePlan]:
+    def schedulable_nodes(
+        self, template: PodTemplate | None = None, excluded: dict[str, int] | None = None
+    ) -> list[NodePlan]:
         """The nodes a new pod may go to: Ready and not cordoned (kube-scheduler's filters
-        before nodeSelector); Unschedulable, with kube-scheduler's reasons, if none may."""
-        reasons: dict[str, int] = {}
+        before nodeSelector); Unschedulable, with kube-scheduler's reasons, if none may.
+        The others are counted by reason into `excluded` (for the placer's message)."""
+        reasons = excluded if excluded is not None else {}
         fit = []
         for node in self.nodes.values():
             try:
@@ -119,8 +123,8 @@ class NodeRuntime:
         if not fit:
             why = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
             raise Unschedulable(
-                f"0/{len(self.nodes)} nodes are available: {why or 'the lab has no nodes'}. "
-                "`netlab node recover`, `netlab uncordon` or a matching nodeSelector would fix it"
+                f"0/{len(self.nodes)} nodes are available: {why or 'the lab has no nodes'}.",
+                "`netlab node recover`, `netlab uncordon` or a matching nodeSelector would fix it",
             )
         return fit
 
@@ -229,6 +233,7 @@ class NodeRuntime:
                 spec,
                 taken_addresses=[n.address.ip for n in self.nodes.values()],
                 taken_leases=[n.pod_cidr for n in self.nodes.values()],
+                host=host_allocatable(),
             )
             self.fabric.add_node(node)
             self.nodes[name] = node

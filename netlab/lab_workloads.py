@@ -202,12 +202,14 @@ class WorkloadRuntime:
             rng = self.job_rngs.setdefault(
                 (job.namespace, job.name), name_rng(self.spec.name, job.namespace, job.name, "job")
             )
+            excluded: dict[str, int] = {}
             placer = PodPlacer(
                 self.spec.name,
-                self.schedulable_nodes(job.template),
+                self.schedulable_nodes(job.template, excluded),
                 [rt.plan for rt in self.pods.values()],
                 self.last_pod_address,
             )
+            placer.excluded = excluded
             created = [
                 placer.add_job_pod(job.name, job.namespace, job.template, rng) for _ in range(count)
             ]
@@ -237,8 +239,9 @@ class WorkloadRuntime:
                 self.store.get("deployments", runtime.spec.namespace, runtime.spec.name)
             except ApiError:
                 return
+            excluded: dict[str, int] = {}
             try:
-                nodes, nowhere = self.schedulable_nodes(runtime.spec.template), None
+                nodes, nowhere = self.schedulable_nodes(runtime.spec.template, excluded), None
             except Unschedulable as exc:  # no node at all: every pod waits, Pending
                 nodes, nowhere = [], exc
             placer = PodPlacer(
@@ -247,6 +250,7 @@ class WorkloadRuntime:
                 [rt.plan for rt in self.pods.values()],
                 self.last_pod_address,
             )
+            placer.excluded = excluded  # counted in the message of a pod that fits nowhere
             spec, pod_hash = runtime.spec, runtime.pod_hash
             placer.reserved = {
                 p["metadata"]["name"] for p in self.store.list("pods", spec.namespace)[0]
@@ -264,6 +268,10 @@ class WorkloadRuntime:
                         name = pod_name(spec.name, pod_hash, runtime.rng, taken)
                     placer.reserved.add(name)
                     self.store.apply(objects.pending_pod_object(spec, name, pod_hash, str(exc)))
+                    self.events.pod(
+                        spec.namespace, name, "FailedScheduling", exc.scheduler_message,
+                        "default-scheduler", "Warning",
+                    )  # fmt: skip
                     continue
                 if name is not None:  # it fits now: the Pending object gives way to the pod
                     self.store.delete("pods", spec.namespace, name)

@@ -16,6 +16,7 @@ import functools
 import os
 import platform
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,9 +108,13 @@ def node_info(lab: str, node: str, machine: Machine) -> dict[str, str]:
     }
 
 
-def resources(machine: Machine, pods: int) -> tuple[dict[str, str], dict[str, str]]:
+def resources(
+    machine: Machine, pods: int, declared: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
     """status.capacity and status.allocatable: the host's cpus, memory and disk, and the
-    node's pods; allocatable less kubelet's default eviction thresholds."""
+    node's pods; allocatable less kubelet's default eviction thresholds. What the lab
+    file `declared` for the node (cpu, memory: its quantities) is both its capacity and
+    its allocatable: a machine of that size with nothing held back."""
     capacity = {
         "cpu": str(machine.cpus),
         "ephemeral-storage": f"{machine.storage_kib}Ki",
@@ -123,7 +128,16 @@ def resources(machine: Machine, pods: int) -> tuple[dict[str, str], dict[str, st
             "memory": f"{max(0, machine.memory_kib - EVICTION_MEMORY_KIB)}Ki",
         },
     )
+    capacity.update(declared or {})
+    allocatable.update(declared or {})
     return capacity, allocatable
+
+
+def host_allocatable(machine: Machine | None = None) -> tuple[int, int]:
+    """The cpu (millicores) and memory (bytes) a node declaring none has for pods: the
+    host's, as `resources` reports its allocatable."""
+    machine = machine or Machine.of_host()
+    return machine.cpus * 1000, max(0, machine.memory_kib - EVICTION_MEMORY_KIB) * 1024
 
 
 PRESSURES = (

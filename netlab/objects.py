@@ -16,6 +16,7 @@ from netlab import nodeinfo
 from netlab.nodeinfo import Machine
 from netlab.plan import LabPlan, NodePlan, PodPlan
 from netlab.plan.model import CNI_BRIDGE, NODE_UPLINK, VTEP_DEVICE
+from netlab.spec.compute import qos_class
 from netlab.spec.model import (
     ContainerSpec,
     DeploymentSpec,
@@ -228,7 +229,7 @@ def node_object(
     backend = {"VNI": overlay.vni, "VtepMAC": node.vtep_mac}
     machine = machine or Machine.of_host()
     capacity, allocatable = nodeinfo.resources(
-        machine, node.max_pods or node.pod_cidr.num_addresses - 3
+        machine, node.max_pods or node.pod_cidr.num_addresses - 3, node.allocatable.text()
     )
     return {
         "apiVersion": "v1",
@@ -281,6 +282,8 @@ def container_manifest(c: ContainerSpec) -> dict[str, Any]:
             for p in c.ports
         ]
     item.update(c.recorded)
+    # as written, requests defaulted to limits as kube-apiserver does ({} if none)
+    item["resources"] = c.resources.manifest()
     if c.readiness_probe is not None:
         item["readinessProbe"] = probe_manifest(c.readiness_probe)
     return item
@@ -369,6 +372,7 @@ def pod_object(
                 {"type": "ContainersReady", "status": ready_text},
             ],
             "containerStatuses": [c.status(ready) for c in status.containers],
+            "qosClass": qos_class(template.containers),
         },
     }
 
@@ -401,6 +405,7 @@ def pending_pod_object(
         },
         "status": {
             "phase": "Pending",
+            "qosClass": qos_class(deployment.template.containers),
             "conditions": [
                 {
                     "type": "PodScheduled",

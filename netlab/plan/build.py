@@ -3,13 +3,15 @@ uses to add a node or a pod later."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from types import MappingProxyType
 
 from netlab.plan import addressing, names, scheduler
 from netlab.plan.model import LabPlan, NodePlan, PodPlan, RackPlan, RouterPlan, RouterPort
+from netlab.spec.compute import pod_requests
 from netlab.spec.model import (
     HOSTNAME_LABEL,
     ZONE_LABEL,
@@ -17,6 +19,7 @@ from netlab.spec.model import (
     LabSpec,
     NodeSpec,
     PodTemplate,
+    ResourceList,
 )
 
 
@@ -32,8 +35,11 @@ def plan_node(
     node: NodeSpec,
     taken_addresses: Iterable[IPv4Address],
     taken_leases: Iterable[IPv4Network],
+    host: tuple[int, int] | None = None,
 ) -> NodePlan:
-    """A node's plan: its underlay address, routes to the other racks, and overlay lease."""
+    """A node's plan: its underlay address, routes to the other racks, and overlay lease;
+    its allocatable cpu and memory, the lab file's or else the `host`'s (millicores,
+    bytes; None: unbounded)."""
     rack = next(r for r in spec.racks if r.name == node.rack)
     gateways = addressing.gateway_addresses(spec.racks, spec.routers)
     rack_hop, _ = addressing.next_hops(spec.racks, spec.routers, gateways)
@@ -49,6 +55,18 @@ def plan_node(
         vtep_mac=names.vtep_mac(spec.name, node.name),
         labels=node_labels(node),
         max_pods=node.max_pods,
+        allocatable=allocatable_of(node.allocatable, host),
+    )
+
+
+def allocatable_of(declared: ResourceList, host: tuple[int, int] | None) -> ResourceList:
+    """A node's allocatable: what the lab file declares (kept as written, so the Node
+    shows it), the host's cpu and memory for what it does not."""
+    cpu, memory = host if host is not None else (None, None)
+    return ResourceList(
+        cpu=declared.cpu if declared.cpu is not None else cpu,
+        memory=declared.memory if declared.memory is not None else memory,
+        written=declared.written,
     )
 
 
@@ -74,7 +92,12 @@ def plan_routers(spec: LabSpec) -> tuple[RouterPlan, ...]:
 
 
 def candidates_of(nodes: Sequence[NodePlan]) -> list[scheduler.Candidate]:
-    return [scheduler.Candidate(n.name, n.rack, n.labels, n.max_pods) for n in nodes]
+    return [
+        scheduler.Candidate(
+            n.name, n.rack, n.labels, n.max_pods, n.allocatable.cpu, n.allocatable.memory
+        )
+        for n in nodes
+    ]
 
 
 def plan_pod(
@@ -107,6 +130,17 @@ def plan_pod(
     )
 
 
+@contextlib.contextmanager
+def _naming(what: str) -> Iterator[None]:
+    """An Unschedulable raised inside says which pod it is about."""
+    try:
+        yield
+    except scheduler.Unschedulable as exc:
+        raise scheduler.Unschedulable(
+            f"{what} fits on no node: {exc.scheduler_message}", exc.fix
+        ) from None
+
+
 def deployment_hash(deployment: DeploymentSpec) -> str:
     template = deployment.manifest.get("spec", {}).get("template") or repr(deployment.template)
     return scheduler.template_hash(template)
@@ -132,6 +166,8 @@ class PodPlacer:
         # lab keeps this map, so addresses advance across placers)
         self.last = last_addresses if last_addresses is not None else {}
         self.reserved: set[str] = set()  # names taken by pods that exist only in the store
+        # nodes left out before placing (not ready, cordoned), by reason: for messages
+        self.excluded: dict[str, int] = {}
 
     def _taken_on(self, node: str) -> set[IPv4Address]:
         return {p.address.ip for p in self.pods if p.node == node}
@@ -142,8 +178,19 @@ class PodPlacer:
             load[pod.node] = load.get(pod.node, 0) + 1
         return load
 
+    def _place(self, template: PodTemplate, group: Iterable[str]) -> str:
+        """A node for the pod, counting the requests of the pods on each node."""
+        used: dict[str, tuple[int, int]] = {}
+        for pod in self.pods:
+            cpu, memory = pod_requests(pod.template.containers)
+            before = used.get(pod.node, (0, 0))
+            used[pod.node] = (before[0] + cpu, before[1] + memory)
+        return scheduler.place(
+            template, candidates_of(self.nodes), group, self._load(), used, self.excluded
+        )
+
     def add_bare(self, name: str, namespace: str, template: PodTemplate) -> PodPlan:
-        node_name = scheduler.place(template, candidates_of(self.nodes), [], self._load())
+        node_name = self._place(template, [])
         return self._add(name, namespace, template, node_name, None, None)
 
     def add_replica(
@@ -156,9 +203,7 @@ class PodPlacer:
             for p in self.pods
             if p.owner == deployment.name and p.namespace == deployment.namespace
         ]
-        node_name = scheduler.place(
-            deployment.template, candidates_of(self.nodes), group, self._load()
-        )
+        node_name = self._place(deployment.template, group)
         taken = {p.name for p in self.pods if p.namespace == deployment.namespace} | self.reserved
         name = name or scheduler.pod_name(deployment.name, pod_hash, rng, taken)
         return self._add(
@@ -168,7 +213,7 @@ class PodPlacer:
     def add_job_pod(self, job: str, namespace: str, template: PodTemplate, rng) -> PodPlan:
         """One more pod of a Job, named JOB-xxxxx as the Job controller names them."""
         group = [p.node for p in self.pods if p.owner == job and p.namespace == namespace]
-        node_name = scheduler.place(template, candidates_of(self.nodes), group, self._load())
+        node_name = self._place(template, group)
         taken = {p.name for p in self.pods if p.namespace == namespace}
         name = scheduler.job_pod_name(job, rng, taken)
         pod = self._add(name, namespace, template, node_name, job, None)
@@ -193,8 +238,11 @@ class PodPlacer:
         return pod
 
 
-def plan_lab(spec: LabSpec) -> LabPlan:
-    """The whole plan: racks, routers, nodes with leases, and every pod placed."""
+def plan_lab(spec: LabSpec, host: tuple[int, int] | None = None) -> LabPlan:
+    """The whole plan: racks, routers, nodes with leases, and every pod placed.
+    `host`: the allocatable cpu (millicores) and memory (bytes) of a node whose lab
+    file entry gives none (None: unbounded). Unschedulable, naming the pod, if one
+    fits on no node."""
     prefix = names.lab_prefix(spec.name)
     nodes: list[NodePlan] = []
     for node in spec.nodes:
@@ -204,16 +252,20 @@ def plan_lab(spec: LabSpec) -> LabPlan:
                 node,
                 taken_addresses=[n.address.ip for n in nodes],
                 taken_leases=[n.pod_cidr for n in nodes],
+                host=host,
             )
         )
     placer = PodPlacer(spec.name, nodes)
     for deployment in spec.deployments:
         pod_hash = deployment_hash(deployment)
         rng = scheduler.name_rng(spec.name, deployment.namespace, deployment.name, pod_hash)
-        for _ in range(deployment.replicas):
-            placer.add_replica(deployment, pod_hash, rng)
+        for index in range(deployment.replicas):
+            where = f"Deployment {deployment.namespace}/{deployment.name}: pod {index + 1} of "
+            with _naming(f"{where}{deployment.replicas}"):
+                placer.add_replica(deployment, pod_hash, rng)
     for pod in spec.pods:
-        placer.add_bare(pod.name, pod.namespace, pod.template)
+        with _naming(f"Pod {pod.namespace}/{pod.name}"):
+            placer.add_bare(pod.name, pod.namespace, pod.template)
     return LabPlan(
         name=spec.name,
         prefix=prefix,

@@ -12,7 +12,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from types import MappingProxyType
 
 from netlab.plan.names import ip_mac
-from netlab.spec.model import LinkSpec, OverlaySpec, PodTemplate
+from netlab.spec.model import LinkSpec, OverlaySpec, PodTemplate, ResourceList
 
 UNDERLAY_MTU = 1500
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8
@@ -67,6 +67,9 @@ class NodePlan:
     vtep_mac: str
     labels: MappingProxyType
     max_pods: int | None = None  # the node's capacity in pods (lab file maxPods)
+    # cpu and memory the scheduler may give out (None: no bound): the lab file's
+    # `allocatable` (its text in `written`), else the host's
+    allocatable: ResourceList = ResourceList()
 
     @property
     def vtep_ip(self) -> IPv4Address:

@@ -77,7 +77,7 @@ class LabBuilder:
         self.dns = {"zone": dns_zone, "ttl": dns_ttl, "replicas": dns_replicas, "enabled": dns}
         self._problems: list[Problem] = []
         self._racks: list[tuple[str, str]] = []
-        self._nodes: list[tuple[str, str, dict[str, str] | None]] = []
+        self._nodes: list[tuple[str, str, dict[str, Any]]] = []  # name, rack, its other fields
         self._routers: list[dict[str, Any]] | None = None
         self._manifests: list[dict[str, Any]] = []
 
@@ -88,9 +88,22 @@ class LabBuilder:
         self._racks.append((name, str(subnet)))
         return name
 
-    def add_node(self, name: str, rack: str, labels: Mapping[str, str] | None = None) -> str:
-        """A node on a rack (added before or after the rack itself); returns its name."""
-        self._nodes.append((name, rack, dict(labels) if labels else None))
+    def add_node(
+        self,
+        name: str,
+        rack: str,
+        labels: Mapping[str, str] | None = None,
+        allocatable: Mapping[str, Any] | None = None,
+    ) -> str:
+        """A node on a rack (added before or after the rack itself); returns its name.
+        `allocatable`: what its pods may request, e.g. {"cpu": "2", "memory": "4Gi",
+        "pods": 110} (the host's cpu and memory if not given)."""
+        fields: dict[str, Any] = {}
+        if labels:
+            fields["labels"] = dict(labels)
+        if allocatable:
+            fields["allocatable"] = dict(allocatable)
+        self._nodes.append((name, rack, fields))
         return name
 
     def add_router(self, name: str, racks: Sequence[str]) -> str:
@@ -227,8 +240,8 @@ class LabBuilder:
         racks = []
         for rack, subnet in self._racks:
             nodes: list[Any] = [
-                {"name": node, "labels": labels} if labels else node
-                for node, on, labels in self._nodes
+                {"name": node, **fields} if fields else node
+                for node, on, fields in self._nodes
                 if on == rack
             ]
             racks.append({"name": rack, "subnet": subnet, "nodes": nodes})

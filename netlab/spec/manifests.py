@@ -18,6 +18,7 @@ from netlab.node.imagepolicy import is_host_image
 from netlab.node.imageref import parse as parse_image
 from netlab.node.imagetools import ImageError
 from netlab.spec.autoscale import settings_of
+from netlab.spec.compute import read_resources
 from netlab.spec.mesh import (
     ISTIO_API,
     ISTIO_GROUP,
@@ -104,7 +105,6 @@ RECORDED_POD_FIELDS = {
     "shareProcessNamespace": "boolean",
 }
 RECORDED_CONTAINER_FIELDS = {
-    "resources": "mapping",
     "imagePullPolicy": "string",
     "terminationMessagePath": "string",
     "terminationMessagePolicy": "string",
@@ -122,6 +122,7 @@ CONTAINER_FIELDS = (
     "env",
     "ports",
     "readinessProbe",
+    "resources",
     *RECORDED_CONTAINER_FIELDS,
 )
 ENV_FIELDS = ("name", "value")
@@ -384,11 +385,20 @@ def _containers(value: Any, path: str, checker: Checker) -> list[ContainerSpec]:
         security = read_container_security(
             recorded.get("securityContext"), join(here, "securityContext"), checker
         )
+        resources = read_resources(spec.get("resources"), join(here, "resources"), checker)
         if isinstance(name, str):
             argv = (tuple(command or ()), tuple(args or ()))
             containers.append(
                 ContainerSpec(
-                    name, *argv, tuple(env), tuple(ports), image, probe, recorded, security
+                    name,
+                    *argv,
+                    tuple(env),
+                    tuple(ports),
+                    image,
+                    probe,
+                    recorded,
+                    security,
+                    resources,
                 )
             )
     return containers

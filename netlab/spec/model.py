@@ -47,11 +47,44 @@ def frozen_map(data: dict[str, str] | None = None) -> MappingProxyType:
 
 
 @dataclass(frozen=True)
+class ResourceList:
+    """A resource list (requests, limits, a node's allocatable): cpu in millicores and
+    memory in bytes as the scheduler and the runtime count them (None: not given), and
+    every resource given, as (name, quantity text) pairs, names other than cpu and
+    memory included (ephemeral-storage, hugepages-2Mi, example.com/gpu: kept, not
+    acted on)."""
+
+    cpu: int | None = None
+    memory: int | None = None
+    written: tuple[tuple[str, str], ...] = ()
+
+    def text(self) -> dict[str, str]:
+        return dict(self.written)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A container's `resources`: its requests (a limit given with no request is the
+    request too, as kube-apiserver defaults a Pod's containers) and its limits."""
+
+    requests: ResourceList = ResourceList()
+    limits: ResourceList = ResourceList()
+
+    def manifest(self) -> dict[str, dict[str, str]]:
+        """As a Pod shows it: the quantities as written, the defaulted requests filled in."""
+        shown = {"limits": self.limits.text(), "requests": self.requests.text()}
+        return {key: value for key, value in shown.items() if value}
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     name: str
     rack: str
     labels: MappingProxyType = field(default_factory=frozen_map)  # user labels only
     max_pods: int | None = None  # capacity: at most this many pods (None: the pod subnet's)
+    # lab.racks[].nodes[].allocatable: cpu and memory (None: the host's, less kubelet's
+    # eviction threshold); its pods are max_pods
+    allocatable: ResourceList = ResourceList()
 
 
 @dataclass(frozen=True)
@@ -123,10 +156,11 @@ class ContainerSpec:
     args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     ports: tuple[ContainerPort, ...] = ()
-    image: str | None = None  # accepted and shown, not pulled: processes run from the host
+    image: str | None = None  # None: the default image, a view of the host's root
     readiness_probe: ProbeSpec | None = None  # None: the manifest gives no readinessProbe
     recorded: MappingProxyType = field(default_factory=frozen_map, hash=False)  # kept, not acted on
     security: ContainerSecurity | None = None  # securityContext, read (also kept in recorded)
+    resources: Resources = Resources()  # requests and limits (netlab.spec.compute reads them)
 
     @property
     def argv(self) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from netlab.spec.model import (
     HOSTNAME_LABEL,
     ZONE_LABEL,
     NodeSpec,
+    ResourceList,
     RouterSpec,
     frozen_map,
 )
@@ -302,7 +303,7 @@ LAB_FIELDS = (
     "store",
 )
 RACK_FIELDS = ("name", "subnet", "nodes")
-NODE_FIELDS = ("name", "labels", "maxPods")
+NODE_FIELDS = ("name", "labels", "maxPods", "allocatable")
 ROUTER_FIELDS = ("name", "racks")
 MAX_RACK_PREFIX = 29
 RESERVED_LABELS = (HOSTNAME_LABEL, ZONE_LABEL)
@@ -434,12 +435,14 @@ def _nodes(
         checker.add(path, "a rack needs at least one node", "list its nodes, e.g. nodes: [n1, n2]")
     nodes = []
     for i, entry in enumerate(value):
-        here, labels, max_pods = item(path, i), {}, None
+        here, labels, max_pods, allocatable = item(path, i), {}, None, ResourceList()
         if isinstance(entry, dict):
             node = checker.mapping(entry, here, NODE_FIELDS, required=("name",))
             name, here = node.get("name"), join(here, "name")
             labels = checker.labels(node, "labels", item(path, i))
             max_pods = checker.int_in(node, "maxPods", item(path, i), 1, 65536)
+            if node.get("allocatable") is not None:
+                allocatable, max_pods = _allocatable(node, item(path, i), max_pods, checker)
             for key in RESERVED_LABELS:
                 if key in (labels or {}):
                     checker.add(
@@ -451,9 +454,26 @@ def _nodes(
             name = entry
         if _fabric_name(checker, name, here, "node", IFNAME_MAX - len("-eth0"), "{}-eth0"):
             if rack is not None and labels is not None:
-                nodes.append(NodeSpec(name, rack, frozen_map(labels), max_pods))
+                nodes.append(NodeSpec(name, rack, frozen_map(labels), max_pods, allocatable))
         names.claim(name, here, "node")
     return nodes
+
+
+def _allocatable(
+    node: dict, path: str, max_pods: int | None, checker: Checker
+) -> tuple[ResourceList, int | None]:
+    """A node's `allocatable` (cpu, memory, pods) and its pods, which maxPods may give
+    instead (not both)."""
+    from netlab.spec.compute import read_allocatable  # it reads quantities with a Checker
+
+    allocatable, pods = read_allocatable(node["allocatable"], join(path, "allocatable"), checker)
+    if pods is not None and node.get("maxPods") is not None:
+        checker.add(
+            join(path, "maxPods"),
+            "both maxPods and allocatable.pods are given",
+            "keep allocatable.pods (maxPods is its older spelling)",
+        )
+    return allocatable, pods if pods is not None else max_pods
 
 
 def _routers(

@@ -5,6 +5,7 @@ over the lab's TLS endpoint on loopback."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -369,3 +370,69 @@ def test_the_kubernetes_python_client(klab):
         stderr=True, stdin=False, stdout=True, tty=False,
     )  # fmt: skip
     assert out.startswith("a\n") and f"{klab.pod('a').address.ip}/" in out
+
+
+SIZED = textwrap.dedent(
+    """\
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: sized}
+    spec:
+      containers:
+        - name: app
+          command: [sleep, infinity]
+          resources:
+            requests: {cpu: 100m, memory: 32Mi}
+            limits: {cpu: "0.2", memory: 64Mi}
+    ---
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: huge}
+    spec:
+      replicas: 1
+      selector: {matchLabels: {app: huge}}
+      template:
+        metadata: {labels: {app: huge}}
+        spec:
+          containers:
+            - name: app
+              command: [sleep, infinity]
+              resources: {limits: {cpu: "1000", memory: 1Gi}}
+    """
+)
+
+
+def test_resources_qos_class_and_a_pod_too_big_for_any_node(klab, tmp_path):
+    manifest = tmp_path / "sized.yaml"
+    manifest.write_text(SIZED)
+    kubectl(klab, "apply", "-f", str(manifest))
+    try:
+        described = kubectl(klab, "describe", "pod", "sized").stdout
+        assert re.search(r"QoS Class:\s+Burstable\n", described), described
+        limits = described[described.index("Limits:") : described.index("Environment:")]
+        assert limits.split() == [
+            "Limits:",
+            *("cpu:", "200m", "memory:", "64Mi"),
+            "Requests:",
+            *("cpu:", "100m", "memory:", "32Mi"),
+        ]
+
+        def pending() -> list[dict]:
+            pods = json.loads(kubectl(klab, "get", "pods", "-l", "app=huge", "-o", "json").stdout)
+            return [p for p in pods["items"] if p["status"].get("phase") == "Pending"]
+
+        assert wait_for(lambda: len(pending()) == 1, 10)
+        (stuck,) = pending()
+        name = stuck["metadata"]["name"]
+        assert stuck["status"]["qosClass"] == "Guaranteed"
+        wanted = f"0/{len(klab.nodes)} nodes are available: {len(klab.nodes)} Insufficient cpu."
+        assert wanted in stuck["status"]["conditions"][0]["message"]
+        events = kubectl(
+            klab, "get", "events", "--field-selector", f"involvedObject.name={name}"
+        ).stdout
+        assert "FailedScheduling" in events and wanted in events, events
+        described = kubectl(klab, "describe", "pod", name).stdout
+        assert re.search(r"QoS Class:\s+Guaranteed\n", described), described
+        assert re.search(r"Warning\s+FailedScheduling\s.*default-scheduler", described), described
+    finally:
+        kubectl(klab, "delete", "-f", str(manifest), "--wait=false", check=False)

@@ -220,3 +220,118 @@ def test_pod_addresses_advance_like_host_local_ipam():
     assert str(allocate_pod_address(cidr, taken, IPv4Address("10.244.1.3")).ip) == "10.244.1.5"
     # wraps around to the lowest free address after the end of the subnet
     assert str(allocate_pod_address(cidr, taken, IPv4Address("10.244.1.254")).ip) == "10.244.1.3"
+
+
+# ---------------------------------------------------------------- requests against allocatable
+
+
+def sized_lab(
+    replicas: int, cpu: str = "600m", memory: str = "64Mi", nodes: str = ""
+) -> LabBuilder:
+    """Two racks of one node each, 1 cpu and 1Gi allocatable, and a Deployment whose pods
+    request `cpu` and `memory`."""
+    b = LabBuilder("fit")
+    for rack in (1, 2):
+        b.add_rack(f"rack{rack}", f"192.168.{rack}.0/24")
+        b.add_node(f"n{rack}", rack=f"rack{rack}", allocatable={"cpu": "1", "memory": "1Gi"})
+    b.add_manifest(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "web",
+                                "command": ["sleep", "infinity"],
+                                "resources": {"requests": {"cpu": cpu, "memory": memory}},
+                            }
+                        ]
+                    },
+                },
+            },
+        }
+    )
+    return b
+
+
+def test_requests_fill_nodes_up_to_their_allocatable():
+    plan = plan_lab(sized_lab(2).build())
+    assert sorted(p.node for p in plan.pods if p.owner == "web") == ["n1", "n2"]
+
+
+def test_a_lab_file_whose_pods_do_not_fit_is_refused_naming_pod_resource_and_fix():
+    with pytest.raises(scheduler.Unschedulable) as info:
+        plan_lab(sized_lab(3).build())
+    assert info.value.scheduler_message == (
+        "Deployment default/web: pod 3 of 3 fits on no node: "
+        "0/2 nodes are available: 2 Insufficient cpu."
+    )
+    assert info.value.fix == (
+        "The pod requests 600m cpu: lower its containers' resources.requests, raise cpu in "
+        "the nodes' allocatable (lab.racks[].nodes[].allocatable) or add a node"
+    )
+    assert str(info.value).startswith("Deployment default/web: pod 3 of 3 fits on no node: 0/2")
+
+
+def test_every_reason_is_counted_as_kube_scheduler_counts_them():
+    spec = sized_lab(1, cpu="2", memory="2Gi").build()
+    (deployment,) = [d for d in spec.deployments if d.name == "web"]
+    nodes = [
+        scheduler.Candidate("n1", "rack1", {}, None, 1000, 2**30),
+        scheduler.Candidate("n2", "rack2", {}, 1, 4000, 2**30),
+        scheduler.Candidate("n3", "rack2", {}, None, 4000, 4 * 2**30),
+    ]
+    with pytest.raises(scheduler.Unschedulable) as info:
+        scheduler.place(
+            deployment.template,
+            nodes,
+            [],
+            {"n2": 1},
+            {"n3": (3000, 0)},
+            {"node(s) were unschedulable": 1},
+        )
+    assert info.value.scheduler_message == (
+        "0/4 nodes are available: 1 Too many pods, 1 node(s) were unschedulable, "
+        "2 Insufficient cpu, 2 Insufficient memory."
+    )
+    assert info.value.fix.startswith("Raise the nodes' allocatable.pods (maxPods)")
+    assert "the pod requests 2 cpu and 2Gi memory" in info.value.fix
+    assert "allocatable.pods" in info.value.fix
+
+
+def test_pods_without_requests_fit_anywhere_and_requests_prefer_the_emptier_node():
+    b = sized_lab(0)
+    b.add_deployment("idle", replicas=4, command=["sleep", "infinity"])
+    spec = b.build()
+    nodes = [scheduler.Candidate("n1", "r", {}, None, 1000, 2**30)]
+    (idle,) = [d for d in spec.deployments if d.name == "idle"]
+    assert scheduler.place(idle.template, nodes, [], {}, {"n1": (1000, 2**30)}) == "n1"
+    (web,) = [d for d in spec.deployments if d.name == "web"]
+    both = [nodes[0], scheduler.Candidate("n2", "r", {}, None, 1000, 2**30)]
+    # same rack, no pods of the group: the node whose allocatable would be less used
+    assert scheduler.place(web.template, both, [], {}, {"n1": (300, 0)}) == "n2"
+    assert scheduler.place(web.template, both, [], {}, {"n2": (300, 0)}) == "n1"
+
+
+def test_a_running_lab_counts_the_pods_already_on_each_node():
+    from netlab.plan import PodPlacer
+
+    spec = sized_lab(2).build()
+    plan = plan_lab(spec)
+    (web,) = [d for d in spec.deployments if d.name == "web"]
+    placer = PodPlacer(spec.name, plan.nodes, plan.pods)
+    placer.excluded = {"node(s) were unschedulable": 1}
+    rng = scheduler.name_rng(spec.name, "default", "web", "h")
+    with pytest.raises(scheduler.Unschedulable) as info:
+        placer.add_replica(web, "h", rng)
+    assert info.value.scheduler_message == (
+        "0/3 nodes are available: 1 node(s) were unschedulable, 2 Insufficient cpu."
+    )
+    smaller = PodPlacer(spec.name, plan.nodes, [p for p in plan.pods if p.node != "n2"])
+    assert smaller.add_replica(web, "h", rng).node == "n2"

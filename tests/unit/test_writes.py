@@ -13,6 +13,7 @@ from netlab.errors import ApiError, Problem, SpecError
 from netlab.plan.names import FILE_NAME_MAX, bounded, pod_netns
 from netlab.plan.scheduler import job_pod_name, pod_name
 from netlab.spec.load import parse_manifests
+from netlab.spec.model import Resources
 from netlab.spec.validate import DNS_SUBDOMAIN_RE
 from netlab.store import Store
 from tests.unit.test_spec import TWO_RACKS
@@ -162,7 +163,8 @@ status: {}
     (pod,) = parse_manifests(manifest, parse_lab(TWO_RACKS)).pods
     assert pod.template.recorded == {"dnsPolicy": "ClusterFirst"}
     (container,) = pod.template.containers
-    assert container.recorded == {"resources": {}} and container.argv == ("sleep", "10")
+    assert container.recorded == {} and container.argv == ("sleep", "10")
+    assert container.resources == Resources()  # typed now: none requested
     assert "status" not in pod.manifest and "creationTimestamp" not in pod.manifest["metadata"]
 
 
