@@ -23,6 +23,7 @@ import netlab
 from netlab.errors import NetlabError
 from netlab.node import bundle as oci
 from netlab.node.images import ImageConfig
+from netlab.node.limits import linux_resources
 from netlab.node.sandbox import Sandboxes
 from netlab.node.security import (
     UserLookupError,
@@ -38,7 +39,7 @@ from netlab.realize.netns import netns_path
 from netlab.realize.pods import etc_dir
 from netlab.realize.processes import alive_as_recorded, container_path
 from netlab.realize.runtime import STATE_DIR
-from netlab.spec.model import ContainerSpec
+from netlab.spec.model import ContainerSpec, Resources
 
 HOST_ROOT = "/"
 SYSTEM_IMAGES = ("netlab/labdns", "netlab/collector", "netlab/activator", "netlab/proxy")
@@ -54,13 +55,32 @@ def runc_id(netns: str, container: str) -> str:
     return _NOT_IN_IDS.sub("_", bounded(f"{netns}+{container}", RUNC_ID_MAX))
 
 
+def pure_cgroup2() -> bool:
+    return Path("/sys/fs/cgroup/cgroup.controllers").exists()
+
+
 def cgroups_path(lab_prefix: str, container_id: str) -> str:
     """The container's cgroup: nested under the runtime's own on cgroup v1 (the
     machine's limits stay over the lab); from the root on a pure cgroup v2 host,
     where a cgroup holding processes can have no controller-enabled children."""
-    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+    if pure_cgroup2():
         return f"/{lab_prefix}/{container_id}"
     return f"{lab_prefix}/{container_id}"
+
+
+def oci_resources(resources: Resources) -> dict:
+    """The OCI linux.resources for the container's requests and limits; memory+swap
+    only where the kernel accounts swap (cgroup v1 without it refuses the write)."""
+    cgroup2 = pure_cgroup2()
+    out = linux_resources(resources, cgroup2=cgroup2)
+    memory = out.get("memory")
+    if (
+        memory
+        and not cgroup2
+        and not Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+    ):
+        memory.pop("swap", None)
+    return out
 
 
 def enter_argv(pid: int) -> list[str]:
@@ -163,7 +183,6 @@ class Bundles:
         lower: str = HOST_ROOT,
         image_user: str | None = None,
         cwd: str = "/",
-        resources: Mapping | None = None,
     ) -> Prepared:
         """Write the container's bundle. ContainerConfigError: kubelet would not create
         it (CreateContainerConfigError and the like), with its reason and message."""
@@ -196,7 +215,7 @@ class Bundles:
             binds=binds,
             process_security=process,
             linux_security=oci_linux_security(ctx),
-            resources=resources or {},
+            resources=oci_resources(container.resources),
         )
         oci.write(directory, config)
         return Prepared(ident, directory, lower)

@@ -25,6 +25,7 @@ def clab():
     b.add_deployment(
         "web", replicas=2, command=["python3", "-m", "http.server", "8080"], ports=[8080]
     )
+    b.add_pod("bb", command=["sleep", "3600"], image="busybox", node_name="n4")
     with Lab(b.build()) as running:
         yield running
     assert not leftovers("tctr")
@@ -161,3 +162,57 @@ def test_security_context_user_read_only_root_and_capabilities(clab):
     finally:
         for pod in ("locked", "nochown"):
             clab.delete_pod(pod)
+
+
+def test_a_busybox_pod_runs_in_its_own_image(clab):
+    assert clab.exec("bb", ["ls", "/usr/lib"]).stdout.split() == [] or (
+        "python3" not in clab.exec("bb", ["ls", "/usr/lib"]).stdout
+    )
+    assert clab.exec("bb", ["readlink", "/bin/sh"]).stdout.strip().endswith("busybox")
+    ps = clab.exec("bb", ["ps"]).stdout.splitlines()
+    assert ps[1].split()[0] == "1" and "sleep 3600" in ps[1]
+    (status,) = clab.store.get("pods", "default", "bb")["status"]["containerStatuses"]
+    assert status["image"] == "busybox"
+    assert status["imageID"].startswith("docker.io/library/busybox@sha256:")
+    # the pod's network is the same overlay
+    web = next(p for p in clab.pod_list() if p.name.startswith("web-"))
+    out = clab.exec("bb", ["wget", "-q", "-O", "-", f"http://{web.address.ip}:8080/"])
+    assert "Directory listing" in out.stdout
+
+
+MISSING = """
+apiVersion: v1
+kind: Pod
+metadata: {name: nopull}
+spec:
+  nodeName: n1
+  containers:
+  - {name: app, image: "nginx:1.25", imagePullPolicy: IfNotPresent}
+"""
+
+
+def test_a_missing_image_is_err_image_pull_then_back_off(clab):
+    from tests.root.conftest import wait_for
+
+    clab.apply_text(MISSING)
+    try:
+
+        def waiting() -> dict:
+            pod = clab.store.get("pods", "default", "nopull")
+            return pod["status"]["containerStatuses"][0]["state"].get("waiting") or {}
+
+        assert wait_for(lambda: waiting().get("reason") == "ErrImagePull", 5)
+        assert "netlab image import" in waiting()["message"]
+        assert wait_for(lambda: waiting().get("reason") == "ImagePullBackOff", 10)
+        pod = clab.store.get("pods", "default", "nopull")
+        assert pod["status"]["phase"] == "Pending"
+        events = [
+            e["message"]
+            for e in clab.store.list("events")[0]
+            if e["involvedObject"]["name"] == "nopull"
+        ]
+        assert any("Failed to pull image" in m for m in events), events
+        # the rest of the lab goes on
+        assert clab.exec("a", ["true"]).returncode == 0
+    finally:
+        clab.delete_pod("nopull")
