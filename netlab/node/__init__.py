@@ -1,0 +1,1 @@
+"""The node's parts, as kubelet's: container runtime client, cgroups, metrics, ..."""
