@@ -419,8 +419,11 @@ def cmd_trace(args) -> int:
 
 
 def cmd_top(args) -> int:
-    from netlab import meshview
+    from netlab import meshview, topcmd
 
+    topcmd.check(args)
+    if args.what:  # netlab top pods|nodes: the metrics API, as kubectl top
+        return topcmd.run(args, _client(args))
     return meshview.run_top(args, _client(args))
 
 
@@ -465,9 +468,10 @@ def configure_trace(p: argparse.ArgumentParser) -> None:
 
 
 def configure_top(p: argparse.ArgumentParser) -> None:
-    from netlab import meshview
+    from netlab import meshview, topcmd
 
     meshview.configure_top(p)
+    topcmd.configure(p)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -648,7 +652,8 @@ def parser() -> argparse.ArgumentParser:
 
     top = sub.add_parser(
         "top",
-        help="requests, success rate, RPS and latency per service pair (the sidecars' metrics)",
+        help="requests, success rate, RPS and latency per service pair (the sidecars' metrics); "
+        "`netlab top pods|nodes`: CPU and memory, as kubectl top",
     )
     configure_top(top)
     top.set_defaults(func=cmd_top)

@@ -61,6 +61,10 @@ class LabClient:
         query = {"labelSelector": label_selector, "fieldSelector": field_selector}
         return self._json("GET", res.path(ns), query)
 
+    def get_path(self, path: str, query: dict | None = None) -> dict:
+        """GET any API path (an API outside the resource table, e.g. metrics.k8s.io)."""
+        return self._json("GET", path, query)
+
     def delete(self, resource: str, name: str, namespace: str | None) -> dict:
         """Delete one object through the lab; returns what the lab deleted."""
         res = self.resources.resolve(resource)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from netlab import namespaces, objects
 from netlab.apiserver.app import make_app
@@ -29,13 +29,24 @@ from netlab.store import stale
 from netlab.system import SIDECAR_CONTAINER
 
 
+class MetricsSource(Protocol):
+    """Where the resource metrics come from (netlab.node.metrics.MetricsSampler)."""
+
+    def pod_metrics(self) -> list[dict]: ...
+
+    def node_metrics(self, nodes: Iterable[str] = ()) -> list[dict]: ...
+
+
 class LabActions:
     """What the API may ask of the lab (netlab.apiserver.base.Actions). Lab calls run on
     worker threads; the lab's lock serializes them."""
 
-    def __init__(self, lab: Any, on_shutdown: Callable[[], None]):
+    def __init__(
+        self, lab: Any, on_shutdown: Callable[[], None], metrics: MetricsSource | None = None
+    ):
         self.lab = lab
         self.on_shutdown = on_shutdown
+        self.metrics = metrics  # kubectl top's source; None: no metrics yet
         self._tasks: set[asyncio.Task] = set()  # namespaces being emptied
 
     async def _run(self, call: Callable, *args):
@@ -280,6 +291,16 @@ class LabActions:
     def ready(self) -> bool:
         """Built and not stopping: its controllers run (/readyz)."""
         return self.lab.controllers is not None and not self.lab.stopping
+
+    def pod_metrics(self) -> list[dict]:
+        """metrics.k8s.io PodMetrics from the metrics source ([] without one)."""
+        return self.metrics.pod_metrics() if self.metrics is not None else []
+
+    def node_metrics(self) -> list[dict]:
+        """NodeMetrics of the lab's nodes (each one, once the source has a window)."""
+        if self.metrics is None:
+            return []
+        return self.metrics.node_metrics(list(self.lab.nodes))
 
     def topology(self) -> dict:
         lab = self.lab

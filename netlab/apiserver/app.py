@@ -21,6 +21,7 @@ from netlab.apiserver import (
     logs,
     metrics,
     openapi,
+    podmetrics,
     portforward,
     reads,
     reviews,
@@ -85,8 +86,12 @@ def _static(doc: dict | str) -> Callable[[web.Request], Awaitable[web.Response]]
 
 
 def _add_discovery(app: web.Application, store: Store) -> None:
-    for path, doc in discovery_documents(store.resources).items():
+    docs = discovery_documents(store.resources)
+    podmetrics.add_discovery(docs)  # metrics.k8s.io: served beside the store's kinds
+    for path, doc in docs.items():
         app.router.add_get(path, _static(doc))
+    for path in ("/api", "/apis"):  # as kube-apiserver, also with a slash (the Python client's)
+        app.router.add_get(path + "/", _static(docs[path]))
     app.router.add_get("/version", _static(version_info()))
     openapi.add_routes(app, store.resources)
     health.add_routes(app)
@@ -143,6 +148,7 @@ def make_app(store: Store, actions: Actions, middlewares: Sequence = ()) -> web.
     for res in store.resources:
         _add_resource(app, res)
     reviews.add_routes(app, list(store.resources))
+    podmetrics.add_routes(app)
     entry = getattr(actions, "exec_entry", None)
     if entry is not None:  # kubectl exec (WebSocket); POST: SPDY, refused with a reason
         handler = streams.make_handler(entry)

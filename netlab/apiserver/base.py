@@ -75,6 +75,16 @@ class Actions(Protocol):
         """Racks, routers, nodes and their namespaces (objects.topology_object)."""
         ...
 
+    def pod_metrics(self) -> list[dict]:
+        """PodMetrics (metrics.k8s.io/v1beta1) of every pod that has them, without
+        labels (apiserver.podmetrics adds the pod's); [] before there are any."""
+        ...
+
+    def node_metrics(self) -> list[dict]:
+        """NodeMetrics of every node that has them; [] before there are any.
+        (Either may be async; a lab without them serves empty lists: apiserver.podmetrics.)"""
+        ...
+
     # Optional (looked up by name; a lab without one answers 405 or does without):
     # - `validate(res, obj)`: the write gate; 422 naming each field (writes.py)
     # - `update_<kind>(obj)`, `delete_<kind>(namespace, name)`: a kind's own update/delete
