@@ -37,6 +37,7 @@ from netlab.lab_workloads import (
     _same_manifest,
     check_autoscaled,
 )
+from netlab.node.cgroups import CgroupError, cgroups_path, container_dirs
 from netlab.node.containers import (
     PULL_FAILURES,
     Bundles,
@@ -46,6 +47,7 @@ from netlab.node.containers import (
     runc_id,
 )
 from netlab.node.images import ImageError, ImagePullError, ImageStore
+from netlab.node.metrics import ContainerCgroup, MetricsSampler
 from netlab.node.sandbox import Sandboxes, SandboxRequest
 from netlab.nodeinfo import host_allocatable
 from netlab.paths import RUN_ROOT, socket_path
@@ -100,6 +102,7 @@ from netlab.system import (
 
 BACKOFF_START = 0.5  # seconds before the first restart; doubles up to BACKOFF_MAX
 BACKOFF_MAX = 30.0
+METRICS_INTERVAL = 2.0  # seconds between two readings of the containers' cgroups
 
 
 @dataclass
@@ -145,6 +148,8 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.sandboxes = Sandboxes(self.run_dir / "sandboxes")
         self.bundles = Bundles(self.run_dir, lab_prefix(self.spec.name), self.sandboxes)
         self.images = ImageStore()  # the machine's images, shared by every lab
+        # metrics-server's part: the containers' cgroup usage, for kubectl top
+        self.metrics = MetricsSampler(self._container_cgroups, interval=METRICS_INTERVAL)
         # sidecars are forked from one preloaded parent (NETLAB_SIDECAR_FORK=0: started fresh)
         self.fork_sidecars = os.environ.get("NETLAB_SIDECAR_FORK", "1") != "0"
         self.job_rngs: dict[tuple[str, str], object] = {}  # Job pod names, per Job
@@ -239,6 +244,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.api.start()
         self.prober = Prober(self._readiness_changed)
         self.runtime.start_daemon()
+        self.metrics.start()
         self.fabric = Fabric(self.plan, self.pid_record.add)
         self.fabric.build()
         self.nodes = {node.name: node for node in self.plan.nodes}
@@ -320,6 +326,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         if self.prober is not None:
             self.prober.close()
             self.prober = None
+        self.metrics.stop()
 
     # -- overlay ----------------------------------------------------------
 
@@ -742,6 +749,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             bundle=prepared.bundle,
             runc_id=prepared.runc_id,
             lower=prepared.lower,
+            cgroups_path=prepared.cgroups_path,
         )
 
     def _start_container(self, rt: PodRuntime, index: int) -> None:
@@ -804,15 +812,22 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.runtime.on_exit(proc, lambda p, rt=rt, i=index: self._container_exited(rt, i, p))
 
     def _container_exited(self, rt: PodRuntime, index: int, proc: RuntimeProcess) -> None:
-        self._ended(rt, index, proc.returncode)
+        self._ended(rt, index, proc.returncode, proc.oom_killed)
 
-    def _ended(self, rt: PodRuntime, index: int, code: int | None) -> None:
+    def _ended(self, rt: PodRuntime, index: int, code: int | None, oom: bool = False) -> None:
         """Container `index` of the pod ended with `code`: restart it as its policy says."""
         with self.lock:
             if rt.deleted or self.stopping:
                 return
             state = rt.status.containers[index]
-            state.end(code, objects.now())
+            state.end(code, objects.now(), oom)
+            if oom:
+                name = rt.plan.template.containers[index].name
+                self.events.pod(
+                    rt.plan.namespace, rt.plan.name, "OOMKilled",
+                    f"Container {name} was killed: it used more memory than its limit",
+                    type_="Warning",
+                )  # fmt: skip
             policy = rt.plan.template.restart_policy
             restart = policy == "Always" or (policy == "OnFailure" and code != 0)
             if restart:  # the run that ended is its lastState now
@@ -841,6 +856,30 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             rt.status.containers[index].restarts += 1
             self._start_container(rt, index)
             self._publish_pod(rt)
+
+    def _container_cgroups(self) -> list[ContainerCgroup]:
+        """The running containers' cgroups (the forked sidecars have none of their own)."""
+        pid, layout = self.runtime.daemon_pid, self.bundles.cgroups
+        if pid is None:
+            return []
+        found = []
+        for rt in list(self.pods.values()):
+            plan = rt.plan
+            for index, container in enumerate(plan.template.containers):
+                proc = rt.procs.get(container.name)
+                if proc is None or proc.returncode is not None or self._forked(rt, index):
+                    continue
+                path = cgroups_path(
+                    layout, self.bundles.lab_prefix, runc_id(plan.netns, container.name)
+                )
+                try:
+                    dirs = container_dirs(layout, path, pid)
+                except CgroupError:
+                    return []  # the runtime is gone
+                found.append(
+                    ContainerCgroup(plan.namespace, plan.name, container.name, plan.node, dirs)
+                )
+        return found
 
     def log_path(self, pod: PodPlan, container: str) -> Path:
         return self.run_dir / "logs" / bounded(f"{pod.namespace}_{pod.name}") / f"{container}.log"

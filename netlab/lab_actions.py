@@ -313,5 +313,6 @@ def lab_api_server(lab: Any, on_shutdown: Callable[[], None]) -> ApiServer:
     """The API server of a lab: its application over the lab's store and actions, on
     the unix socket in the run directory and TLS on the lab's loopback port."""
     kube = endpoint_for(lab.spec.name, lab.run_dir)
-    app = make_app(lab.store, LabActions(lab, on_shutdown), [auth_middleware(kube.token)])
+    actions = LabActions(lab, on_shutdown, metrics=lab.metrics)
+    app = make_app(lab.store, actions, [auth_middleware(kube.token)])
     return ApiServer(app, socket_path(lab.run_dir), kube)

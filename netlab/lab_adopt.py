@@ -119,6 +119,7 @@ class Adoption:
         self.api = lab_api_server(self, self._request_shutdown)
         self.api.start()
         self.prober = Prober(self._readiness_changed)
+        self.metrics.start()
         failed = [n.name for n in nodes if self.fabric.link_down(n)]
         self._adopt_pods()
         revision = self.store.list("deployments")[1]
@@ -172,7 +173,7 @@ class Adoption:
         from the runtime (a container that ended meanwhile is handled as its exit)."""
         running, exited = self.runtime.listing()
         running_by_id = {r["id"]: r for r in running}
-        exited_by_id = {e["id"]: e["code"] for e in exited}
+        exited_by_id = {e["id"]: e for e in exited}
         stored = {
             (p["metadata"]["namespace"], p["metadata"]["name"]): p
             for p in self.store.list("pods")[0]
@@ -208,7 +209,7 @@ class Adoption:
                 continue
             state = rt.status.containers[index]
             if ident in exited:
-                self._ended(rt, index, exited[ident])
+                self._ended(rt, index, exited[ident]["code"], bool(exited[ident].get("oom")))
             elif state.state != "terminated":  # gone without a word: as if it crashed
                 self._ended(rt, index, state.exit_code if state.exit_code is not None else -1)
 

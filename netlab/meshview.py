@@ -163,7 +163,9 @@ def _terminal_width() -> int:
 
 def configure_top(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=float, default=1.0, help="seconds between two scrapes (RPS)")
-    p.add_argument("-n", "--namespace", help="only pods of this namespace (the mesh: their sidecars)")
+    p.add_argument(
+        "-n", "--namespace", help="only pods of this namespace (the mesh: their sidecars)"
+    )
     p.add_argument("-o", "--output", choices=("json",), help="the rows as JSON")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import netlab
 from netlab.errors import NetlabError
 from netlab.node import bundle as oci
+from netlab.node.cgroups import CgroupLayout, cgroups_path
 from netlab.node.images import ImageConfig
 from netlab.node.limits import linux_resources
 from netlab.node.sandbox import Sandboxes
@@ -55,23 +56,10 @@ def runc_id(netns: str, container: str) -> str:
     return _NOT_IN_IDS.sub("_", bounded(f"{netns}+{container}", RUNC_ID_MAX))
 
 
-def pure_cgroup2() -> bool:
-    return Path("/sys/fs/cgroup/cgroup.controllers").exists()
-
-
-def cgroups_path(lab_prefix: str, container_id: str) -> str:
-    """The container's cgroup: nested under the runtime's own on cgroup v1 (the
-    machine's limits stay over the lab); from the root on a pure cgroup v2 host,
-    where a cgroup holding processes can have no controller-enabled children."""
-    if pure_cgroup2():
-        return f"/{lab_prefix}/{container_id}"
-    return f"{lab_prefix}/{container_id}"
-
-
-def oci_resources(resources: Resources) -> dict:
+def oci_resources(resources: Resources, layout: CgroupLayout) -> dict:
     """The OCI linux.resources for the container's requests and limits; memory+swap
     only where the kernel accounts swap (cgroup v1 without it refuses the write)."""
-    cgroup2 = pure_cgroup2()
+    cgroup2 = layout.mode == "v2"
     out = linux_resources(resources, cgroup2=cgroup2)
     memory = out.get("memory")
     if (
@@ -151,6 +139,7 @@ class Prepared:
     runc_id: str
     bundle: Path
     lower: str  # the image's root filesystem (the overlay's read-only layer)
+    cgroups_path: str  # its OCI cgroupsPath (relative: under the runtime's own cgroup)
 
 
 class Bundles:
@@ -162,6 +151,7 @@ class Bundles:
         self.lab_prefix = lab_prefix
         self.sandboxes = sandboxes
         self._host_binds = host_binds()
+        self.cgroups = CgroupLayout.detect()
 
     def sandbox_of(self, pod: PodPlan) -> dict:
         """What a container forked into the pod (a sidecar from the zygote) joins and
@@ -193,6 +183,7 @@ class Bundles:
         if container.image in SYSTEM_IMAGES:
             binds.append(oci.Bind(self.run_dir, str(self.run_dir), readonly=False))
         etc = etc_dir(pod.netns)
+        cgroup = cgroups_path(self.cgroups, self.lab_prefix, ident)
         ctx = effective_context(pod.template.security, container.security)
         refused = run_as_non_root_error(
             ctx, image_user, pod=pod_desc(pod.name, pod.namespace, ""), container=container.name
@@ -210,12 +201,12 @@ class Bundles:
             rootfs=directory / "rootfs",
             netns=netns_path(pod.netns),
             sandbox=self.sandboxes.paths(pod.netns),
-            cgroups_path=cgroups_path(self.lab_prefix, ident),
+            cgroups_path=cgroup,
             etc={f"/etc/{name}": etc / name for name in ETC_FILES},
             binds=binds,
             process_security=process,
             linux_security=oci_linux_security(ctx),
-            resources=oci_resources(container.resources),
+            resources=oci_resources(container.resources, self.cgroups),
         )
         oci.write(directory, config)
-        return Prepared(ident, directory, lower)
+        return Prepared(ident, directory, lower, cgroup)

@@ -12,7 +12,6 @@ machine, so there is no node cgroup of its own to read).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -23,6 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from netlab.node.cgroups import Usage, usage
+from netlab.spec import quantity
 
 API_VERSION = "metrics.k8s.io/v1beta1"
 log = logging.getLogger(__name__)
@@ -295,24 +295,10 @@ def memory_quantity(size: int) -> str:
     return f"{value}{_BINARY_SUFFIXES[power]}"
 
 
-_FACTORS = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "": 1,
-            "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}  # fmt: skip
-_QUANTITY = re.compile(
-    r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:[eE]([+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?)"
-)
-
-
 def parse_quantity(text: str) -> Fraction:
     """The value of a Kubernetes quantity ("250m" -> 1/4, "2Mi" -> 2097152, "1e3");
     ValueError if it is not one."""
-    m = _QUANTITY.fullmatch(text.strip())
-    if m is None:
-        raise ValueError(f"{text!r} is not a quantity")
-    value = Fraction(m[1])
-    if m[2] is not None:
-        return value * Fraction(10) ** int(m[2])
-    return value * _FACTORS[m[3] or ""]
+    return quantity.parse_quantity(text.strip()).value
 
 
 def go_duration(seconds: float) -> str:

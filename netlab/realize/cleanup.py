@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netlab.errors import NetlabError
-from netlab.node import mounts
+from netlab.node import cgroups, mounts
 from netlab.plan.names import PREFIX_ROOT, lab_prefix
 from netlab.realize import netns
 from netlab.realize.pods import ETC_NETNS
@@ -133,44 +133,18 @@ def clean_lab(lab: str, run_root: Path) -> CleanReport:
     return report
 
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-CGROUP_DEPTH = 6
-
-
-def lab_cgroups(prefix: str, root: Path = CGROUP_ROOT) -> list[Path]:
-    """Every cgroup directory named `prefix`, in every hierarchy (a bounded walk)."""
-    found = []
-
-    def walk(directory: Path, depth: int) -> None:
-        try:
-            entries = [e for e in os.scandir(directory) if e.is_dir(follow_symlinks=False)]
-        except OSError:
-            return
-        for entry in entries:
-            if entry.name == prefix:
-                found.append(Path(entry.path))
-            elif depth < CGROUP_DEPTH:
-                walk(Path(entry.path), depth + 1)
-
-    walk(root, 0)
-    return found
-
-
 def remove_cgroups(prefix: str) -> list[Path]:
-    """rmdir the lab's cgroups, children first (their processes have ended)."""
-    removed = []
-    for top in lab_cgroups(prefix):
-        for directory, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            for _ in range(50):  # a cgroup empties a moment after its last process ends
-                try:
-                    os.rmdir(directory)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.01)
-        if not top.exists():
-            removed.append(top)
+    """The lab's cgroups, children first; a cgroup empties a moment after its last
+    process ends, so a busy one is tried again for a while."""
+    try:
+        layout = cgroups.CgroupLayout.detect()
+    except cgroups.CgroupError:
+        return []
+    removed = cgroups.remove_lab(layout, prefix)
+    deadline = time.monotonic() + 2.0
+    while cgroups.lab_dirs(layout, prefix) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        removed += cgroups.remove_lab(layout, prefix)
     return removed
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -44,6 +45,7 @@ class ContainerRequest:
     bundle: Path | None = None  # an OCI bundle: runc runs the container
     runc_id: str = ""
     lower: str = ""  # the image's root filesystem, under the container's writable layer
+    cgroups_path: str = ""
     sandbox: Mapping | None = None  # a forked sidecar's pod namespaces and /etc files
 
     def message(self) -> dict:
@@ -58,7 +60,12 @@ class ContainerRequest:
         if self.sandbox is not None:
             message["sandbox"] = dict(self.sandbox)
         if self.bundle is not None:
-            message.update(bundle=str(self.bundle), runc_id=self.runc_id, lower=self.lower)
+            message.update(
+                bundle=str(self.bundle),
+                runc_id=self.runc_id,
+                lower=self.lower,
+                cgroups_path=self.cgroups_path,
+            )
         return message
 
 
@@ -69,6 +76,11 @@ class RuntimeProcess:
         self.runtime, self.id, self.pid, self.started = runtime, ident, pid, started
         self.returncode: int | None = None
         self.args = [ident]
+
+    @property
+    def oom_killed(self) -> bool:
+        """The kernel's OOM killer ended it (the runtime read its cgroup)."""
+        return self.pid in self.runtime.ooms
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -109,9 +121,11 @@ class Runtime:
         self.changed = threading.Condition()
         self.replies: dict[int, dict] = {}
         self.codes: dict[int, int] = {}
+        self.ooms: set[int] = set()  # containers the OOM killer ended
         self.callbacks: dict[int, Callable[[RuntimeProcess], None]] = {}
         self.procs: dict[int, RuntimeProcess] = {}
         self.connected = False
+        self.daemon_pid: int | None = None
         self.send_lock = threading.Lock()
         self.exits: queue.SimpleQueue = queue.SimpleQueue()
         self.caller: threading.Thread | None = None  # started on connecting: after any fork
@@ -170,6 +184,8 @@ class Runtime:
             sock.close()
             return False
         self.sock, self.connected = sock, True
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        self.daemon_pid = struct.unpack("3i", creds)[0]  # the containers' cgroups are under its
         if self.caller is None:  # `netlab up -d` forks after the Lab is made: threads don't follow
             self.caller = threading.Thread(
                 target=self._call_back, name="runtime-exits", daemon=True
@@ -196,6 +212,8 @@ class Runtime:
                 if "exit" in message:
                     pid = message["exit"]
                     self.codes[pid] = message["code"]
+                    if message.get("oom"):
+                        self.ooms.add(pid)
                     callback = self.callbacks.pop(pid, None)
                     proc = self.procs.pop(pid, None)
                 else:

@@ -11,14 +11,15 @@ CRI log records. The supervisor talks to it over a SOCK_SEQPACKET socket in
 the run directory, one JSON message each way:
 
 - `{"seq": N, "op": "start", "items": [{"id", "argv", "env", "netns", "log",
-  "fork", "bundle", "runc_id", "lower"}...]}` starts containers: with a
+  "fork", "bundle", "runc_id", "lower", "cgroups_path"}...]}` starts containers: with a
   `bundle`, runc runs it (its root an overlay on `lower`); with `fork`, the
   zygote forks a sidecar into the namespaces; it answers `{"seq": N, "started": [{"id", "pid", "started"} | {"id", "error"}]}`;
 - `{"seq": N, "op": "list"}` answers `{"seq": N, "running": [...], "exited": [...]}`,
   the exits no supervisor was connected to hear;
 - `{"seq": N, "op": "shutdown"}` ends the zygote and this process (the lab has
   stopped the containers by PID before);
-- unasked, `{"exit": PID, "id": ID, "code": C}` when a container ends.
+- unasked, `{"exit": PID, "id": ID, "code": C}` when a container ends (with
+  `"oom": true` when the kernel's OOM killer ended it).
 
 This process is a child subreaper: a container runc started detached is its
 child once runc exits, so its exit status is ours to reap (as a containerd
@@ -46,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netlab.node import shim
+from netlab.node.cgroups import CgroupError, CgroupLayout, container_dirs, usage
 from netlab.node.runc import Runc, become_subreaper, runtime_name
 from netlab.realize.processes import ExitMonitor, PidRecord, start_container, start_time
 from netlab.realize.zygote import Zygote
@@ -71,6 +73,11 @@ class Runtimed:
         self.runc = Runc(state_root, runtime_name())
         self.workers = ThreadPoolExecutor(PARALLEL_STARTS, thread_name_prefix="runc")
         self.bundles: dict[str, Path] = {}  # runc id -> bundle, of the running containers
+        self.cgroup_paths: dict[str, str] = {}  # runc id -> its OCI cgroupsPath
+        try:
+            self.cgroups: CgroupLayout | None = CgroupLayout.detect()
+        except CgroupError:
+            self.cgroups = None
         self.monitor = ExitMonitor()
         # the zygote and its children are on the lab's record from the moment they exist
         self.zygote = Zygote(
@@ -205,7 +212,20 @@ class Runtimed:
         proc = shim.start(self.runc, item["runc_id"], bundle, item["lower"], Path(item["log"]))
         with self.lock:
             self.bundles[item["runc_id"]] = bundle
+            self.cgroup_paths[item["runc_id"]] = item.get("cgroups_path", "")
         return proc
+
+    def _oom_killed(self, runc_id: str) -> bool:
+        """Whether the kernel's OOM killer struck in the container's cgroup (read before
+        the cgroup goes: each run of a container has a cgroup of its own)."""
+        path = self.cgroup_paths.pop(runc_id, "")
+        if not path or self.cgroups is None:
+            return False
+        try:
+            found = usage(container_dirs(self.cgroups, path, os.getpid()))
+        except (CgroupError, OSError):
+            return False
+        return bool(found and found.oom_kills)
 
     def _watch(self, ident: str, proc) -> dict:
         entry = Entry(ident, proc, start_time(proc.pid))
@@ -216,7 +236,9 @@ class Runtimed:
 
     def _exited(self, proc) -> None:
         code = proc.returncode if proc.returncode is not None else -1
+        oom = False
         if isinstance(proc, shim.DetachedContainer):
+            oom = self._oom_killed(proc.runc_id)
             with self.lock:
                 bundle = self.bundles.pop(proc.runc_id, None)
             if bundle is not None and not self.done.is_set():
@@ -224,6 +246,8 @@ class Runtimed:
         with self.lock:
             entry = self.running.pop(proc.pid, None)
             message = {"exit": proc.pid, "id": entry.id if entry else "", "code": code}
+            if oom:
+                message["oom"] = True
             delivered = self._send(self.client, message)
             if not delivered:
                 self.exited.append(message)

@@ -7,16 +7,16 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from netlab.node.cgroups import CgroupLayout, lab_dirs
 from netlab.node.mounts import mounted_under
 from netlab.paths import RUN_ROOT
-from netlab.realize.cleanup import lab_cgroups
 
 
 def leftovers(lab: str) -> list[str]:
     """Everything of lab `lab` still on the host (empty: it left nothing)."""
     prefix = f"nl-{lab}"
     found = [f"mount {p}" for p in mounted_under(RUN_ROOT / lab)]
-    found += [f"cgroup {p}" for p in lab_cgroups(prefix)]
+    found += [f"cgroup {p}" for p in lab_dirs(CgroupLayout.detect(), prefix)]
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     found += [f"loop {line}" for line in loops.splitlines() if f"/{lab}/" in line]
     state = RUN_ROOT / lab / "runc"

@@ -216,3 +216,50 @@ def test_a_missing_image_is_err_image_pull_then_back_off(clab):
         assert clab.exec("a", ["true"]).returncode == 0
     finally:
         clab.delete_pod("nopull")
+
+
+HOG = """
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  nodeName: n3
+  containers:
+  - name: app
+    command: [python3, -c, "import time; time.sleep(0.3); b = bytearray(96 << 20); time.sleep(60)"]
+    resources:
+      limits: {memory: 48Mi}
+"""
+
+
+def test_a_container_over_its_memory_limit_is_oom_killed_and_restarted(clab):
+    from tests.root.conftest import wait_for
+
+    clab.apply_text(HOG)
+    try:
+
+        def last() -> dict:
+            pod = clab.store.get("pods", "default", "hog")
+            return pod["status"]["containerStatuses"][0]
+
+        assert wait_for(lambda: last()["restartCount"] >= 1, 15), last()
+        terminated = last()["lastState"]["terminated"]
+        assert terminated["reason"] == "OOMKilled", terminated
+        assert terminated["exitCode"] == 137
+        pod = clab.store.get("pods", "default", "hog")
+        assert pod["status"]["qosClass"] == "Burstable"
+        events = [e for e in clab.store.list("events")[0] if e["involvedObject"]["name"] == "hog"]
+        assert any(e["reason"] == "OOMKilled" for e in events)
+    finally:
+        clab.delete_pod("hog")
+
+
+def test_kubectl_top_style_metrics_from_the_containers_cgroups(clab):
+    from tests.root.conftest import wait_for
+
+    assert wait_for(
+        lambda: any(m["metadata"]["name"] == "a" for m in clab.metrics.pod_metrics()), 10
+    )
+    (a,) = [m for m in clab.metrics.pod_metrics() if m["metadata"]["name"] == "a"]
+    assert a["containers"][0]["name"] == "a"
+    assert a["containers"][0]["usage"]["memory"].endswith("Ki")

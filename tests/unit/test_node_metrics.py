@@ -216,7 +216,7 @@ def test_parse_quantity(text, value) -> None:
     assert parse_quantity(text) == value
 
 
-@pytest.mark.parametrize("bad", ["", "m", "1x", "Ki", "1 Mi", "--1"])
+@pytest.mark.parametrize("bad", ["", "1x", "1 Mi", "--1"])
 def test_parse_quantity_refuses(bad) -> None:
     with pytest.raises(ValueError):
         parse_quantity(bad)
