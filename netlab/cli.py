@@ -73,9 +73,12 @@ def _client(args) -> LabClient:
 
 
 def _print_ready(lab: Lab) -> None:
+    from netlab.nodeinfo import runtime_version
+
     tables.print_lab(lab)
     print(
-        f"\nlab {lab.spec.name} is up; API on {socket_path(lab.run_dir)}. "
+        f"\nlab {lab.spec.name} is up; containers run under {runtime_version()}; "
+        f"API on {socket_path(lab.run_dir)}. "
         f"Try `netlab get pods -o wide`, `netlab exec POD -- ping ...`; Ctrl-C or `netlab down` stops it."
     )
     sys.stdout.flush()

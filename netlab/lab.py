@@ -39,11 +39,14 @@ from netlab.lab_workloads import (
 )
 from netlab.node.cgroups import CgroupError, cgroups_path, container_dirs
 from netlab.node.containers import (
+    PAUSE_ARGV,
+    PAUSE_NAME,
     PULL_FAILURES,
     Bundles,
     ContainerConfigError,
     enter_argv,
     image_command,
+    pause_ident,
     runc_id,
 )
 from netlab.node.images import ImageError, ImagePullError, ImageStore
@@ -80,7 +83,7 @@ from netlab.realize import (
 from netlab.realize.checkpoint import Checkpoints, pod_key
 from netlab.realize.etcdkeeper import MemberKeeper
 from netlab.realize.fabric import Fabric
-from netlab.realize.processes import PidRecord, container_env, stop_processes
+from netlab.realize.processes import PidRecord, container_env, container_path, stop_processes
 from netlab.realize.runtime import ContainerRequest, Runtime, RuntimeProcess
 from netlab.services import Candidate, Services, selects
 from netlab.spec.load import ManifestSet, load_lab, parse_manifests
@@ -110,6 +113,7 @@ class PodRuntime:
     plan: PodPlan
     status: objects.PodStatus
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    pause: RuntimeProcess | None = None  # the sandbox's PID 1 (shareProcessNamespace)
     deleted: bool = False
     meta: objects.PodMeta | None = None  # labels and annotations changed since it was made
 
@@ -292,7 +296,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self._stop_supervising()
         with self.lock:
             runtimes = list(self.pods.values())
-            procs = [p for rt in runtimes for p in rt.procs.values()]
+            procs = [p for rt in runtimes for p in (*rt.procs.values(), rt.pause) if p]
             for rt in runtimes:
                 rt.deleted = True
         stop_processes(procs, grace=0.5)
@@ -368,6 +372,13 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 zone=self.spec.dns.zone,
             )
             self.sandboxes.create([SandboxRequest(p.netns, p.name) for p in node_pods])
+            for pod in node_pods:  # scheduled, its sandbox made: ContainerCreating
+                self._publish_pod(self.pods[pod.key])
+                self.events.pod(
+                    pod.namespace, pod.name, "Scheduled",
+                    f"Successfully assigned {pod.namespace}/{pod.name} to {pod.node}",
+                    "default-scheduler",
+                )  # fmt: skip
 
     def _nameserver(self) -> str | None:
         return str(dns_ip(self.spec.service_network)) if self.spec.dns.enabled else None
@@ -412,6 +423,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         if forking is not None:
             forking.start()
         try:
+            self._start_pauses([rt for rt in runtimes if rt.plan.template.share_process_namespace])
             if meshed:  # before any app runs: none of its traffic slips past the sidecar
                 nftables.apply_each(
                     {str(netns.netns_path(p.netns)): interception_script(p.gateway) for p in meshed}
@@ -443,11 +455,6 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             self._probe(rt)
             self._publish_pod(rt)
             plan = rt.plan
-            self.events.pod(
-                plan.namespace, plan.name, "Scheduled",
-                f"Successfully assigned {plan.namespace}/{plan.name} to {plan.node}",
-                "default-scheduler",
-            )  # fmt: skip
             for container in plan.template.containers:
                 if container.name in rt.procs:
                     self._container_events(plan, container.name, container.image)
@@ -739,6 +746,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             lower=str(image.rootfs),
             image_user=image.config.user or None,
             cwd=image.config.working_dir or "/",
+            pid_namespace=Path(f"/proc/{rt.pause.pid}/ns/pid") if rt.pause else None,
         )
         return ContainerRequest(
             ident,
@@ -751,6 +759,31 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             lower=prepared.lower,
             cgroups_path=prepared.cgroups_path,
         )
+
+    def _start_pauses(self, runtimes: Sequence[PodRuntime]) -> None:
+        """The PID 1 of each pod that shares one PID namespace among its containers
+        (shareProcessNamespace), as the CRI's pause container is."""
+        if not runtimes:
+            return
+        requests = []
+        for rt in runtimes:
+            prepared = self.bundles.prepare_pause(rt.plan)
+            requests.append(
+                ContainerRequest(
+                    pause_ident(rt.plan),
+                    PAUSE_ARGV,
+                    {"PATH": container_path()},
+                    rt.plan.netns,
+                    self.log_path(rt.plan, PAUSE_NAME),
+                    bundle=prepared.bundle,
+                    runc_id=prepared.runc_id,
+                    lower=prepared.lower,
+                    cgroups_path=prepared.cgroups_path,
+                )
+            )
+        for rt, proc in zip(runtimes, self.runtime.start(requests), strict=True):
+            self.pid_record.add(proc.pid, "container", pause_ident(rt.plan))
+            rt.pause = proc
 
     def _start_container(self, rt: PodRuntime, index: int) -> None:
         try:
@@ -947,9 +980,10 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             self.events.pod(
                 rt.plan.namespace, rt.plan.name, "Killing", f"Stopping container {name}"
             )
-        for proc in rt.procs.values():
+        procs = [*rt.procs.values(), *([rt.pause] if rt.pause else [])]
+        for proc in procs:
             self.runtime.forget(proc)
-        stop_processes(rt.procs.values(), grace=grace)
+        stop_processes(procs, grace=grace)
         node = self.nodes.get(rt.plan.node)
         if node is not None and self.fabric.exists(node.name):
             with netlink.iproute(self.fabric.host_path(node.name)) as ipr:

@@ -200,6 +200,11 @@ class Adoption:
             self._adopt_containers(rt, running_by_id, exited_by_id)
 
     def _adopt_containers(self, rt: PodRuntime, running: dict, exited: dict) -> None:
+        from netlab.node.containers import pause_ident
+
+        pause = running.get(pause_ident(rt.plan))
+        if pause is not None and alive_as_recorded(pause["pid"], pause["started"]):
+            rt.pause = self.runtime.adopt(pause_ident(rt.plan), pause["pid"], pause["started"])
         for index, container in enumerate(rt.plan.template.containers):
             ident = f"{rt.plan.namespace}/{rt.plan.name}/{container.name}"
             found = running.get(ident)

@@ -20,11 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from netlab import __version__
 from netlab.apiserver.version import GIT_VERSION
 
 KUBELET_VERSION = GIT_VERSION  # kubelets are the version the API server says it is
-RUNTIME_VERSION = f"netlab://{__version__}"  # the lab's runtime (netlab.realize.runtimed)
 EVICTION_MEMORY_KIB = 100 * 1024  # kubelet's default eviction threshold: memory.available<100Mi
 EVICTION_STORAGE = 0.10  # ... and nodefs.available<10%
 ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
@@ -94,12 +92,21 @@ def node_ids(lab: str, node: str, boot_id: str) -> dict[str, str]:
     }
 
 
+@functools.cache
+def runtime_version() -> str:
+    """The OCI runtime the lab's containers run under, as kubelet shows containerd's:
+    `runc://1.1.5`."""
+    from netlab.node.runc import runtime_name, version
+
+    return version(runtime_name())
+
+
 def node_info(lab: str, node: str, machine: Machine) -> dict[str, str]:
     """status.nodeInfo, every field the API's NodeSystemInfo requires."""
     return {
         "architecture": machine.architecture,
         **node_ids(lab, node, machine.boot_id),
-        "containerRuntimeVersion": RUNTIME_VERSION,
+        "containerRuntimeVersion": runtime_version(),
         "kernelVersion": machine.kernel,
         "kubeProxyVersion": "",  # deprecated: kubelet no longer fills it in
         "kubeletVersion": KUBELET_VERSION,

@@ -45,6 +45,15 @@ from netlab.spec.model import ContainerSpec, Resources
 HOST_ROOT = "/"
 SYSTEM_IMAGES = ("netlab/labdns", "netlab/collector", "netlab/activator", "netlab/proxy")
 PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff")
+PAUSE_NAME = "POD"  # kubelet's name for a pod's sandbox container
+# the pause: PID 1 of a shared PID namespace, which reaps the orphans it inherits
+PAUSE_ARGV = ("/bin/sh", "-c", 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait; done')
+
+
+def pause_ident(pod: PodPlan) -> str:
+    return f"{pod.namespace}/{pod.name}/{PAUSE_NAME}"
+
+
 ETC_FILES = ("hosts", "resolv.conf", "hostname")
 RUNC_ID_MAX = 200
 _NOT_IN_IDS = re.compile(r"[^\w+.-]")
@@ -164,6 +173,11 @@ class Bundles:
             "etc": {f"/etc/{name}": str(etc / name) for name in ETC_FILES},
         }
 
+    def prepare_pause(self, pod: PodPlan) -> Prepared:
+        """The bundle of the pod's pause container (the default image, no privileges)."""
+        pause = ContainerSpec(PAUSE_NAME, PAUSE_ARGV)
+        return self.prepare(pod, pause, PAUSE_ARGV, {"PATH": "/usr/bin:/bin"})
+
     def prepare(
         self,
         pod: PodPlan,
@@ -173,6 +187,7 @@ class Bundles:
         lower: str = HOST_ROOT,
         image_user: str | None = None,
         cwd: str = "/",
+        pid_namespace: Path | None = None,
     ) -> Prepared:
         """Write the container's bundle. ContainerConfigError: kubelet would not create
         it (CreateContainerConfigError and the like), with its reason and message."""
@@ -204,6 +219,7 @@ class Bundles:
             cgroups_path=cgroup,
             etc={f"/etc/{name}": etc / name for name in ETC_FILES},
             binds=binds,
+            pid_namespace=pid_namespace,
             process_security=process,
             linux_security=oci_linux_security(ctx),
             resources=oci_resources(container.resources, self.cgroups),

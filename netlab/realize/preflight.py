@@ -17,6 +17,9 @@ TOOLS = {
     "ip": "iproute2",
     "ifconfig": "net-tools",
     "tc": "iproute2",
+    "nsenter": "util-linux",
+    "umoci": "umoci",
+    "skopeo": "skopeo",
 }
 
 
@@ -32,6 +35,7 @@ def check(spec: LabSpec) -> None:
             + ", ".join(missing)
             + "; run `make bootstrap` (or apt-get install them)"
         )
+    check_runtime()
     if spec.links.delay or spec.links.loss_percent:
         if not netem_available():
             raise PreflightError(
@@ -39,6 +43,23 @@ def check(spec: LabSpec) -> None:
                 "(sch_netem), which this kernel does not have; remove links.delay/links.loss "
                 "(bandwidth works without netem)"
             )
+
+
+def check_runtime() -> None:
+    """The OCI runtime is installed, and can run here (crun 1.8 refuses cgroup v1)."""
+    from netlab.node.runc import runtime_name
+
+    name = runtime_name()
+    if not shutil.which(name):
+        raise PreflightError(
+            f"the OCI runtime {name} is missing; run `make bootstrap` (or apt-get install {name})"
+        )
+    pure_v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    if name == "crun" and not pure_v2:
+        raise PreflightError(
+            "crun needs a pure cgroup v2 host, and this one mounts cgroup v1 controllers; "
+            "use runc (unset NETLAB_OCI_RUNTIME)"
+        )
 
 
 def netem_available() -> bool:

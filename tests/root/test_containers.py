@@ -263,3 +263,48 @@ def test_kubectl_top_style_metrics_from_the_containers_cgroups(clab):
     (a,) = [m for m in clab.metrics.pod_metrics() if m["metadata"]["name"] == "a"]
     assert a["containers"][0]["name"] == "a"
     assert a["containers"][0]["usage"]["memory"].endswith("Ki")
+
+
+SHARED = """
+apiVersion: v1
+kind: Pod
+metadata: {name: shared}
+spec:
+  nodeName: n4
+  shareProcessNamespace: true
+  containers:
+  - {name: app, command: [sleep, "3601"]}
+  - {name: helper, image: busybox, command: [sleep, "3602"]}
+"""
+
+
+def test_share_process_namespace_puts_the_pods_containers_in_one_pid_namespace(clab):
+    from tests.root.conftest import wait_for
+
+    clab.apply_text(SHARED)
+    try:
+        assert wait_for(lambda: len(clab.pods[("default", "shared")].procs) == 2, 10)
+        seen = clab.exec("shared", ["ps", "-eo", "pid=,args="], container="helper").stdout
+        lines = [line.split(None, 1) for line in seen.splitlines()]
+        assert lines[0][0] == "1" and "sleep 3600" in seen  # the pause is PID 1
+        assert "sleep 3601" in seen and "sleep 3602" in seen  # both containers' apps
+        # each still has its own root: the busybox one sees busybox's files
+        assert "busybox" in clab.exec("shared", ["readlink", "/bin/sh"], container="helper").stdout
+    finally:
+        clab.delete_pod("shared")
+    assert not [p for p in mounted_under(clab.run_dir) if "shared" in p]
+
+
+def test_kubectl_exec_and_cp_work_inside_the_container(clab, tmp_path):
+    from tests.root.test_kubectl import kubectl
+
+    assert kubectl(clab, "exec", "bb", "--", "hostname").stdout.strip() == "bb"
+    source = tmp_path / "note.txt"
+    source.write_text("from the host\n")
+    kubectl(clab, "cp", str(source), "bb:/tmp/note.txt")
+    assert clab.exec("bb", ["cat", "/tmp/note.txt"]).stdout == "from the host\n"
+    assert not os.path.exists("/tmp/note.txt") or open("/tmp/note.txt").read() != "from the host\n"
+    clab.exec("bb", ["sh", "-c", "echo from the pod > /tmp/back.txt"])
+    back = tmp_path / "back.txt"
+    kubectl(clab, "cp", "bb:/tmp/back.txt", str(back))
+    assert back.read_text() == "from the pod\n"
