@@ -114,6 +114,55 @@ def show_chain(lab: Lab, client: str) -> None:
     console.print("  (`netlab logs --all --grep ID` finds them in a running lab)")
 
 
+HOG = """
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  containers:
+  - name: hog
+    image: netlab/python
+    command: [python3, -c, "import time; b = bytearray(96 << 20); time.sleep(600)"]
+    resources: {limits: {memory: 48Mi}}
+"""
+
+
+def show_containers(lab: Lab, client: str, neighbour: str) -> None:
+    """What a container is: its own hostname, processes and files; images; a memory
+    limit the kernel enforces; usage read from the cgroups."""
+    step(f"what a container is: {client}'s own hostname and processes (PID 1 is its app)")
+    show(lab.exec(client, ["hostname"]))
+    show(lab.exec(client, ["ps", "-eo", "pid,args"]))
+    lab.cri.images.resolve("netlab/python", "IfNotPresent")  # built on first use
+    step("images, built here from Debian packages: `netlab image ls`")
+    show(_netlab(lab.spec.name, "image", "ls"))
+    step(f"a file {client} writes stays in its own writable layer")
+    show(lab.exec(client, ["sh", "-c", "echo mine > /tmp/only-here && cat /tmp/only-here"]))
+    console.print(f"on the host: {Path('/tmp/only-here').exists() and 'there' or 'not there'}")
+    seen = lab.exec(neighbour, ["cat", "/tmp/only-here"])
+    console.print(f"in {neighbour}: {seen.stdout.strip() or seen.stderr.strip()}")
+    step("a pod over its memory limit (48Mi) is OOM-killed by the kernel, and restarted")
+    lab.apply_text(HOG)
+    try:
+
+        def restarted() -> bool:
+            state = lab.store.get("pods", "default", "hog")["status"]["containerStatuses"][0]
+            return state["restartCount"] >= 1
+
+        _wait(restarted, 20)
+        show(_netlab(lab.spec.name, "get", "pod", "hog"))
+        state = lab.store.get("pods", "default", "hog")["status"]["containerStatuses"][0]
+        ended = state.get("lastState", {}).get("terminated", {})
+        console.print(
+            f"lastState.terminated: reason {ended.get('reason')}, exit code {ended.get('exitCode')}"
+        )
+    finally:
+        lab.delete_pod("hog")
+    step("`netlab top pods`: CPU and memory from the containers' cgroups")
+    _wait(lambda: bool(lab.metrics.pod_metrics()), 10)
+    show(_netlab(lab.spec.name, "top", "pods"))
+
+
 def _wait(predicate, timeout: float = 20.0) -> float:
     started = time.monotonic()
     while not predicate() and time.monotonic() - started < timeout:
@@ -205,6 +254,7 @@ def run_demo(lab_file: Path) -> int:
             f"-> {web.name} ({web.address.ip}, {web.node}/{rack_of[web.node]})"
         )
         show(lab.exec(client.name, ["ping", "-c", "3", "-i", "0.2", str(web.address.ip)]))
+        show_containers(lab, client.name, web.name)
 
         router = lab.plan.routers[0]
         port = next(p for p in router.ports if p.rack == rack_of[client.node])

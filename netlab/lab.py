@@ -37,21 +37,11 @@ from netlab.lab_workloads import (
     _same_manifest,
     check_autoscaled,
 )
-from netlab.node.cgroups import CgroupError, cgroups_path, container_dirs
-from netlab.node.containers import (
-    PAUSE_ARGV,
-    PAUSE_NAME,
-    PULL_FAILURES,
-    Bundles,
-    ContainerConfigError,
-    enter_argv,
-    image_command,
-    pause_ident,
-    runc_id,
-)
-from netlab.node.images import ImageError, ImagePullError, ImageStore
+from netlab.node.containers import PAUSE_NAME, PULL_FAILURES, ContainerConfigError
+from netlab.node.cri import ContainerRuntimeService, ContainerStart
+from netlab.node.images import ImageError
 from netlab.node.metrics import ContainerCgroup, MetricsSampler
-from netlab.node.sandbox import Sandboxes, SandboxRequest
+from netlab.node.parts import Parts
 from netlab.nodeinfo import host_allocatable
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
@@ -64,7 +54,7 @@ from netlab.plan import (
     plan_lab,
 )
 from netlab.plan.interception import interception_script
-from netlab.plan.names import bounded, lab_prefix
+from netlab.plan.names import bounded
 from netlab.plan.scheduler import pod_name
 from netlab.plan.services import DNS_SERVICE, dns_ip
 from netlab.readiness import Prober, Target, checks_for
@@ -83,8 +73,8 @@ from netlab.realize import (
 from netlab.realize.checkpoint import Checkpoints, pod_key
 from netlab.realize.etcdkeeper import MemberKeeper
 from netlab.realize.fabric import Fabric
-from netlab.realize.processes import PidRecord, container_env, container_path, stop_processes
-from netlab.realize.runtime import ContainerRequest, Runtime, RuntimeProcess
+from netlab.realize.processes import PidRecord, stop_processes
+from netlab.realize.runtime import ContainerRequest, RuntimeProcess
 from netlab.services import Candidate, Services, selects
 from netlab.spec.load import ManifestSet, load_lab, parse_manifests
 from netlab.spec.mesh import MeshContext
@@ -146,14 +136,15 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.fabric: Fabric | None = None
         self.pid_record = PidRecord(self.run_dir / "pids")
         self.checkpoints = Checkpoints(self.run_dir / "checkpoints")  # nodes and pod sandboxes
-        # the lab's containers run under its own runtime process, which outlives this one
-        self.runtime = Runtime(self.run_dir, self.pid_record.add)
-        # pod sandboxes (shared UTS and IPC namespaces) and the containers' OCI bundles
-        self.sandboxes = Sandboxes(self.run_dir / "sandboxes")
-        self.bundles = Bundles(self.run_dir, lab_prefix(self.spec.name), self.sandboxes)
-        self.images = ImageStore()  # the machine's images, shared by every lab
+        # CRI's part: sandboxes, images, bundles, and the runtime process (it outlives
+        # this one) that runs the lab's containers
+        self.cri = ContainerRuntimeService(self.run_dir, self.spec.name, self.pid_record.add)
+        self.runtime = self.cri.runtime
         # metrics-server's part: the containers' cgroup usage, for kubectl top
         self.metrics = MetricsSampler(self._container_cgroups, interval=METRICS_INTERVAL)
+        # the supervisor's running parts (API, prober, metrics, control plane), one
+        # ordered group: stopped in the reverse of the order they started in
+        self.parts = Parts()
         # sidecars are forked from one preloaded parent (NETLAB_SIDECAR_FORK=0: started fresh)
         self.fork_sidecars = os.environ.get("NETLAB_SIDECAR_FORK", "1") != "0"
         self.job_rngs: dict[tuple[str, str], object] = {}  # Job pod names, per Job
@@ -199,7 +190,10 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         """Check the machine, refuse a lab of this name that is running, remove
         the leftovers of one that crashed, and make the run directory."""
         preflight.check(self.spec)
-        self._check_images()
+        try:  # every image is here before anything is built
+            self.cri.check_images(self.plan.pods)
+        except ImageError as exc:
+            raise NetlabError(f"{self.spec.source or 'lab'}: {exc}") from exc
         cleanup.refuse_if_running(self.spec.name, self.run_dir.parent)
         report = cleanup.clean_lab(self.spec.name, self.run_dir.parent)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -208,26 +202,6 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         if not isinstance(self.store, EtcdStore):  # etcd keeps its own record
             self.store.persist(Journal(self.run_dir / "store"))
         return report
-
-    def _check_images(self) -> None:
-        """Every image the lab file names is here (built, imported, or pulled now),
-        before anything is built."""
-        wanted = {
-            (c.image, c.recorded.get("imagePullPolicy"), pod.name, c.name)
-            for pod in self.plan.pods
-            for c in pod.template.containers
-        }
-        seen: set[tuple] = set()
-        for image, policy, pod, container in sorted(wanted, key=str):
-            if (image, policy) in seen:
-                continue
-            seen.add((image, policy))
-            try:
-                self.images.resolve(image, policy)
-            except ImagePullError as exc:
-                raise NetlabError(f"pod {pod}, container {container}: {exc.message}") from exc
-            except ImageError as exc:
-                raise NetlabError(f"pod {pod}, container {container}: {exc}") from exc
 
     def build(self, timeout: float = 20.0) -> None:
         """Realize the plan; on any failure, tear down what was built."""
@@ -245,10 +219,11 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
     def _build(self, timeout: float) -> None:
         netns.create(self.plan.netns)
         self.api = lab_api_server(self, self._request_shutdown)
-        self.api.start()
+        self.parts.start("api", self.api.start, self.api.stop)
         self.prober = Prober(self._readiness_changed)
-        self.runtime.start_daemon()
-        self.metrics.start()
+        self.parts.running("prober", self.prober.close)
+        self.cri.start()
+        self.parts.start("metrics", self.metrics.start, self.metrics.stop)
         self.fabric = Fabric(self.plan, self.pid_record.add)
         self.fabric.build()
         self.nodes = {node.name: node for node in self.plan.nodes}
@@ -300,7 +275,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             for rt in runtimes:
                 rt.deleted = True
         stop_processes(procs, grace=0.5)
-        self.runtime.shutdown()
+        self.cri.stop()
         self.store.close(forget=not self.etcd_members)  # a user's etcd: our objects go
         for member in self.etcd_members:
             member.stop()
@@ -313,24 +288,11 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.pods.clear()
 
     def _stop_supervising(self) -> None:
-        """Stop the supervisor's own parts: heartbeats, controllers, the API, probes,
-        the etcd members' keeper."""
-        if self.etcd_keeper is not None:
-            self.etcd_keeper.stop()
-            self.etcd_keeper = None
-        if self.node_agents is not None:
-            self.node_agents.stop()
-            self.node_agents = None
-        if self.controllers is not None:
-            self.controllers.stop()
-            self.controllers = None
-        if self.api is not None:
-            self.api.stop()
-            self.api = None
-        if self.prober is not None:
-            self.prober.close()
-            self.prober = None
-        self.metrics.stop()
+        """Stop the supervisor's own parts, the last started first: the control plane
+        (controllers, heartbeats, the etcd members' keeper), metrics, probes, the API."""
+        self.parts.stop()
+        self.etcd_keeper = self.node_agents = self.controllers = None
+        self.api = self.prober = None
 
     # -- overlay ----------------------------------------------------------
 
@@ -371,7 +333,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 nameserver=self._nameserver(),
                 zone=self.spec.dns.zone,
             )
-            self.sandboxes.create([SandboxRequest(p.netns, p.name) for p in node_pods])
+            self.cri.run_sandboxes(node_pods)
             for pod in node_pods:  # scheduled, its sandbox made: ContainerCreating
                 self._publish_pod(self.pods[pod.key])
                 self.events.pod(
@@ -709,80 +671,27 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         return self.fork_sidecars and rt.plan.template.containers[index].name == SIDECAR_CONTAINER
 
     def _request(self, rt: PodRuntime, index: int) -> ContainerRequest:
-        """What the runtime needs to start container `index` of the pod."""
-        plan, container = rt.plan, rt.plan.template.containers[index]
-        ident = f"{plan.namespace}/{plan.name}/{container.name}"
-        env = container_env(plan, container)
-        log_path = self.log_path(plan, container.name)
-        if self._forked(rt, index):  # `python -m mesh ...`, forked: the zygote runs mesh
-            return ContainerRequest(
-                ident,
-                container.argv[3:],
-                env,
-                str(netns.netns_path(plan.netns)),
-                log_path,
-                True,
-                sandbox=self.bundles.sandbox_of(plan),
-            )
-        try:
-            image = self.images.resolve(container.image, container.recorded.get("imagePullPolicy"))
-        except ImagePullError as exc:
-            state = rt.status.containers[index]
-            reason = "ImagePullBackOff" if state.reason in PULL_FAILURES else exc.reason
-            raise ContainerConfigError(reason, exc.message) from exc
-        except ImageError as exc:
-            raise ContainerConfigError("InvalidImageName", str(exc)) from exc
-        argv, env = image_command(container, image.config, env)
-        if not argv:
-            raise ContainerConfigError(
-                "CreateContainerError", "no command specified: the image has no entrypoint"
-            )
-        rt.status.containers[index].image_id = image.image_id
-        prepared = self.bundles.prepare(
-            plan,
-            container,
-            argv,
-            env,
-            lower=str(image.rootfs),
-            image_user=image.config.user or None,
-            cwd=image.config.working_dir or "/",
-            pid_namespace=Path(f"/proc/{rt.pause.pid}/ns/pid") if rt.pause else None,
+        """What the runtime needs to start container `index` of the pod (its image
+        resolved, its bundle written); ContainerConfigError if it cannot be made yet."""
+        state = rt.status.containers[index]
+        start = ContainerStart(
+            rt.plan,
+            index,
+            self.log_path(rt.plan, rt.plan.template.containers[index].name),
+            fork=self._forked(rt, index),
+            pause_pid=rt.pause.pid if rt.pause else None,
+            backing_off=state.reason in PULL_FAILURES,
         )
-        return ContainerRequest(
-            ident,
-            argv,
-            env,
-            plan.netns,
-            log_path,
-            bundle=prepared.bundle,
-            runc_id=prepared.runc_id,
-            lower=prepared.lower,
-            cgroups_path=prepared.cgroups_path,
-        )
+        prepared = self.cri.prepare(start)
+        if not start.fork:
+            state.image_id = prepared.image_id
+        return prepared.request
 
     def _start_pauses(self, runtimes: Sequence[PodRuntime]) -> None:
-        """The PID 1 of each pod that shares one PID namespace among its containers
-        (shareProcessNamespace), as the CRI's pause container is."""
-        if not runtimes:
-            return
-        requests = []
-        for rt in runtimes:
-            prepared = self.bundles.prepare_pause(rt.plan)
-            requests.append(
-                ContainerRequest(
-                    pause_ident(rt.plan),
-                    PAUSE_ARGV,
-                    {"PATH": container_path()},
-                    rt.plan.netns,
-                    self.log_path(rt.plan, PAUSE_NAME),
-                    bundle=prepared.bundle,
-                    runc_id=prepared.runc_id,
-                    lower=prepared.lower,
-                    cgroups_path=prepared.cgroups_path,
-                )
-            )
-        for rt, proc in zip(runtimes, self.runtime.start(requests), strict=True):
-            self.pid_record.add(proc.pid, "container", pause_ident(rt.plan))
+        """The PID 1 of the pods that share a PID namespace (shareProcessNamespace)."""
+        plans = [rt.plan for rt in runtimes]
+        logs = [self.log_path(p, PAUSE_NAME) for p in plans]
+        for rt, proc in zip(runtimes, self.cri.start_pauses(plans, logs), strict=True):
             rt.pause = proc
 
     def _start_container(self, rt: PodRuntime, index: int) -> None:
@@ -837,8 +746,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         state = rt.status.containers[index]
         state.state, state.pid, state.finished_at = "running", proc.pid, None
         state.image, state.message = container.image or "", None
-        scheme = "zygote" if self._forked(rt, index) else "runc"
-        state.container_id = f"{scheme}://{runc_id(rt.plan.netns, container.name)}"
+        state.container_id = self.cri.container_id(rt.plan, container.name, self._forked(rt, index))
         if fresh or state.started_at is None:
             state.started_at = objects.now()
         rt.procs[container.name] = proc
@@ -892,27 +800,15 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
 
     def _container_cgroups(self) -> list[ContainerCgroup]:
         """The running containers' cgroups (the forked sidecars have none of their own)."""
-        pid, layout = self.runtime.daemon_pid, self.bundles.cgroups
-        if pid is None:
-            return []
-        found = []
-        for rt in list(self.pods.values()):
-            plan = rt.plan
-            for index, container in enumerate(plan.template.containers):
-                proc = rt.procs.get(container.name)
-                if proc is None or proc.returncode is not None or self._forked(rt, index):
-                    continue
-                path = cgroups_path(
-                    layout, self.bundles.lab_prefix, runc_id(plan.netns, container.name)
-                )
-                try:
-                    dirs = container_dirs(layout, path, pid)
-                except CgroupError:
-                    return []  # the runtime is gone
-                found.append(
-                    ContainerCgroup(plan.namespace, plan.name, container.name, plan.node, dirs)
-                )
-        return found
+        running = [
+            (rt.plan, container.name)
+            for rt in list(self.pods.values())
+            for index, container in enumerate(rt.plan.template.containers)
+            if not self._forked(rt, index)
+            and (proc := rt.procs.get(container.name)) is not None
+            and proc.returncode is None
+        ]
+        return self.cri.container_cgroups(running)
 
     def log_path(self, pod: PodPlan, container: str) -> Path:
         return self.run_dir / "logs" / bounded(f"{pod.namespace}_{pod.name}") / f"{container}.log"
@@ -990,7 +886,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 pods.delete(rt.plan, ipr)
         else:
             pods.delete(rt.plan, None)
-        self.sandboxes.remove(rt.plan.netns)
+        self.cri.remove_sandbox(rt.plan)
         del self.pods[rt.plan.key]
         self.checkpoints.remove("pods", pod_key(*rt.plan.key))
         self.store.delete("pods", rt.plan.namespace, rt.plan.name)
@@ -1037,7 +933,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 f"`netlab logs {pod} -c {container}` shows why",
                 "BadRequest",
             )
-        return enter_argv(pid)
+        return self.cri.entry(pid)
 
     def node_exec(self, node: str, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
         """Run a command in a node's namespace and wait for it."""

@@ -117,9 +117,10 @@ class Adoption:
         self.fabric = Fabric.adopt(self.plan, nodes, self.pid_record.add)
         self._adopt_store()
         self.api = lab_api_server(self, self._request_shutdown)
-        self.api.start()
+        self.parts.start("api", self.api.start, self.api.stop)
         self.prober = Prober(self._readiness_changed)
-        self.metrics.start()
+        self.parts.running("prober", self.prober.close)
+        self.parts.start("metrics", self.metrics.start, self.metrics.stop)
         failed = [n.name for n in nodes if self.fabric.link_down(n)]
         self._adopt_pods()
         revision = self.store.list("deployments")[1]
@@ -233,7 +234,7 @@ class Adoption:
                 pods.delete(plan, ipr)
         else:
             pods.delete(plan, None)
-        self.sandboxes.remove(plan.netns)
+        self.cri.remove_sandbox(plan)
         self.checkpoints.remove("pods", pod_key(*plan.key))
 
     def _adopt_services(self) -> None:

@@ -63,7 +63,7 @@ class NodeRuntime:
             return agents is None or name.removeprefix("etcd-") not in agents.failed
 
         self.etcd_keeper = MemberKeeper(self.etcd_members, restart, may_run, self.lock)
-        self.etcd_keeper.start()
+        self.parts.start("etcd-keeper", self.etcd_keeper.start, self.etcd_keeper.stop)
 
     def _member_plans(self) -> list[etcd.MemberPlan]:
         """The lab's own etcd members, on its control-plane nodes."""
@@ -83,7 +83,7 @@ class NodeRuntime:
         self.node_agents = NodeAgents(
             self.store, lambda: list(self.nodes), timing.heartbeat, timing.node_grace, time.time
         )
-        self.node_agents.start()
+        self.parts.start("node-agents", self.node_agents.start, self.node_agents.stop)
         self.node_lifecycle = NodeLifecycleController(
             self.store, self, timing.node_grace, time.time
         )
@@ -95,7 +95,7 @@ class NodeRuntime:
                 self.node_lifecycle,
             ]
         )
-        self.controllers.start()
+        self.parts.start("controllers", self.controllers.start, self.controllers.stop)
 
     def schedulable_nodes(
         self, template: PodTemplate | None = None, excluded: dict[str, int] | None = None

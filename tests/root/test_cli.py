@@ -156,6 +156,10 @@ def test_up_refuses_a_second_lab_of_the_same_name(lab_file):
         netlab("down", "--lab", "ttwice")
 
 
+POD = (
+    "lab:\n  name: tbad\n  racks:\n    - {{name: r1, subnet: 10.0.0.0/24, nodes: [n1]}}\n"
+    "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers: [{container}]\n"
+)
 INVALID = {
     "unknown field": ("lab:\n  name: tbad\n  rackz: []\n", "lab.rackz"),
     "overlapping subnets": (
@@ -167,6 +171,20 @@ INVALID = {
     "rack inside the overlay": (
         "lab:\n  name: tbad\n  racks:\n    - {name: r1, subnet: 10.244.7.0/24, nodes: [n1]}\n",
         "overlaps",
+    ),
+    "unknown image": (
+        POD.format(container="{name: c, image: 'nginx:1.25', imagePullPolicy: IfNotPresent}"),
+        "netlab image import",
+    ),
+    "bad quantity": (
+        POD.format(container="{name: c, command: [sh], resources: {limits: {memory: 1QB}}}"),
+        "spec.containers[0].resources.limits.memory",
+    ),
+    "unknown capability": (
+        POD.format(
+            container="{name: c, command: [sh], securityContext: {capabilities: {add: [FLY]}}}"
+        ),
+        "spec.containers[0].securityContext.capabilities.add[0]",
     ),
     "name too long": (
         "lab:\n  name: tbad\n  racks:\n    - {name: r1, subnet: 10.0.0.0/24, nodes: [averylongnodename]}\n",
@@ -183,6 +201,7 @@ def test_invalid_lab_file_builds_nothing(tmp_path, case):
     result = netlab("up", "-d", str(path), check=False)
     assert result.returncode == 1
     assert str(path) in result.stderr and expected in result.stderr, result.stderr
+    assert not leftovers("tbad") and not os.path.exists("/run/netlab/tbad")
     assert not [n for n in lab_namespaces() if n.startswith("nl-tbad")]
     assert not os.path.exists("/run/netlab/tbad")
 

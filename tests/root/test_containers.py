@@ -308,3 +308,96 @@ def test_kubectl_exec_and_cp_work_inside_the_container(clab, tmp_path):
     back = tmp_path / "back.txt"
     kubectl(clab, "cp", "bb:/tmp/back.txt", str(back))
     assert back.read_text() == "from the pod\n"
+
+
+def test_pod_status_goes_pending_creating_running_ready_as_the_client_reads_it(clab):
+    """The typed client's watch sees kubelet's sequence for a new pod."""
+    from kubernetes import client, config, watch
+
+    api = client.CoreV1Api(config.new_client_from_config(str(clab.run_dir / "kubeconfig")))
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="phases"),
+        spec=client.V1PodSpec(
+            node_name="n3",
+            containers=[
+                client.V1Container(
+                    name="app",
+                    image="busybox",
+                    command=["sh", "-c", "sleep 1; touch /tmp/ready; exec sleep 3600"],
+                    readiness_probe=client.V1Probe(
+                        _exec=client.V1ExecAction(command=["test", "-e", "/tmp/ready"]),
+                        period_seconds=0.2,
+                    ),
+                )
+            ],
+        ),
+    )
+    seen: list[tuple] = []
+    stream = watch.Watch()
+    rv = api.list_namespaced_pod("default").metadata.resource_version
+    api.create_namespaced_pod("default", pod)
+    try:
+        for event in stream.stream(
+            api.list_namespaced_pod,
+            "default",
+            field_selector="metadata.name=phases",
+            resource_version=rv,
+            timeout_seconds=20,
+        ):
+            obj = event["object"]
+            (status,) = obj.status.container_statuses or [None]
+            waiting = status.state.waiting.reason if status and status.state.waiting else None
+            step = (
+                obj.status.phase,
+                waiting,
+                bool(status and status.started),
+                bool(status and status.ready),
+            )
+            if not seen or seen[-1] != step:
+                seen.append(step)
+            if status is not None and status.ready:
+                stream.stop()
+        assert seen[0] == ("Pending", "ContainerCreating", False, False), seen
+        assert ("Running", None, True, False) in seen, seen
+        assert seen[-1] == ("Running", None, True, True), seen
+        final = api.read_namespaced_pod("phases", "default").status.container_statuses[0]
+        assert final.container_id.startswith("runc://") and final.image == "busybox"
+        assert final.image_id.startswith("docker.io/library/busybox@sha256:")
+        assert final.state.running.started_at is not None
+    finally:
+        clab.delete_pod("phases")
+
+
+BUSY = """
+apiVersion: v1
+kind: Pod
+metadata: {name: busy}
+spec:
+  nodeName: n1
+  containers:
+  - name: app
+    image: busybox
+    command: [sh, -c, "end=$(($(date +%s) + 20)); while [ $(date +%s) -lt $end ]; do :; done"]
+    resources: {limits: {cpu: 100m}, requests: {cpu: 100m, memory: 16Mi}}
+"""
+
+
+def test_a_cpu_limit_throttles_the_container(clab):
+    from netlab.node.cgroups import usage
+    from tests.root.conftest import wait_for
+
+    clab.apply_text(BUSY)
+    try:
+        (cgroup,) = clab.cri.container_cgroups([(clab.pod("busy"), "app")])
+
+        def throttled() -> bool:
+            found = usage(cgroup.dirs)
+            return bool(found and found.nr_throttled > 2)
+
+        assert wait_for(throttled, 10)
+        used = usage(cgroup.dirs)
+        assert used.cpu_ns > 0 and used.memory_limit is None  # a cpu limit only
+        pod = clab.store.get("pods", "default", "busy")
+        assert pod["status"]["qosClass"] == "Burstable"
+    finally:
+        clab.delete_pod("busy")

@@ -192,12 +192,12 @@ def test_long_names_as_kubernetes_allows_them(wlab):
 
 def test_deleting_a_namespace_deletes_what_it_holds(wlab):
     kubectl(wlab, "create", "namespace", "shop")
-    kubectl(wlab, "-n", "shop", "create", "deployment", "cart", "--replicas=2", "--image=x",
+    kubectl(wlab, "-n", "shop", "create", "deployment", "cart", "--replicas=2", "--image=host",
             "--", *ECHO)  # fmt: skip
     kubectl(wlab, "-n", "shop", "expose", "deployment", "cart", "--port=80", "--target-port=8080")
     assert wait_for(lambda: len(wlab.ready_pods("cart", "shop")) == 2, 15)
     kubectl(wlab, "delete", "namespace", "shop", "--wait=false")
-    refused = kubectl(wlab, "-n", "shop", "run", "late", "--image=x", "--", "sleep", "9",
+    refused = kubectl(wlab, "-n", "shop", "run", "late", "--image=busybox", "--", "sleep", "9",
                       check=False)  # fmt: skip
     terminating = kubectl(wlab, "get", "ns", "shop", check=False).stdout
     assert "Terminating" in terminating or refused.returncode != 0
@@ -228,7 +228,7 @@ def test_debians_kubectl_1_20_labels_replaces_and_dry_runs(wlab):
 def test_every_kind_takes_labels_and_annotations(wlab):
     """The write gate validates the stored object as it would a new one: whatever the
     lab stores of a kind (a Namespace's finalizers, a Job's spec) passes it again."""
-    kubectl(wlab, "create", "job", "once", "--image=x", "--", "true")
+    kubectl(wlab, "create", "job", "once", "--image=busybox", "--", "true")
     kubectl(wlab, "create", "namespace", "labelled")
     targets = [
         ("pod", "a"), ("deployment", "web"), ("service", "web"), ("job", "once"),
