@@ -326,7 +326,7 @@ def test_pod_status_goes_pending_creating_running_ready_as_the_client_reads_it(c
                     command=["sh", "-c", "sleep 1; touch /tmp/ready; exec sleep 3600"],
                     readiness_probe=client.V1Probe(
                         _exec=client.V1ExecAction(command=["test", "-e", "/tmp/ready"]),
-                        period_seconds=0.2,
+                        period_seconds=1,
                     ),
                 )
             ],
