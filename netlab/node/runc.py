@@ -1,8 +1,8 @@
 """The OCI runtime binary (runc by default, crun where the host is pure cgroup v2),
-as containerd's shim drives it: `run -d` a bundle, learn the container's PID, and
-delete its state once it has ended. The caller is a child subreaper, so a detached
-container's process becomes its child when runc exits, and its exit status is the
-caller's to wait for, as a shim's is.
+as containerd's shim drives it: `run -d` a bundle and learn the container's PID. The
+caller is a child subreaper, so a detached container's process becomes its child when
+runc exits, and its exit status is the caller's to wait for, as a shim's is; once it
+has ended, the shim removes its state (netlab.node.shim.remove).
 
 Every container's state lives under the lab's own state root (`--root`), so the
 host's runc state (/run/runc) never holds anything of a lab.
@@ -109,16 +109,6 @@ class Runc:
             return int(pid_file.read_text().strip())
         except (OSError, ValueError) as exc:
             raise OciRuntimeError(f"{self.binary} run {container_id} left no PID: {exc}") from exc
-
-    def delete(self, container_id: str) -> None:
-        """Remove an ended container's state and cgroup (`delete --force`)."""
-        subprocess.run(
-            [*self._base(), "delete", "--force", container_id],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=RUN_TIMEOUT,
-        )
-        self.forget(container_id)
 
     def forget(self, container_id: str) -> None:
         """Drop the state directory only (its cgroup is reused by the next run)."""

@@ -215,17 +215,15 @@ class Runtimed:
             self.cgroup_paths[item["runc_id"]] = item.get("cgroups_path", "")
         return proc
 
-    def _oom_killed(self, runc_id: str) -> bool:
-        """Whether the kernel's OOM killer struck in the container's cgroup (read before
-        the cgroup goes: each run of a container has a cgroup of its own)."""
+    def _cgroup_dirs(self, runc_id: str) -> dict[str, Path]:
+        """The directories of an ended container's cgroup (one per hierarchy)."""
         path = self.cgroup_paths.pop(runc_id, "")
         if not path or self.cgroups is None:
-            return False
+            return {}
         try:
-            found = usage(container_dirs(self.cgroups, path, os.getpid()))
+            return container_dirs(self.cgroups, path, os.getpid())
         except (CgroupError, OSError):
-            return False
-        return bool(found and found.oom_kills)
+            return {}
 
     def _watch(self, ident: str, proc) -> dict:
         entry = Entry(ident, proc, start_time(proc.pid))
@@ -238,11 +236,14 @@ class Runtimed:
         code = proc.returncode if proc.returncode is not None else -1
         oom = False
         if isinstance(proc, shim.DetachedContainer):
-            oom = self._oom_killed(proc.runc_id)
             with self.lock:
                 bundle = self.bundles.pop(proc.runc_id, None)
+                dirs = self._cgroup_dirs(proc.runc_id)
+            # the OOM killer's count, read before the cgroup goes (each run has its own)
+            used = usage(dirs) if dirs else None
+            oom = bool(used and used.oom_kills)
             if bundle is not None and not self.done.is_set():
-                self.workers.submit(shim.remove, self.runc, proc.runc_id, bundle)
+                self.workers.submit(shim.remove, self.runc, proc.runc_id, bundle, dirs.values())
         with self.lock:
             entry = self.running.pop(proc.pid, None)
             message = {"exit": proc.pid, "id": entry.id if entry else "", "code": code}
