@@ -173,6 +173,7 @@ class Adoption:
         """Pods from their checkpoints, their status from the store, their containers
         from the runtime (a container that ended meanwhile is handled as its exit)."""
         running, exited = self.runtime.listing()
+        self.cri.sandboxes.adopt(self.runtime.sandboxes)
         running_by_id = {r["id"]: r for r in running}
         exited_by_id = {e["id"]: e for e in exited}
         stored = {

@@ -68,7 +68,7 @@ class ContainerRuntimeService:
     ) -> None:
         self.record_pid = record_pid
         self.runtime = Runtime(run_dir, record_pid)  # outlives the supervisor
-        self.sandboxes = Sandboxes(run_dir / "sandboxes")
+        self.sandboxes = Sandboxes(self.runtime)
         self.bundles = Bundles(run_dir, lab_prefix(lab), self.sandboxes)
         self.images = images if images is not None else ImageStore()
 

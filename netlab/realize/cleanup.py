@@ -3,8 +3,8 @@ and nothing else.
 
 What is ours: the namespaces named `nl-<lab>`, `nl-<lab>.*` and `nl-<lab>:*`
 (see netlab.plan.names), their /etc/netns directories, the run directory
-/run/netlab/<lab> (with the pod sandboxes' namespace files and any container
-root still mounted there, unmounted first, and the OCI runtime's state), the
+/run/netlab/<lab> (with any container root still mounted there, unmounted first,
+and the OCI runtime's state), the
 cgroups named `nl-<lab>` in every hierarchy, and processes that either run inside one of those
 namespaces or are recorded in the run directory's `pids` file with the same
 start time (a reused PID is left alone). Processes are ended by PID, never by

@@ -126,6 +126,7 @@ class Runtime:
         self.procs: dict[int, RuntimeProcess] = {}
         self.connected = False
         self.daemon_pid: int | None = None
+        self.sandboxes: dict[str, int] = {}  # as the last listing found them: name -> thread
         self.send_lock = threading.Lock()
         self.exits: queue.SimpleQueue = queue.SimpleQueue()
         self.caller: threading.Thread | None = None  # started on connecting: after any fork
@@ -287,6 +288,7 @@ class Runtime:
     def listing(self) -> tuple[list[dict], list[dict]]:
         """The containers running now, and those that ended while nobody listened."""
         reply = self.request("list")
+        self.sandboxes = reply.get("sandboxes") or {}
         return reply["running"], reply["exited"]
 
     def on_exit(self, proc: RuntimeProcess, callback: Callable[[RuntimeProcess], None]) -> None:

@@ -14,8 +14,12 @@ the run directory, one JSON message each way:
   "fork", "bundle", "runc_id", "lower", "cgroups_path"}...]}` starts containers: with a
   `bundle`, runc runs it (its root an overlay on `lower`); with `fork`, the
   zygote forks a sidecar into the namespaces; it answers `{"seq": N, "started": [{"id", "pid", "started"} | {"id", "error"}]}`;
-- `{"seq": N, "op": "list"}` answers `{"seq": N, "running": [...], "exited": [...]}`,
-  the exits no supervisor was connected to hear;
+- `{"seq": N, "op": "sandboxes", "items": [{"name", "hostname"}...]}` makes pod
+  sandboxes (a thread each holds the pod's UTS and IPC namespaces, see
+  netlab.node.sandbox) and answers `{"seq": N, "sandboxes": [{"name", "tid"}...]}`;
+  `{"op": "remove_sandboxes", "names": [...]}` lets them go;
+- `{"seq": N, "op": "list"}` answers `{"seq": N, "running": [...], "exited": [...],
+  "sandboxes": {name: tid}}`, with the exits no supervisor was connected to hear;
 - `{"seq": N, "op": "shutdown"}` ends the zygote and this process (the lab has
   stopped the containers by PID before);
 - unasked, `{"exit": PID, "id": ID, "code": C}` when a container ends (with
@@ -49,12 +53,13 @@ from pathlib import Path
 from netlab.node import shim
 from netlab.node.cgroups import CgroupError, CgroupLayout, container_dirs, usage
 from netlab.node.runc import Runc, become_subreaper, runtime_name
+from netlab.node.sandbox import Holders
 from netlab.realize.processes import ExitMonitor, PidRecord, start_container, start_time
 from netlab.realize.zygote import Zygote
 
 log = logging.getLogger("netlab.runtimed")
 MAX_MESSAGE = 1 << 20
-PARALLEL_STARTS = 4  # runc processes at a time: ~16 ms a container on two cores
+PARALLEL_STARTS = int(os.environ.get("NETLAB_PARALLEL_STARTS", "4"))  # runc processes at a time
 REAP_INTERVAL = 5.0
 
 
@@ -73,6 +78,7 @@ class Runtimed:
         self.runc = Runc(state_root, runtime_name())
         self.workers = ThreadPoolExecutor(PARALLEL_STARTS, thread_name_prefix="runc")
         self.bundles: dict[str, Path] = {}  # runc id -> bundle, of the running containers
+        self.holders = Holders()  # the pod sandboxes' UTS and IPC namespaces
         self.cgroup_paths: dict[str, str] = {}  # runc id -> its OCI cgroupsPath
         try:
             self.cgroups: CgroupLayout | None = CgroupLayout.detect()
@@ -147,6 +153,11 @@ class Runtimed:
         try:
             if op == "start":
                 reply = {"started": self.start(request.get("items") or [])}
+            elif op == "sandboxes":
+                reply = {"sandboxes": self.holders.create(request.get("items") or [])}
+            elif op == "remove_sandboxes":
+                self.holders.remove(request.get("names") or [])
+                reply = {"ok": True}
             elif op == "list":
                 reply = self.listing()
             elif op == "shutdown":
@@ -259,7 +270,7 @@ class Runtimed:
                 {"id": e.id, "pid": pid, "started": e.started} for pid, e in self.running.items()
             ]
             exited, self.exited = self.exited, []
-        return {"running": running, "exited": exited}
+        return {"running": running, "exited": exited, "sandboxes": self.holders.listing()}
 
     def reap_orphans(self) -> None:
         """Now and then, reap what the kernel handed us and nobody waits for."""
@@ -284,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="runtimed: %(message)s")
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closing terminal is not our end
     become_subreaper()
+    threading.stack_size(512 * 1024)  # a thread per pod sandbox: small stacks
     daemon = Runtimed(args.socket, args.zygote_log, PidRecord(args.pids), args.state_root)
     threading.Thread(target=daemon.reap_orphans, name="reaper", daemon=True).start()
     try:

@@ -1,6 +1,6 @@
-"""What a lab may leave on the host beyond its network namespaces: mounts (pod
-sandboxes' namespace files, container roots), loop devices, cgroups and the OCI
-runtime's state. The root tests' host snapshot checks that none of it outlives a lab."""
+"""What a lab may leave on the host beyond its network namespaces: mounts (a
+container root caught between its mount and runc's start), loop devices, cgroups
+and the OCI runtime's state. The root tests' host snapshot checks that none of it outlives a lab."""
 
 from __future__ import annotations
 
