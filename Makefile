@@ -4,6 +4,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# the tests in two workers, a test module each at a time (each module's labs have names of their own)
+TEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh bench-failover bench-api clean
 
@@ -16,7 +18,7 @@ demo: bootstrap
 
 test: bootstrap
 	@$(SUDO) scripts/kubectl.sh
-	$(SUDO) env NETLAB_REQUIRE_ROOT_TESTS=$${NETLAB_REQUIRE_ROOT_TESTS:-0} $(PY) -m pytest $(PYTEST_ARGS)
+	$(SUDO) env NETLAB_REQUIRE_ROOT_TESTS=$${NETLAB_REQUIRE_ROOT_TESTS:-0} $(PY) -m pytest $(TEST_WORKERS) $(PYTEST_ARGS)
 
 unit: bootstrap
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -38,3 +38,19 @@ def pytest_runtest_makereport(item, call):
     ):
         report.outcome = "failed"
         report.longrepr = f"root test skipped while NETLAB_REQUIRE_ROOT_TESTS=1: {report.longrepr}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A parallel run's controller, once every worker is done: nothing of any test lab
+    is left on the host (a serial run checks in tests/root/conftest.py)."""
+    config = session.config
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    if os.geteuid() != 0:
+        return
+    from tests.root.leftovers import all_leftovers
+
+    left = all_leftovers()
+    if left:
+        print(f"\ntest labs left these behind: {left[:10]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -6,6 +6,7 @@ the same after it as before it, and that nothing of a test lab is left.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import time
 
@@ -51,9 +52,13 @@ def host_unchanged():
 
 
 @pytest.fixture(autouse=True, scope="session")
-def nothing_left_behind():
-    """After the whole run: no test lab's run directory, mount, cgroup or loop device."""
+def nothing_left_behind(request):
+    """After the whole run: no test lab's run directory, mount, cgroup or loop device.
+    In a parallel run, each worker's labs are others' to see: the controller checks
+    once every worker is done (tests/conftest.py, pytest_sessionfinish)."""
     yield
+    if hasattr(request.config, "workerinput"):
+        return
     left = all_leftovers()
     assert not left, f"test labs left these behind: {left[:10]}"
 
@@ -71,13 +76,21 @@ def two_rack_builder(name: str, **overlay) -> LabBuilder:
     return b
 
 
+def module_lab_name(request, stem: str = "tlab") -> str:
+    """A lab name of this test module's own (`tlab-1a2b`): modules sharing a fixture
+    may run at once, in parallel workers."""
+    digest = hashlib.sha256(request.module.__name__.encode()).hexdigest()[:4]
+    return f"{stem}-{digest}"
+
+
 @pytest.fixture(scope="module")
-def lab():
-    b = two_rack_builder("tlab")
+def lab(request):
+    name = module_lab_name(request)
+    b = two_rack_builder(name)
     b.add_deployment(
         "web", replicas=3, command=["python3", "-m", "http.server", "8080"], ports=[8080]
     )
     with Lab(b.build()) as running:
         yield running
-    assert not [n for n in lab_namespaces() if n.startswith("nl-tlab")]
-    assert not leftovers("tlab")
+    assert not [n for n in lab_namespaces() if n == f"nl-{name}" or n.startswith(f"nl-{name}.")]
+    assert not leftovers(name)
