@@ -23,6 +23,7 @@ import netlab
 from netlab.errors import NetlabError
 from netlab.node import bundle as oci
 from netlab.node.cgroups import CgroupLayout, cgroups_path
+from netlab.node.imagepolicy import HOST_IMAGES
 from netlab.node.images import ImageConfig
 from netlab.node.limits import linux_resources
 from netlab.node.sandbox import Sandboxes
@@ -43,20 +44,19 @@ from netlab.realize.runtime import STATE_DIR
 from netlab.spec.model import ContainerSpec, Resources
 
 HOST_ROOT = "/"
-SYSTEM_IMAGES = ("netlab/labdns", "netlab/collector", "netlab/activator", "netlab/proxy")
+SYSTEM_IMAGES = HOST_IMAGES - {"host"}  # netlab's own: they find the lab API in its run dir
 PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff")
 PAUSE_NAME = "POD"  # kubelet's name for a pod's sandbox container
 # the pause: PID 1 of a shared PID namespace, which reaps the orphans it inherits
 PAUSE_ARGV = ("/bin/sh", "-c", 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait; done')
+ETC_FILES = ("hosts", "resolv.conf", "hostname")
+RUNC_ID_MAX = 200
+MEMSW = "memory.memsw.limit_in_bytes"  # there only where the kernel accounts swap
+_NOT_IN_IDS = re.compile(r"[^\w+.-]")
 
 
 def pause_ident(pod: PodPlan) -> str:
     return f"{pod.namespace}/{pod.name}/{PAUSE_NAME}"
-
-
-ETC_FILES = ("hosts", "resolv.conf", "hostname")
-RUNC_ID_MAX = 200
-_NOT_IN_IDS = re.compile(r"[^\w+.-]")
 
 
 def runc_id(netns: str, container: str) -> str:
@@ -71,11 +71,8 @@ def oci_resources(resources: Resources, layout: CgroupLayout) -> dict:
     cgroup2 = layout.mode == "v2"
     out = linux_resources(resources, cgroup2=cgroup2)
     memory = out.get("memory")
-    if (
-        memory
-        and not cgroup2
-        and not Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
-    ):
+    memory_mount = layout.mounts.get("memory")
+    if memory and not cgroup2 and not (memory_mount and (memory_mount / MEMSW).exists()):
         memory.pop("swap", None)
     return out
 
