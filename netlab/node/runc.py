@@ -16,7 +16,9 @@ import ctypes.util
 import json
 import os
 import shutil
+import signal
 import subprocess
+import threading
 from pathlib import Path
 
 from netlab.errors import RealizeError
@@ -92,18 +94,20 @@ class Runc:
             str(bundle),
             container_id,
         ]
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=output_fd, stderr=output_fd, close_fds=True
+        )
+        # a blocking wait, with a timer for the timeout: a wait with a timeout polls, at
+        # 1, 3, 7, 15, 31, 63 ms..., so a runc that ends at 32 ms would be seen at 63
+        timer = threading.Timer(RUN_TIMEOUT, proc.kill)
+        timer.start()
         try:
-            done = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=output_fd,
-                stderr=output_fd,
-                timeout=RUN_TIMEOUT,
-                close_fds=True,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise OciRuntimeError(f"{self.binary} run {container_id} did not end in time") from exc
-        if done.returncode != 0:
+            code = proc.wait()
+        finally:
+            timer.cancel()
+        if code != 0:
+            if code == -signal.SIGKILL:
+                raise OciRuntimeError(f"{self.binary} run {container_id} did not end in time")
             raise OciRuntimeError(f"{self.binary} run: {last_error(log_file)}")
         try:
             return int(pid_file.read_text().strip())

@@ -1,6 +1,7 @@
-"""Containers as real processes in a pod's namespace, their logs (timestamped
-CRI records, written by one thread for the whole lab), and the record of every
-process the lab starts (so cleanup ends exactly those, by PID)."""
+"""What the lab's containers share as processes: their environment, their logs
+(timestamped CRI records, written by one thread for the whole lab), how they are
+stopped, and the record of every process the lab starts (so cleanup ends exactly
+those, by PID)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -95,37 +96,6 @@ def container_env(pod: PodPlan, container: ContainerSpec) -> dict[str, str]:
     }
     env.update(dict(container.env))
     return env
-
-
-class ContainerProcess(subprocess.Popen):
-    """A container's process; its output (stdout and stderr on one pipe, `stdout`)
-    goes to `log_path` once an `OutputWriter` reads it (ExitMonitor.watch hands it one)."""
-
-    log_path: Path
-
-
-def start_container(
-    netns_name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path
-) -> ContainerProcess:
-    """Start one container: its command in the pod's namespace through
-    `ip netns exec`, which also shows it the pod's /etc/netns files as
-    /etc/resolv.conf and /etc/hosts. A session of its own, so the whole
-    process group can be signalled. Its output comes out of a pipe: an
-    `ExitMonitor.watch` appends it to its log file as timestamped CRI records,
-    like a container runtime (stderr shares the pipe, so the order the two were
-    written in is kept)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    proc = ContainerProcess(
-        ["ip", "netns", "exec", netns_name, *argv],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=dict(env),
-        cwd="/",
-        start_new_session=True,
-    )
-    proc.log_path = log_path
-    return proc
 
 
 @dataclass
@@ -327,8 +297,8 @@ class ExitMonitor(_SelectorThread):
     """Calls back when a watched process exits, via pidfds in one thread:
     no polling, and no waitpid(-1) that would steal other code's children.
     Like a container monitor (conmon, containerd's shim) it also keeps the
-    containers' logs: the output of a watched `ContainerProcess` goes to its
-    log file through one `OutputWriter` (a thread of its own, so that a slow
+    containers' logs: the output of a watched container (a runc one or a forked
+    sidecar) goes to its log file through one `OutputWriter` (a thread of its own, so that a slow
     exit callback never holds up the output of other containers)."""
 
     def __init__(self) -> None:
@@ -337,7 +307,7 @@ class ExitMonitor(_SelectorThread):
         super().__init__("exit-monitor")
 
     def watch(self, proc: subprocess.Popen, on_exit: Callable[[subprocess.Popen], None]) -> None:
-        log_path = getattr(proc, "log_path", None)  # a ContainerProcess or a forked sidecar
+        log_path = getattr(proc, "log_path", None)  # a runc container or a forked sidecar
         if log_path is not None and proc.stdout is not None:
             self.output.add(proc.stdout, log_path)
         try:

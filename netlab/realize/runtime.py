@@ -39,7 +39,7 @@ class ContainerRequest:
     id: str  # namespace/pod/container
     argv: Sequence[str]
     env: Mapping[str, str]
-    netns: str  # a name for `ip netns exec`, or a path for a forked sidecar
+    netns: str  # the pod's netns: its name (runc), or its path (a forked sidecar)
     log: Path
     fork: bool = False  # a sidecar from the preloaded zygote
     bundle: Path | None = None  # an OCI bundle: runc runs the container

@@ -54,7 +54,7 @@ from netlab.node import shim
 from netlab.node.cgroups import CgroupError, CgroupLayout, container_dirs, usage
 from netlab.node.runc import Runc, become_subreaper, runtime_name
 from netlab.node.sandbox import Holders
-from netlab.realize.processes import ExitMonitor, PidRecord, start_container, start_time
+from netlab.realize.processes import ExitMonitor, PidRecord, start_time
 from netlab.realize.zygote import Zygote
 
 log = logging.getLogger("netlab.runtimed")
@@ -206,12 +206,9 @@ class Runtimed:
             if item.get("fork"):
                 continue
             try:
-                if id(item) in runs:
-                    proc = runs[id(item)].result()
-                else:
-                    proc = start_container(
-                        item["netns"], item["argv"], item.get("env") or {}, Path(item["log"])
-                    )
+                if id(item) not in runs:
+                    raise ValueError("neither a bundle to run nor a sidecar to fork")
+                proc = runs[id(item)].result()
             except Exception as exc:
                 answers[id(item)] = {"id": item["id"], "error": str(exc)}
                 continue

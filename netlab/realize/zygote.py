@@ -3,7 +3,7 @@
 `Zygote` starts the preloaded parent once per lab and asks it for one child
 per sidecar container; `ForkedProcess` stands for such a child wherever the
 lab handles a container process (exit monitor, stop, restart, cleanup by
-PID): it has a pid, an output pipe and a log path like a `ContainerProcess`,
+PID): it has a pid, an output pipe and a log path like a runc container's,
 and learns its exit code from the zygote, which is its parent and reaps it.
 """
 
