@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -59,7 +60,7 @@ from netlab.node.cgroups import (
 )
 from netlab.node.containers import Bundles, container_pid, image_command
 from netlab.node.images import ImageStore
-from netlab.node.runc import Runc, become_subreaper
+from netlab.node.runc import RUN_TIMEOUT, OciRuntimeError, Runc, become_subreaper, last_error
 from netlab.node.sandbox import Sandboxes, SandboxRequest
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan.model import PodPlan
@@ -425,6 +426,47 @@ class TimedRunc(Runc):
             self.last_run = time.perf_counter() - t0
 
 
+class BlockingRunc(TimedRunc):
+    """Runc.run's command (the same argv), waited for by a blocking waitpid, with a
+    timer that kills runc after RUN_TIMEOUT, instead of Runc.run's subprocess.run(...,
+    timeout=RUN_TIMEOUT): Python waits for a child with a timeout by polling, after 1,
+    3, 7, 15, 31, 63, 113, ... ms. This is runc's own time, and what netlab's start
+    would take without that poll."""
+
+    def run(self, container_id: str, bundle: Path, output_fd: int) -> int:
+        self.state_root.mkdir(parents=True, exist_ok=True)
+        self.forget(container_id)
+        pid_file, log_file = bundle / "pid", bundle / "runtime.log"
+        with contextlib.suppress(FileNotFoundError):
+            pid_file.unlink()
+        argv = [
+            *self._base(),
+            "--log",
+            str(log_file),
+            "run",
+            "--detach",
+            "--pid-file",
+            str(pid_file),
+            "--bundle",
+            str(bundle),
+            container_id,
+        ]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=output_fd, stderr=output_fd, close_fds=True
+        )
+        watchdog = threading.Timer(RUN_TIMEOUT, proc.kill)
+        watchdog.start()
+        try:
+            code = proc.wait()
+        finally:
+            watchdog.cancel()
+            self.last_run = time.perf_counter() - t0
+        if code != 0:
+            raise OciRuntimeError(f"{self.binary} run: {last_error(log_file)}")
+        return int(pid_file.read_text().strip())
+
+
 class DirectContainers:
     """One pod sandbox (netns, UTS, IPC, /etc files) whose containers are started one
     by one as the lab starts a pod's container: resolve the image, write the bundle
@@ -439,6 +481,7 @@ class DirectContainers:
         self.sandboxes = Sandboxes(run_dir / "sandboxes")
         self.bundles = Bundles(run_dir, self.prefix, self.sandboxes)
         self.runc = TimedRunc(run_dir / "runc")
+        self.blocking = BlockingRunc(run_dir / "runc")
         self.running: list[shim.DetachedContainer] = []
         self.count = 0
         netns.create(self.netns)
@@ -478,39 +521,41 @@ class DirectContainers:
         )
         return prepared, t1 - t0, time.perf_counter() - t1
 
-    def run(self, prepared) -> float:
-        """shim.start of a prepared bundle; seconds."""
+    def run(self, prepared, runc: TimedRunc | None = None) -> float:
+        """shim.start of a prepared bundle (with netlab's Runc, or `runc`); seconds."""
         log = self.run_dir / "logs" / f"{prepared.runc_id}.log"
         t0 = time.perf_counter()
-        proc = shim.start(self.runc, prepared.runc_id, prepared.bundle, prepared.lower, log)
+        proc = shim.start(runc or self.runc, prepared.runc_id, prepared.bundle, prepared.lower, log)
         seconds = time.perf_counter() - t0
         self.running.append(proc)
         return seconds
 
-    def start(self) -> dict:
+    def start(self, blocking: bool = False) -> dict:
+        runc = self.blocking if blocking else self.runc
         cpu0 = children_cpu()
         t0 = time.perf_counter()
         prepared, resolve, write = self.prepare()
-        run = self.run(prepared)
+        run = self.run(prepared, runc)
         total = time.perf_counter() - t0
         return {
             "total": total,
             "resolve": resolve,
             "write": write,
             "shim": run,
-            "runc": self.runc.last_run,
+            "runc": runc.last_run,
             "cpu": children_cpu() - cpu0 + on_cpu(self.running[-1].pid),
         }
 
-    def parallel(self, count: int, workers: int) -> dict:
+    def parallel(self, count: int, workers: int, blocking: bool = False) -> dict:
         """`count` prepared bundles started `workers` at a time, as the runtime daemon
         does (its PARALLEL_STARTS): wall seconds for all, CPU seconds for all."""
+        runc = self.blocking if blocking else self.runc
         prepared = [self.prepare()[0] for _ in range(count)]
         first = len(self.running)
         cpu0 = children_cpu()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(self.run, prepared))
+            list(pool.map(lambda p: self.run(p, runc), prepared))
         wall = time.perf_counter() - t0
         cpu = children_cpu() - cpu0 + sum(on_cpu(p.pid) for p in self.running[first:])
         return {"wall": wall, "cpu": cpu, "count": count}
@@ -581,9 +626,11 @@ def serve_direct(run_dir: Path) -> int:
             op = request["op"]
             try:
                 if op == "start":
-                    answer = direct.start()
+                    answer = direct.start(request.get("blocking", False))
                 elif op == "parallel":
-                    answer = direct.parallel(request["count"], request["workers"])
+                    answer = direct.parallel(
+                        request["count"], request["workers"], request.get("blocking", False)
+                    )
                 elif op == "stop":
                     answer = direct.stop()
                 else:
@@ -743,9 +790,11 @@ class Results:
         self.up: dict[str, list[float]] = {k: [] for k in ("busybox", "host", "mininet")}
         self.down: dict[str, list[float]] = {k: [] for k in ("busybox", "host", "mininet")}
         keys = ("total", "resolve", "write", "shim", "runc", "cpu")
-        self.direct: dict[str, list[float]] = {k: [] for k in keys}
+        self.direct: dict[str, list[float]] = {k: [] for k in keys}  # netlab's path
+        self.blocking: dict[str, list[float]] = {k: [] for k in keys}  # runc waited for
         self.parallel: list[float] = []  # seconds per container, PARALLEL_STARTS at a time
         self.parallel_cpu: list[float] = []  # CPU seconds per container, the same
+        self.parallel_blocking: list[float] = []  # seconds per container, runc waited for
         self.podman: list[float] = []
         self.pairs: list[tuple[float, float]] = []  # (podman, netlab) back to back
         self.api: list[float] = []
@@ -781,7 +830,9 @@ def lab_round(kind: str, files: dict[str, Path], res: Results, first: bool, api_
 
 
 def start_round(worker: DirectWorker, podman: Podman, res: Results, starts: int) -> None:
-    """`starts` single starts, netlab and podman alternating; then both are removed."""
+    """`starts` single starts each of netlab's path, the same with runc waited for
+    without polling, and podman, alternating; then all are removed. Then PARALLEL_STARTS
+    at a time, both ways."""
     try:
         for i in range(starts):
             d = worker.ask(op="start")
@@ -792,15 +843,24 @@ def start_round(worker: DirectWorker, podman: Podman, res: Results, starts: int)
             res.pairs.append((p, d["total"]))
             if i < 2:
                 res.podman_memory.append(podman.memory(podman.started[-1]))
+            b = worker.ask(op="start", blocking=True)
+            for key in res.blocking:
+                res.blocking[key].append(b[key])
     finally:
         podman.remove_all()
         worker.ask(op="stop")
-    try:
-        par = worker.ask(op="parallel", count=4 * starts, workers=PARALLEL_STARTS)
-        res.parallel.append(par["wall"] / par["count"])
-        res.parallel_cpu.append(par["cpu"] / par["count"])
-    finally:
-        worker.ask(op="stop")
+    for blocking in (False, True):
+        try:
+            par = worker.ask(
+                op="parallel", count=4 * starts, workers=PARALLEL_STARTS, blocking=blocking
+            )
+            if blocking:
+                res.parallel_blocking.append(par["wall"] / par["count"])
+            else:
+                res.parallel.append(par["wall"] / par["count"])
+                res.parallel_cpu.append(par["cpu"] / par["count"])
+        finally:
+            worker.ask(op="stop")
 
 
 def measure(args, files: dict[str, Path], deadline: common.Deadline) -> Results:
@@ -894,7 +954,7 @@ def report_labs(res: Results) -> list[str]:
     out = [f"(a) {PODS} pods (4 racks x 4 nodes x 8), {host_count(PODS)} hosts, as a command"]
     out.append(table(headers, rows))
     out.append(f"busybox / host image, up: {fmt(paired_ratio(up['busybox'], up['host']))}")
-    runc_wall, runc_cpu = median(res.direct["runc"]), median(res.direct["cpu"])
+    runc_wall, runc_cpu = median(res.blocking["runc"]), median(res.blocking["cpu"])
     floor = PODS * runc_wall / cores
     out.append(
         f"floor: {PODS} containers x {fmt(runc_wall * 1e3, 1)} ms (median single `runc run -d`)"
@@ -920,15 +980,24 @@ def report_starts(res: Results) -> list[str]:
         count = str(len(values)) if spread else ""
         return [label, count, ms(values), spread_ms(values) if spread else "", podman, ""]
 
+    blocking = res.blocking
+    ratio_blocking = paired_ratio(res.podman, blocking["total"])
     rows = [
         row("netlab: container start, all of it", direct["total"], podman=fmt(ratio, 1)),
         row("  image resolved (ImageStore.resolve)", direct["resolve"], False),
         row("  bundle written (Bundles.prepare)", direct["write"], False),
         row("  shim.start: overlay, runc run -d, detach", direct["shim"], False),
-        row("    of which runc run -d", direct["runc"]),
-        row("    CPU of runc run -d and its init", direct["cpu"]),
+        row("    of which Runc.run (subprocess.run: polls)", direct["runc"]),
+        row("runc run -d itself (a blocking wait)", blocking["runc"]),
+        row("  CPU of runc run -d and its init", blocking["cpu"]),
+        row(
+            "netlab's path with that wait, all of it",
+            blocking["total"],
+            podman=fmt(ratio_blocking, 1),
+        ),
         row(f"netlab: shim.start {PARALLEL_STARTS} at a time, per container", res.parallel),
-        row(f"    CPU per container, {PARALLEL_STARTS} at a time", res.parallel_cpu),
+        row("  the same with a blocking wait", res.parallel_blocking),
+        row("  CPU per container", res.parallel_cpu),
         row("netlab: bare Pod via the lab API -> running", res.api, podman=fmt(api_ratio, 1)),
         row("podman run -d --network none (runc)", res.podman, podman="1.0"),
     ]
