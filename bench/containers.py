@@ -78,6 +78,10 @@ PODMAN_IMAGE = "localhost/netlab-bench-busybox:latest"
 PODMAN_NPROC = 32768
 DIRECT_LAB = "benchct"  # the worker's containers: netns, cgroups and runc ids nl-benchct...
 GOAL_LAB = 1.0  # netlab up / mininet up
+# issue 18: if runc's start cost makes GOAL_LAB impossible, show the floor and keep the
+# rest within 1.1x of the process-only lab, whose `netlab up -d` it measured at 1.10x
+# Mininet (before containers; not measured by this script)
+PROCESS_LAB_RATIO, FALLBACK_SLACK = 1.10, 1.1
 GOAL_START = 10.0  # podman run -d / netlab container start
 GOAL_MEMORY_MB = 2.0  # what netlab adds to an idle busybox pod besides its app
 UP_TIMEOUT = 180.0
@@ -964,9 +968,12 @@ def report_labs(res: Results) -> list[str]:
     if goal(paired_ratio(up["busybox"], up["mininet"]), GOAL_LAB) != "ok":
         less = [u - floor for u in up["busybox"]]
         ratio = paired_ratio(less, up["mininet"])
+        fallback = FALLBACK_SLACK * PROCESS_LAB_RATIO
         out.append(
             f"goal missed: busybox lab up minus the floor = {fmt(median(less))} s,"
-            f" / mininet = {fmt(ratio)} ({goal(ratio, GOAL_LAB)} against {GOAL_LAB:g})"
+            f" / mininet = {fmt(ratio)}: {goal(ratio, GOAL_LAB)} against {GOAL_LAB:g};"
+            f" against the issue's fallback (the rest within {FALLBACK_SLACK:g}x of the"
+            f" process-only lab's {PROCESS_LAB_RATIO:g}x = {fallback:.2f}): {goal(ratio, fallback)}"
         )
     return out
 
