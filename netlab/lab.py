@@ -14,7 +14,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -37,11 +36,11 @@ from netlab.lab_workloads import (
     _same_manifest,
     check_autoscaled,
 )
-from netlab.node.containers import PAUSE_NAME, PULL_FAILURES, ContainerConfigError
-from netlab.node.cri import ContainerRuntimeService, ContainerStart
+from netlab.node.cri import ContainerRuntimeService
 from netlab.node.images import ImageError
 from netlab.node.metrics import ContainerCgroup, MetricsSampler
 from netlab.node.parts import Parts
+from netlab.node.podworkers import PodRuntime, PodWorkers, processes_of
 from netlab.nodeinfo import host_allocatable
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
@@ -74,7 +73,6 @@ from netlab.realize.checkpoint import Checkpoints, pod_key
 from netlab.realize.etcdkeeper import MemberKeeper
 from netlab.realize.fabric import Fabric
 from netlab.realize.processes import PidRecord, stop_processes
-from netlab.realize.runtime import ContainerRequest, RuntimeProcess
 from netlab.services import Candidate, Services, selects
 from netlab.spec.load import ManifestSet, load_lab, parse_manifests
 from netlab.spec.mesh import MeshContext
@@ -93,30 +91,7 @@ from netlab.system import (
     with_system_workloads,
 )
 
-BACKOFF_START = 0.5  # seconds before the first restart; doubles up to BACKOFF_MAX
-BACKOFF_MAX = 30.0
 METRICS_INTERVAL = 2.0  # seconds between two readings of the containers' cgroups
-
-
-@dataclass
-class PodRuntime:
-    plan: PodPlan
-    status: objects.PodStatus
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-    pause: RuntimeProcess | None = None  # the sandbox's PID 1 (shareProcessNamespace)
-    deleted: bool = False
-    meta: objects.PodMeta | None = None  # labels and annotations changed since it was made
-
-    @property
-    def labels(self) -> Mapping[str, str]:
-        """The pod's labels now (a client may relabel a running pod)."""
-        return self.meta.labels if self.meta is not None else self.plan.labels
-
-    @property
-    def owned(self) -> bool:
-        """Still its Deployment's or Job's: a relabeled pod its owner no longer selects
-        is released (orphaned), as the ReplicaSet controller releases it."""
-        return bool(self.plan.owner) and (self.meta is None or not self.meta.released)
 
 
 class Lab(WorkloadRuntime, NodeRuntime, Adoption):
@@ -156,6 +131,17 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.api: ApiServer | None = None
         self.prober: Prober | None = None
         self.events = EventRecorder(self.store)  # kubelet's and the scheduler's events
+        # kubelet's pod workers: containers started, restarted with back-off, stopped
+        self.workers = PodWorkers(
+            self.cri,
+            self.events,
+            self.lock,
+            self.log_path,
+            self._publish_pod,
+            self._not_running,
+            lambda: not self.stopping,
+            self.fork_sidecars,
+        )
         self.services = Services(
             self.store,
             self.spec.service_network,
@@ -271,7 +257,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self._stop_supervising()
         with self.lock:
             runtimes = list(self.pods.values())
-            procs = [p for rt in runtimes for p in (*rt.procs.values(), rt.pause) if p]
+            procs = [p for rt in runtimes for p in processes_of(rt)]
             for rt in runtimes:
                 rt.deleted = True
         stop_processes(procs, grace=0.5)
@@ -366,60 +352,30 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             self.pods[pod.key].status.network_ready = True
 
     def _start_pods(self, plans: Sequence[PodPlan]) -> None:
-        """Intercept the meshed pods' traffic (all at once), then start every container.
-        The zygote forks the sidecars meanwhile: their requests go out first."""
+        """Start every container of the pods; the meshed pods' traffic is intercepted
+        (all at once) before any app runs, so none of it slips past the sidecar."""
         meshed = [p for p in plans if is_meshed(p.template)]
         runtimes = [self.pods[p.key] for p in plans]
-        wanted = [(rt, i) for rt in runtimes for i in range(len(rt.plan.template.containers))]
-        forked = [(rt, i) for rt, i in wanted if self._forked(rt, i)]
-        execed = [(rt, i) for rt, i in wanted if not self._forked(rt, i)]
-        forks: dict[str, object] = {}
 
-        def fork() -> None:
-            try:
-                forks["procs"] = self.runtime.start([self._request(rt, i) for rt, i in forked])
-            except BaseException as exc:  # raised below, in the lab's thread
-                forks["error"] = exc
+        def intercept() -> None:
+            if meshed:
+                scripts = {
+                    str(netns.netns_path(p.netns)): interception_script(p.gateway) for p in meshed
+                }
+                nftables.apply_each(scripts)
 
-        forking = threading.Thread(target=fork, name="fork-sidecars") if forked else None
-        if forking is not None:
-            forking.start()
-        try:
-            self._start_pauses([rt for rt in runtimes if rt.plan.template.share_process_namespace])
-            if meshed:  # before any app runs: none of its traffic slips past the sidecar
-                nftables.apply_each(
-                    {str(netns.netns_path(p.netns)): interception_script(p.gateway) for p in meshed}
-                )
-            requests, held = [], []
-            for rt, i in list(execed):
-                try:
-                    requests.append(self._request(rt, i))
-                except ContainerConfigError as exc:  # kubelet would not create it (yet)
-                    execed.remove((rt, i))
-                    held.append((rt, i, exc))
-            procs = self.runtime.start(requests)
-        except BaseException:
-            if forking is not None:  # all or nothing: no sidecar left without its pod
-                forking.join()
-                stop_processes(forks.get("procs", ()), grace=0.0)
-            raise
-        if forking is not None:
-            forking.join()
-        if "error" in forks:
-            stop_processes(procs, grace=0.0)
-            raise forks["error"]
-        started = zip(execed + forked, procs + forks.get("procs", []), strict=True)
-        for (rt, index), proc in started:
-            self._attach(rt, index, proc)
-        for rt, index, exc in held:
-            self._hold(rt, index, exc)
+        self.workers.start(runtimes, before_apps=intercept)
         for rt in runtimes:
             self._probe(rt)
             self._publish_pod(rt)
-            plan = rt.plan
-            for container in plan.template.containers:
-                if container.name in rt.procs:
-                    self._container_events(plan, container.name, container.image)
+
+    def _not_running(self, rt: PodRuntime) -> None:
+        """A container of the pod ended: out of the endpoints, probed afresh once it runs."""
+        if self.prober is not None:
+            self.prober.reset(rt.plan.key)
+        rt.status.probes_ready = False
+        self._publish_pod(rt)
+        self._sync_services()
 
     # -- readiness and services ------------------------------------------
 
@@ -667,148 +623,8 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         if self.on_shutdown is not None:
             self.on_shutdown()
 
-    def _forked(self, rt: PodRuntime, index: int) -> bool:
-        return self.fork_sidecars and rt.plan.template.containers[index].name == SIDECAR_CONTAINER
-
-    def _request(self, rt: PodRuntime, index: int) -> ContainerRequest:
-        """What the runtime needs to start container `index` of the pod (its image
-        resolved, its bundle written); ContainerConfigError if it cannot be made yet."""
-        state = rt.status.containers[index]
-        start = ContainerStart(
-            rt.plan,
-            index,
-            self.log_path(rt.plan, rt.plan.template.containers[index].name),
-            fork=self._forked(rt, index),
-            pause_pid=rt.pause.pid if rt.pause else None,
-            backing_off=state.reason in PULL_FAILURES,
-        )
-        prepared = self.cri.prepare(start)
-        if not start.fork:
-            state.image_id = prepared.image_id
-        return prepared.request
-
-    def _start_pauses(self, runtimes: Sequence[PodRuntime]) -> None:
-        """The PID 1 of the pods that share a PID namespace (shareProcessNamespace)."""
-        plans = [rt.plan for rt in runtimes]
-        logs = [self.log_path(p, PAUSE_NAME) for p in plans]
-        for rt, proc in zip(runtimes, self.cri.start_pauses(plans, logs), strict=True):
-            rt.pause = proc
-
-    def _start_container(self, rt: PodRuntime, index: int) -> None:
-        try:
-            request = self._request(rt, index)
-        except ContainerConfigError as exc:
-            self._hold(rt, index, exc)
-            return
-        (proc,) = self.runtime.start([request])
-        self._attach(rt, index, proc)
-        container = rt.plan.template.containers[index]
-        self._container_events(rt.plan, container.name, container.image)
-
-    def _hold(self, rt: PodRuntime, index: int, exc: ContainerConfigError) -> None:
-        """The container cannot be created yet (its image, its configuration): it waits
-        with kubelet's reason, and is tried again after a back-off."""
-        state = rt.status.containers[index]
-        state.state, state.reason, state.message = "waiting", exc.reason, str(exc)
-        state.holds += 1
-        self.events.pod(rt.plan.namespace, rt.plan.name, "Failed", f"Error: {exc}", type_="Warning")
-        delay = min(BACKOFF_MAX, BACKOFF_START * 2**state.holds)
-        timer = threading.Timer(delay, self._retry_container, (rt, index))
-        timer.daemon = True
-        timer.start()
-        self._publish_pod(rt)
-
-    def _retry_container(self, rt: PodRuntime, index: int) -> None:
-        with self.lock:
-            if rt.deleted or self.stopping or rt.status.containers[index].state != "waiting":
-                return
-            self._start_container(rt, index)
-            self._publish_pod(rt)
-
-    def _container_events(self, plan: PodPlan, name: str, image: str | None) -> None:
-        """kubelet's events for a container it has started."""
-        shown = image or "host"
-        for reason, message in (
-            ("Pulled", f'Container image "{shown}" already present on machine'),
-            ("Created", f"Created container {name}"),
-            ("Started", f"Started container {name}"),
-        ):
-            self.events.pod(plan.namespace, plan.name, reason, message)
-
-    def _attach(self, rt: PodRuntime, index: int, proc: RuntimeProcess, fresh: bool = True) -> None:
-        """The container runs as `proc`: on the lab's record, in the pod's status, watched.
-        `fresh`: it has just started (else it was running when the supervisor came)."""
-        container = rt.plan.template.containers[index]
-        if fresh:
-            self.pid_record.add(
-                proc.pid, "container", f"{rt.plan.namespace}/{rt.plan.name}/{container.name}"
-            )
-        state = rt.status.containers[index]
-        state.state, state.pid, state.finished_at = "running", proc.pid, None
-        state.image, state.message = container.image or "", None
-        state.container_id = self.cri.container_id(rt.plan, container.name, self._forked(rt, index))
-        if fresh or state.started_at is None:
-            state.started_at = objects.now()
-        rt.procs[container.name] = proc
-        self.runtime.on_exit(proc, lambda p, rt=rt, i=index: self._container_exited(rt, i, p))
-
-    def _container_exited(self, rt: PodRuntime, index: int, proc: RuntimeProcess) -> None:
-        self._ended(rt, index, proc.returncode, proc.oom_killed)
-
-    def _ended(self, rt: PodRuntime, index: int, code: int | None, oom: bool = False) -> None:
-        """Container `index` of the pod ended with `code`: restart it as its policy says."""
-        with self.lock:
-            if rt.deleted or self.stopping:
-                return
-            state = rt.status.containers[index]
-            state.end(code, objects.now(), oom)
-            if oom:
-                name = rt.plan.template.containers[index].name
-                self.events.pod(
-                    rt.plan.namespace, rt.plan.name, "OOMKilled",
-                    f"Container {name} was killed: it used more memory than its limit",
-                    type_="Warning",
-                )  # fmt: skip
-            policy = rt.plan.template.restart_policy
-            restart = policy == "Always" or (policy == "OnFailure" and code != 0)
-            if restart:  # the run that ended is its lastState now
-                state.last = state.terminated()
-                state.state, state.reason = "waiting", "CrashLoopBackOff"
-                self.events.pod(
-                    rt.plan.namespace, rt.plan.name, "BackOff",
-                    f"Back-off restarting failed container {rt.plan.template.containers[index].name} "
-                    f"in pod {rt.plan.name}", type_="Warning",
-                )  # fmt: skip
-                delay = min(BACKOFF_MAX, BACKOFF_START * 2**state.restarts)
-                timer = threading.Timer(delay, self._restart_container, (rt, index))
-                timer.daemon = True
-                timer.start()
-            # not running: out of the endpoints now, and probed afresh once restarted
-            if self.prober is not None:
-                self.prober.reset(rt.plan.key)
-            rt.status.probes_ready = False
-            self._publish_pod(rt)
-            self._sync_services()
-
-    def _restart_container(self, rt: PodRuntime, index: int) -> None:
-        with self.lock:
-            if rt.deleted or self.stopping:
-                return
-            rt.status.containers[index].restarts += 1
-            self._start_container(rt, index)
-            self._publish_pod(rt)
-
     def _container_cgroups(self) -> list[ContainerCgroup]:
-        """The running containers' cgroups (the forked sidecars have none of their own)."""
-        running = [
-            (rt.plan, container.name)
-            for rt in list(self.pods.values())
-            for index, container in enumerate(rt.plan.template.containers)
-            if not self._forked(rt, index)
-            and (proc := rt.procs.get(container.name)) is not None
-            and proc.returncode is None
-        ]
-        return self.cri.container_cgroups(running)
+        return self.workers.cgroups(list(self.pods.values()))
 
     def log_path(self, pod: PodPlan, container: str) -> Path:
         return self.run_dir / "logs" / bounded(f"{pod.namespace}_{pod.name}") / f"{container}.log"
@@ -872,14 +688,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self._sync_services()
 
     def _teardown(self, rt: PodRuntime, grace: float) -> None:
-        for name in rt.procs:
-            self.events.pod(
-                rt.plan.namespace, rt.plan.name, "Killing", f"Stopping container {name}"
-            )
-        procs = [*rt.procs.values(), *([rt.pause] if rt.pause else [])]
-        for proc in procs:
-            self.runtime.forget(proc)
-        stop_processes(procs, grace=grace)
+        self.workers.stop(rt, grace)
         node = self.nodes.get(rt.plan.node)
         if node is not None and self.fabric.exists(node.name):
             with netlink.iproute(self.fabric.host_path(node.name)) as ipr:
@@ -919,21 +728,12 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         rt = self.pods.get((namespace, pod))
         if rt is None:
             raise NotFound(f"no pod {namespace}/{pod}; `netlab get pods` lists them")
-        names = [c.name for c in rt.plan.template.containers]
-        if container is None:
-            container = next((n for n in names if n != SIDECAR_CONTAINER), names[0])
-        elif container not in names:
-            raise NotFound(f"container {container} is not valid for pod {pod}")
-        proc = rt.procs.get(container)
-        pid = proc.pid if proc is not None and proc.poll() is None else None
-        if pid is None:
-            raise ApiError(
-                400,
-                f"container {container} in pod {pod} is not running; "
-                f"`netlab logs {pod} -c {container}` shows why",
-                "BadRequest",
-            )
-        return self.cri.entry(pid)
+        try:
+            return self.workers.entry(rt, container)
+        except LookupError as exc:
+            raise NotFound(str(exc)) from exc
+        except ProcessLookupError as exc:
+            raise ApiError(400, str(exc), "BadRequest") from exc
 
     def node_exec(self, node: str, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
         """Run a command in a node's namespace and wait for it."""

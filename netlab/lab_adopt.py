@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from netlab import objects
 from netlab.errors import NetlabError
 from netlab.etcdstore import EtcdClient, EtcdStore, endpoints_of
 from netlab.journal import Journal
+from netlab.node.podworkers import PodRuntime
 from netlab.plan import NodePlan, PodPlan
 from netlab.plan.scheduler import name_rng
 from netlab.realize import cleanup, etcd, netlink, netns, pods, preflight
@@ -30,9 +30,6 @@ from netlab.realize.checkpoint import pod_key
 from netlab.realize.processes import PidRecord, alive_as_recorded
 from netlab.spec.load import parse_manifests
 from netlab.store import Store
-
-if TYPE_CHECKING:
-    from netlab.lab import PodRuntime
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +183,6 @@ class Adoption:
             if obj is None or not netns.netns_path(plan.netns).exists():
                 self._remove_sandbox(plan, running_by_id)  # half made, or gone from the store
                 continue
-            from netlab.lab import PodRuntime
-
             rt = PodRuntime(plan, objects.pod_status_of(obj, plan.template))
             rt.meta = objects.pod_meta_of(obj, plan)
             rt.status.network_ready = True
@@ -212,13 +207,15 @@ class Adoption:
             found = running.get(ident)
             if found is not None and alive_as_recorded(found["pid"], found["started"]):
                 proc = self.runtime.adopt(ident, found["pid"], found["started"])
-                self._attach(rt, index, proc, fresh=False)
+                self.workers.attach(rt, index, proc, fresh=False)
                 continue
             state = rt.status.containers[index]
             if ident in exited:
-                self._ended(rt, index, exited[ident]["code"], bool(exited[ident].get("oom")))
+                self.workers.ended(rt, index, exited[ident]["code"], bool(exited[ident].get("oom")))
             elif state.state != "terminated":  # gone without a word: as if it crashed
-                self._ended(rt, index, state.exit_code if state.exit_code is not None else -1)
+                self.workers.ended(
+                    rt, index, state.exit_code if state.exit_code is not None else -1
+                )
 
     def _remove_sandbox(self, plan: PodPlan, running: dict) -> None:
         from netlab.realize.processes import stop_processes

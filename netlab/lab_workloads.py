@@ -8,11 +8,11 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from netlab import objects
 from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
 from netlab.meshview import pod_get
+from netlab.node.podworkers import PodRuntime
 from netlab.plan import PodPlacer
 from netlab.plan.build import deployment_hash
 from netlab.plan.interception import ADMIN_PORT
@@ -21,9 +21,6 @@ from netlab.spec.autoscale import settings_of
 from netlab.spec.load import parse_manifests
 from netlab.spec.model import DeploymentSpec
 from netlab.system import ACTIVATOR_NAME, ACTIVATOR_NAMESPACE, is_meshed, scales_to_zero
-
-if TYPE_CHECKING:
-    from netlab.lab import PodRuntime
 
 DRAIN_SECONDS = 0.2  # a pod a controller stops has left the endpoints this long before
 
