@@ -238,7 +238,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.services.set(self.spec.services)
         for policy in self.spec.policies:  # before the sidecars start: their first table has them
             self.store.apply(policy.manifest)
-        self._create_pods(self.plan.pods)
+        self._create_pods(self.plan.pods, announce=False)
         self._wait_ready(self.plan.pods, timeout)
         self._start_pods(self.plan.pods)
         self._sync_services()
@@ -298,7 +298,10 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
 
     # -- pods -------------------------------------------------------------
 
-    def _create_pods(self, plans: Sequence[PodPlan]) -> None:
+    def _create_pods(self, plans: Sequence[PodPlan], announce: bool = True) -> None:
+        """Make the pods' network and sandboxes. `announce`: publish them now, as
+        ContainerCreating (a lab being built publishes its pods once they run: its
+        hundreds of intermediate states would only slow the build)."""
         by_node: dict[str, list[PodPlan]] = {}
         for pod in plans:
             by_node.setdefault(pod.node, []).append(pod)
@@ -321,7 +324,8 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             )
             self.cri.run_sandboxes(node_pods)
             for pod in node_pods:  # scheduled, its sandbox made: ContainerCreating
-                self._publish_pod(self.pods[pod.key])
+                if announce:
+                    self._publish_pod(self.pods[pod.key])
                 self.events.pod(
                     pod.namespace, pod.name, "Scheduled",
                     f"Successfully assigned {pod.namespace}/{pod.name} to {pod.node}",

@@ -268,6 +268,13 @@ def test_kubectl_top_style_metrics_from_the_containers_cgroups(clab):
     (a,) = [m for m in clab.metrics.pod_metrics() if m["metadata"]["name"] == "a"]
     assert a["containers"][0]["name"] == "a"
     assert a["containers"][0]["usage"]["memory"].endswith("Ki")
+    from tests.root.test_kubectl import kubectl
+
+    rows = kubectl(clab, "top", "pod", "a", "--containers").stdout.splitlines()
+    assert rows[0].split() == ["POD", "NAME", "CPU(cores)", "MEMORY(bytes)"], rows
+    assert rows[1].split()[:2] == ["a", "a"]
+    nodes = kubectl(clab, "top", "nodes").stdout.splitlines()
+    assert {line.split()[0] for line in nodes[1:]} == set(clab.nodes)
 
 
 SHARED = """
