@@ -15,7 +15,9 @@ One run, interleaved rounds, medians:
       --network none` of the same busybox image (Debian's podman, with runc); and a
       bare Pod created through the running busybox lab's API until its container runs;
   (c) memory of an idle busybox pod of the 128-pod lab: PSS of its container's
-      processes, what netlab keeps per pod, and the lab's runtime daemon per pod.
+      processes, what netlab keeps per pod, and the lab's runtime daemon per pod
+      (a pod's sandbox is a thread of it; what a thread costs, the kernel's part
+      too, is measured in the worker).
 
     python bench/containers.py            # 5 rounds, about 3 min
     python bench/containers.py --quick    # 2 rounds, about 1 min
@@ -54,14 +56,12 @@ from netlab.node.cgroups import (
     CgroupLayout,
     cgroups_path,
     container_dirs,
-    lab_dirs,
-    remove_lab,
     usage,
 )
 from netlab.node.containers import Bundles, container_pid, image_command
 from netlab.node.images import ImageStore
-from netlab.node.runc import RUN_TIMEOUT, OciRuntimeError, Runc, become_subreaper, last_error
-from netlab.node.sandbox import Sandboxes, SandboxRequest
+from netlab.node.runc import Runc, become_subreaper
+from netlab.node.sandbox import Holders, SandboxPaths, SandboxRequest, paths_of
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan.model import PodPlan
 from netlab.plan.names import lab_prefix, pod_netns
@@ -308,11 +308,11 @@ def lab_memory(name: str) -> dict[str, float]:
         app_rss.append(rss(mine))
         ident = cid.partition("://")[2]
         pod_netns_name = pod_netns(lab_prefix(name), "default", pod["metadata"]["name"])
-        # what netlab keeps on the host for this pod's sandbox and container
+        # what netlab keeps on the host for this pod's container and /etc files (its
+        # sandbox is a thread of the runtime daemon: in the daemon's PSS)
         files.append(
             tree_bytes(run_dir / "containers" / ident)
             + tree_bytes(run_dir / "runc" / ident)
-            + tree_bytes(run_dir / "sandboxes" / pod_netns_name)
             + tree_bytes(pods.etc_dir(pod_netns_name))
         )
         if runtimed:
@@ -342,6 +342,7 @@ def lab_memory(name: str) -> dict[str, float]:
         "files": median(files),
         "charged": median(charged),
         "runtimed": pss([runtimed[0]]),
+        "runtimed_threads": len(os.listdir(f"/proc/{runtimed[0]}/task")),
         "runtime_others": pss(others),
         "dns": pss(sorted(system)),
         "supervisor": pss([supervisor]) if supervisor else float("nan"),
@@ -430,45 +431,33 @@ class TimedRunc(Runc):
             self.last_run = time.perf_counter() - t0
 
 
-class BlockingRunc(TimedRunc):
-    """Runc.run's command (the same argv), waited for by a blocking waitpid, with a
-    timer that kills runc after RUN_TIMEOUT, instead of Runc.run's subprocess.run(...,
-    timeout=RUN_TIMEOUT): Python waits for a child with a timeout by polling, after 1,
-    3, 7, 15, 31, 63, 113, ... ms. This is runc's own time, and what netlab's start
-    would take without that poll."""
+class HeldSandboxes:
+    """Pod sandboxes held by threads of this process (netlab.node.sandbox.Holders, as
+    the runtime daemon holds the lab's), found by Bundles through `paths`."""
 
-    def run(self, container_id: str, bundle: Path, output_fd: int) -> int:
-        self.state_root.mkdir(parents=True, exist_ok=True)
-        self.forget(container_id)
-        pid_file, log_file = bundle / "pid", bundle / "runtime.log"
-        with contextlib.suppress(FileNotFoundError):
-            pid_file.unlink()
-        argv = [
-            *self._base(),
-            "--log",
-            str(log_file),
-            "run",
-            "--detach",
-            "--pid-file",
-            str(pid_file),
-            "--bundle",
-            str(bundle),
-            container_id,
-        ]
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=output_fd, stderr=output_fd, close_fds=True
-        )
-        watchdog = threading.Timer(RUN_TIMEOUT, proc.kill)
-        watchdog.start()
-        try:
-            code = proc.wait()
-        finally:
-            watchdog.cancel()
-            self.last_run = time.perf_counter() - t0
-        if code != 0:
-            raise OciRuntimeError(f"{self.binary} run: {last_error(log_file)}")
-        return int(pid_file.read_text().strip())
+    def __init__(self) -> None:
+        self.holders = Holders()
+        self.tids: dict[str, int] = {}
+
+    def create(self, names: list[str]) -> None:
+        for answer in self.holders.create([SandboxRequest(n, "pod").message() for n in names]):
+            if "error" in answer:
+                raise RuntimeError(f"sandbox {answer['name']}: {answer['error']}")
+            self.tids[answer["name"]] = answer["tid"]
+
+    def remove(self, names: list[str]) -> None:
+        self.holders.remove(names)
+        for name in names:
+            self.tids.pop(name, None)
+
+    def paths(self, name: str) -> SandboxPaths:
+        return paths_of(os.getpid(), self.tids[name])
+
+
+def kernel_bytes() -> int:
+    """The kernel's stacks and slab (/proc/meminfo, system-wide), bytes."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return sum(int(fields[key].split()[0]) * 1024 for key in ("KernelStack", "Slab"))
 
 
 class DirectContainers:
@@ -482,14 +471,13 @@ class DirectContainers:
         self.prefix = lab_prefix(DIRECT_LAB)
         self.netns = pod_netns(self.prefix, "default", "pod")
         self.store = ImageStore()
-        self.sandboxes = Sandboxes(run_dir / "sandboxes")
+        self.sandboxes = HeldSandboxes()
         self.bundles = Bundles(run_dir, self.prefix, self.sandboxes)
         self.runc = TimedRunc(run_dir / "runc")
-        self.blocking = BlockingRunc(run_dir / "runc")
         self.running: list[shim.DetachedContainer] = []
         self.count = 0
         netns.create(self.netns)
-        self.sandboxes.create([SandboxRequest(self.netns, "pod")])
+        self.sandboxes.create([self.netns])
         pods.write_etc(self.plan(()))
 
     def plan(self, containers: tuple[ContainerSpec, ...]) -> PodPlan:
@@ -525,44 +513,54 @@ class DirectContainers:
         )
         return prepared, t1 - t0, time.perf_counter() - t1
 
-    def run(self, prepared, runc: TimedRunc | None = None) -> float:
-        """shim.start of a prepared bundle (with netlab's Runc, or `runc`); seconds."""
+    def run(self, prepared) -> float:
+        """shim.start of a prepared bundle; seconds."""
         log = self.run_dir / "logs" / f"{prepared.runc_id}.log"
         t0 = time.perf_counter()
-        proc = shim.start(runc or self.runc, prepared.runc_id, prepared.bundle, prepared.lower, log)
+        proc = shim.start(self.runc, prepared.runc_id, prepared.bundle, prepared.lower, log)
         seconds = time.perf_counter() - t0
         self.running.append(proc)
         return seconds
 
-    def start(self, blocking: bool = False) -> dict:
-        runc = self.blocking if blocking else self.runc
+    def start(self) -> dict:
         cpu0 = children_cpu()
         t0 = time.perf_counter()
         prepared, resolve, write = self.prepare()
-        run = self.run(prepared, runc)
+        run = self.run(prepared)
         total = time.perf_counter() - t0
         return {
             "total": total,
             "resolve": resolve,
             "write": write,
             "shim": run,
-            "runc": runc.last_run,
+            "runc": self.runc.last_run,
             "cpu": children_cpu() - cpu0 + on_cpu(self.running[-1].pid),
         }
 
-    def parallel(self, count: int, workers: int, blocking: bool = False) -> dict:
+    def parallel(self, count: int, workers: int) -> dict:
         """`count` prepared bundles started `workers` at a time, as the runtime daemon
         does (its PARALLEL_STARTS): wall seconds for all, CPU seconds for all."""
-        runc = self.blocking if blocking else self.runc
         prepared = [self.prepare()[0] for _ in range(count)]
         first = len(self.running)
         cpu0 = children_cpu()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda p: self.run(p, runc), prepared))
+            list(pool.map(self.run, prepared))
         wall = time.perf_counter() - t0
         cpu = children_cpu() - cpu0 + sum(on_cpu(p.pid) for p in self.running[first:])
         return {"wall": wall, "cpu": cpu, "count": count}
+
+    def sandbox_cost(self, count: int) -> dict:
+        """Bytes per sandbox that `count` more sandboxes cost: this process's PSS (a
+        thread's stack and state), and the kernel's (its stack, task and namespaces),
+        which no PSS shows. Asked first: later threads would reuse cached stacks."""
+        names = [f"cost-{i}" for i in range(count)]
+        pss0, kernel0 = pss([os.getpid()]), kernel_bytes()
+        self.sandboxes.create(names)
+        time.sleep(0.2)  # every thread has sethostname'd and waits
+        pss1, kernel1 = pss([os.getpid()]), kernel_bytes()
+        self.sandboxes.remove(names)
+        return {"pss": (pss1 - pss0) / count, "kernel": (kernel1 - kernel0) / count}
 
     def stop(self) -> dict:
         """End every container we started (SIGKILL by PID, reaped: we are their
@@ -582,26 +580,10 @@ class DirectContainers:
 
 
 def direct_cleanup(run_dir: Path) -> None:
-    """Remove everything of the worker's (idempotent; also from the parent, if the worker
-    died): its containers (`runc delete --force` kills what runs), mounts, files, netns,
-    /etc/netns files and cgroups."""
-    prefix = lab_prefix(DIRECT_LAB)
-    name = pod_netns(prefix, "default", "pod")
-    runc = Runc(run_dir / "runc")
-    for state in sorted((run_dir / "runc").glob("*/state.json")):
-        with contextlib.suppress(Exception):
-            runc.delete(state.parent.name)
-    mounts.unmount_under(run_dir)
-    mounts.remove_tree(run_dir)
-    netns.remove(name)
-    pods.remove_etc(name)
-    with contextlib.suppress(CgroupError, OSError):
-        layout = CgroupLayout.detect()
-        deadline = time.monotonic() + 3
-        remove_lab(layout, prefix)
-        while lab_dirs(layout, prefix) and time.monotonic() < deadline:
-            time.sleep(0.05)  # the last processes are still leaving their cgroups
-            remove_lab(layout, prefix)
+    """Remove everything of the worker's, as `netlab clean` removes a lab's (idempotent;
+    also from the parent, if the worker died): the processes in its netns (its
+    containers), mounts, files, netns, /etc/netns files and cgroups."""
+    cleanup.clean_lab(DIRECT_LAB, run_dir.parent)
 
 
 def exit_on_sigterm() -> None:
@@ -618,6 +600,7 @@ def serve_direct(run_dir: Path) -> int:
     """The worker: JSON requests on stdin, one JSON answer per line on stdout."""
     exit_on_sigterm()
     become_subreaper()
+    threading.stack_size(512 * 1024)  # as the runtime daemon's: a thread per sandbox
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing else may write to the answer channel
     direct = None
@@ -630,11 +613,11 @@ def serve_direct(run_dir: Path) -> int:
             op = request["op"]
             try:
                 if op == "start":
-                    answer = direct.start(request.get("blocking", False))
+                    answer = direct.start()
                 elif op == "parallel":
-                    answer = direct.parallel(
-                        request["count"], request["workers"], request.get("blocking", False)
-                    )
+                    answer = direct.parallel(request["count"], request["workers"])
+                elif op == "sandbox_cost":
+                    answer = direct.sandbox_cost(request["count"])
                 elif op == "stop":
                     answer = direct.stop()
                 else:
@@ -656,7 +639,8 @@ class DirectWorker:
     """The parent's side of the worker process (started and ended by its PID)."""
 
     def __init__(self) -> None:
-        self.run_dir = Path(tempfile.mkdtemp(prefix="nl-benchct-", dir="/run"))
+        self.run_dir = Path(tempfile.mkdtemp(prefix="nl-benchct-", dir="/run")) / DIRECT_LAB
+        self.run_dir.mkdir()
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--serve-direct", str(self.run_dir)],
             stdin=subprocess.PIPE,
@@ -693,6 +677,8 @@ class DirectWorker:
                 self.proc.stdin.close()
         common.end_process(self.proc, wait=20)
         direct_cleanup(self.run_dir)  # nothing left if the worker did its part
+        with contextlib.suppress(OSError):
+            self.run_dir.parent.rmdir()
 
 
 # ---------------------------------------------------------------- (b) podman
@@ -795,14 +781,13 @@ class Results:
         self.down: dict[str, list[float]] = {k: [] for k in ("busybox", "host", "mininet")}
         keys = ("total", "resolve", "write", "shim", "runc", "cpu")
         self.direct: dict[str, list[float]] = {k: [] for k in keys}  # netlab's path
-        self.blocking: dict[str, list[float]] = {k: [] for k in keys}  # runc waited for
         self.parallel: list[float] = []  # seconds per container, PARALLEL_STARTS at a time
         self.parallel_cpu: list[float] = []  # CPU seconds per container, the same
-        self.parallel_blocking: list[float] = []  # seconds per container, runc waited for
         self.podman: list[float] = []
         self.pairs: list[tuple[float, float]] = []  # (podman, netlab) back to back
         self.api: list[float] = []
         self.memory: list[dict[str, float]] = []
+        self.sandbox_cost: dict[str, float] = {}  # bytes per sandbox: "pss", "kernel"
         self.podman_memory: list[tuple[int, int]] = []
         self.failures: list[str] = []
 
@@ -834,9 +819,8 @@ def lab_round(kind: str, files: dict[str, Path], res: Results, first: bool, api_
 
 
 def start_round(worker: DirectWorker, podman: Podman, res: Results, starts: int) -> None:
-    """`starts` single starts each of netlab's path, the same with runc waited for
-    without polling, and podman, alternating; then all are removed. Then PARALLEL_STARTS
-    at a time, both ways."""
+    """`starts` single starts each of netlab's path and podman, alternating; then all
+    are removed. Then netlab's path PARALLEL_STARTS at a time."""
     try:
         for i in range(starts):
             d = worker.ask(op="start")
@@ -847,24 +831,15 @@ def start_round(worker: DirectWorker, podman: Podman, res: Results, starts: int)
             res.pairs.append((p, d["total"]))
             if i < 2:
                 res.podman_memory.append(podman.memory(podman.started[-1]))
-            b = worker.ask(op="start", blocking=True)
-            for key in res.blocking:
-                res.blocking[key].append(b[key])
     finally:
         podman.remove_all()
         worker.ask(op="stop")
-    for blocking in (False, True):
-        try:
-            par = worker.ask(
-                op="parallel", count=4 * starts, workers=PARALLEL_STARTS, blocking=blocking
-            )
-            if blocking:
-                res.parallel_blocking.append(par["wall"] / par["count"])
-            else:
-                res.parallel.append(par["wall"] / par["count"])
-                res.parallel_cpu.append(par["cpu"] / par["count"])
-        finally:
-            worker.ask(op="stop")
+    try:
+        par = worker.ask(op="parallel", count=4 * starts, workers=PARALLEL_STARTS)
+        res.parallel.append(par["wall"] / par["count"])
+        res.parallel_cpu.append(par["cpu"] / par["count"])
+    finally:
+        worker.ask(op="stop")
 
 
 def measure(args, files: dict[str, Path], deadline: common.Deadline) -> Results:
@@ -872,6 +847,8 @@ def measure(args, files: dict[str, Path], deadline: common.Deadline) -> Results:
     worker = DirectWorker()
     podman = Podman()
     try:
+        # first, while no thread of the worker has ended (their stacks would be reused)
+        res.sandbox_cost = worker.ask(op="sandbox_cost", count=PODS)
         # warm-up (not recorded): imports, page cache, first runc and podman starts
         say("  warm-up: an 8-pod busybox lab, 2 container starts each way")
         netlab("up", "-d", str(files["warmup"]), timeout=UP_TIMEOUT)
@@ -958,10 +935,11 @@ def report_labs(res: Results) -> list[str]:
     out = [f"(a) {PODS} pods (4 racks x 4 nodes x 8), {host_count(PODS)} hosts, as a command"]
     out.append(table(headers, rows))
     out.append(f"busybox / host image, up: {fmt(paired_ratio(up['busybox'], up['host']))}")
-    runc_wall, runc_cpu = median(res.blocking["runc"]), median(res.blocking["cpu"])
+    runc_wall, runc_cpu = median(res.direct["runc"]), median(res.direct["cpu"])
     floor = PODS * runc_wall / cores
     out.append(
-        f"floor: {PODS} containers x {fmt(runc_wall * 1e3, 1)} ms (median single `runc run -d`)"
+        f"floor: {PODS} containers x {fmt(runc_wall * 1e3, 1)} ms (median Runc.run, one"
+        f" `runc run -d`)"
         f" / {cores} cores = {fmt(floor)} s; by CPU ({fmt(runc_cpu * 1e3, 1)} ms of CPU"
         f" each, runc and its init): {fmt(PODS * runc_cpu / cores)} s"
     )
@@ -987,23 +965,14 @@ def report_starts(res: Results) -> list[str]:
         count = str(len(values)) if spread else ""
         return [label, count, ms(values), spread_ms(values) if spread else "", podman, ""]
 
-    blocking = res.blocking
-    ratio_blocking = paired_ratio(res.podman, blocking["total"])
     rows = [
         row("netlab: container start, all of it", direct["total"], podman=fmt(ratio, 1)),
         row("  image resolved (ImageStore.resolve)", direct["resolve"], False),
         row("  bundle written (Bundles.prepare)", direct["write"], False),
         row("  shim.start: overlay, runc run -d, detach", direct["shim"], False),
-        row("    of which Runc.run (subprocess.run: polls)", direct["runc"]),
-        row("runc run -d itself (a blocking wait)", blocking["runc"]),
-        row("  CPU of runc run -d and its init", blocking["cpu"]),
-        row(
-            "netlab's path with that wait, all of it",
-            blocking["total"],
-            podman=fmt(ratio_blocking, 1),
-        ),
+        row("    of which Runc.run (runc run -d)", direct["runc"]),
+        row("  CPU of runc run -d and its init", direct["cpu"]),
         row(f"netlab: shim.start {PARALLEL_STARTS} at a time, per container", res.parallel),
-        row("  the same with a blocking wait", res.parallel_blocking),
         row("  CPU per container", res.parallel_cpu),
         row("netlab: bare Pod via the lab API -> running", res.api, podman=fmt(api_ratio, 1)),
         row("podman run -d --network none (runc)", res.podman, podman="1.0"),
@@ -1028,14 +997,27 @@ def report_memory(res: Results) -> list[str]:
 
     pods_n = per_lab("pods")
     runtimed, others, files = per_lab("runtimed"), per_lab("runtime_others"), per_lab("files")
-    added = (runtimed + others) / pods_n + files
+    thread_pss = res.sandbox_cost.get("pss", float("nan"))
+    thread_kernel = res.sandbox_cost.get("kernel", float("nan"))
+    added = (runtimed + others) / pods_n + files + thread_kernel
     rows = [
         ["the app's processes (sleep): PSS", mb(per_lab("app_pss")), ""],
         ["the app's processes (sleep): RSS", mb(per_lab("app_rss")), ""],
         ["netlab's processes per pod (no shim)", "0.00", ""],
         [f"runtime daemon: PSS {mb(runtimed)} MB / {pods_n:.0f} pods", mb(runtimed / pods_n), ""],
+        [
+            f"  in it, a pod's sandbox thread ({thread_pss / 1024:.0f} KiB; it has"
+            f" {per_lab('runtimed_threads'):.0f} threads)",
+            mb(thread_pss),
+            "",
+        ],
         [f"its other children: PSS {mb(others)} MB / pods", mb(others / pods_n), ""],
-        ["the pod's files: bundle, runc state, sandbox, /etc", mb(files), ""],
+        ["the pod's files: bundle, runc state, /etc", mb(files), ""],
+        [
+            f"the kernel's for a sandbox thread ({thread_kernel / 1024:.0f} KiB; in no PSS)",
+            mb(thread_kernel),
+            "",
+        ],
         [
             "netlab's per pod, besides the app",
             mb(added),
