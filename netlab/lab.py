@@ -240,7 +240,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             self.store.apply(policy.manifest)
         self._create_pods(self.plan.pods, announce=False)
         self._wait_ready(self.plan.pods, timeout)
-        self._start_pods(self.plan.pods)
+        self._start_pods(self.plan.pods, announced=False)
         self._sync_services()
         for runtime in self.deployments.values():
             self._write_deployment(runtime.spec)
@@ -323,14 +323,17 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 zone=self.spec.dns.zone,
             )
             self.cri.run_sandboxes(node_pods)
-            for pod in node_pods:  # scheduled, its sandbox made: ContainerCreating
-                if announce:
+            if announce:
+                for pod in node_pods:  # scheduled, its sandbox made: ContainerCreating
                     self._publish_pod(self.pods[pod.key])
-                self.events.pod(
-                    pod.namespace, pod.name, "Scheduled",
-                    f"Successfully assigned {pod.namespace}/{pod.name} to {pod.node}",
-                    "default-scheduler",
-                )  # fmt: skip
+                    self._scheduled(pod)
+
+    def _scheduled(self, pod: PodPlan) -> None:
+        self.events.pod(
+            pod.namespace, pod.name, "Scheduled",
+            f"Successfully assigned {pod.namespace}/{pod.name} to {pod.node}",
+            "default-scheduler",
+        )  # fmt: skip
 
     def _nameserver(self) -> str | None:
         return str(dns_ip(self.spec.service_network)) if self.spec.dns.enabled else None
@@ -355,7 +358,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         for pod in plans:
             self.pods[pod.key].status.network_ready = True
 
-    def _start_pods(self, plans: Sequence[PodPlan]) -> None:
+    def _start_pods(self, plans: Sequence[PodPlan], announced: bool = True) -> None:
         """Start every container of the pods; the meshed pods' traffic is intercepted
         (all at once) before any app runs, so none of it slips past the sidecar."""
         meshed = [p for p in plans if is_meshed(p.template)]
@@ -368,10 +371,13 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 }
                 nftables.apply_each(scripts)
 
-        self.workers.start(runtimes, before_apps=intercept)
+        started = self.workers.start(runtimes, before_apps=intercept)
         for rt in runtimes:
             self._probe(rt)
             self._publish_pod(rt)
+            if not announced:  # in the store only now: its events from the start
+                self._scheduled(rt.plan)
+        self.workers.started_events(started)  # the pods are in the store: events name them
 
     def _not_running(self, rt: PodRuntime) -> None:
         """A container of the pod ended: out of the endpoints, probed afresh once it runs."""

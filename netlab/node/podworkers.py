@@ -76,10 +76,11 @@ class PodWorkers:
 
     def start(
         self, runtimes: Sequence[PodRuntime], before_apps: Callable[[], None] | None = None
-    ) -> None:
+    ) -> list[tuple[PodRuntime, int]]:
         """Start every container of these pods: all, or none (RealizeError). The zygote
         forks the sidecars meanwhile (their requests go out first); `before_apps` runs
-        before any app does (the mesh's interception)."""
+        before any app does (the mesh's interception). The containers started, for
+        `started_events` once the pods are published."""
         wanted = [(rt, i) for rt in runtimes for i in range(len(rt.plan.template.containers))]
         forked = [(rt, i) for rt, i in wanted if self.forked(rt, i)]
         execed = [(rt, i) for rt, i in wanted if not self.forked(rt, i)]
@@ -122,7 +123,10 @@ class PodWorkers:
             self.attach(rt, index, proc)
         for rt, index, exc in held:
             self._hold(rt, index, exc)
-        for rt, index in sorted(((rt, i) for (rt, i), _ in started), key=_order):
+        return sorted(((rt, i) for (rt, i), _ in started), key=_order)
+
+    def started_events(self, started: Sequence[tuple[PodRuntime, int]]) -> None:
+        for rt, index in started:
             container = rt.plan.template.containers[index]
             self._started_events(rt.plan, container.name, container.image)
 
