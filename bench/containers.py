@@ -49,6 +49,7 @@ from bringup import MININET_NETNS, SIZES, host_count, mininet_once
 from common import fmt, goal, median, paired_ratio, say, table
 
 from netlab.client import LabClient
+from netlab.node import cni as pods
 from netlab.node import mounts, shim
 from netlab.node.bundle import nofile
 from netlab.node.cgroups import (
@@ -65,7 +66,7 @@ from netlab.node.sandbox import Holders, SandboxPaths, SandboxRequest, paths_of
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan.model import PodPlan
 from netlab.plan.names import lab_prefix, pod_netns
-from netlab.realize import cleanup, netns, pods
+from netlab.realize import cleanup, netns
 from netlab.realize.runtimed import PARALLEL_STARTS
 from netlab.spec.model import ContainerSpec, PodTemplate
 

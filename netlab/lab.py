@@ -36,11 +36,13 @@ from netlab.lab_workloads import (
     _same_manifest,
     check_autoscaled,
 )
+from netlab.node import cni
 from netlab.node.cri import ContainerRuntimeService
 from netlab.node.images import ImageError
 from netlab.node.metrics import ContainerCgroup, MetricsSampler
 from netlab.node.parts import Parts
 from netlab.node.podworkers import PodRuntime, PodWorkers, processes_of
+from netlab.node.prober import Prober, Target, checks_for
 from netlab.nodeinfo import host_allocatable
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
@@ -56,7 +58,6 @@ from netlab.plan.interception import interception_script
 from netlab.plan.names import bounded
 from netlab.plan.scheduler import pod_name
 from netlab.plan.services import DNS_SERVICE, dns_ip
-from netlab.readiness import Prober, Target, checks_for
 from netlab.realize import (
     cleanup,
     etcd,
@@ -64,7 +65,6 @@ from netlab.realize import (
     netns,
     nftables,
     overlay,
-    pods,
     preflight,
     ready,
     rtnl_batch,
@@ -314,7 +314,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 )
                 self.pods[pod.key] = PodRuntime(pod, status)
                 self.checkpoints.save("pods", pod_key(*pod.key), pod)
-            pods.create_on_node(
+            cni.create_on_node(
                 str(self.fabric.host_path(node_name)),
                 node_pods,
                 self.nodes[node_name].cni_mac,
@@ -702,9 +702,9 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         node = self.nodes.get(rt.plan.node)
         if node is not None and self.fabric.exists(node.name):
             with netlink.iproute(self.fabric.host_path(node.name)) as ipr:
-                pods.delete(rt.plan, ipr)
+                cni.delete(rt.plan, ipr)
         else:
-            pods.delete(rt.plan, None)
+            cni.delete(rt.plan, None)
         self.cri.remove_sandbox(rt.plan)
         del self.pods[rt.plan.key]
         self.checkpoints.remove("pods", pod_key(*rt.plan.key))

@@ -22,10 +22,11 @@ from netlab import objects
 from netlab.errors import NetlabError
 from netlab.etcdstore import EtcdClient, EtcdStore, endpoints_of
 from netlab.journal import Journal
+from netlab.node import cni
 from netlab.node.podworkers import PodRuntime
 from netlab.plan import NodePlan, PodPlan
 from netlab.plan.scheduler import name_rng
-from netlab.realize import cleanup, etcd, netlink, netns, pods, preflight
+from netlab.realize import cleanup, etcd, netlink, netns, preflight
 from netlab.realize.checkpoint import pod_key
 from netlab.realize.processes import PidRecord, alive_as_recorded
 from netlab.spec.load import parse_manifests
@@ -106,7 +107,7 @@ class Adoption:
 
     def _adopt(self, timeout: float) -> None:
         from netlab.lab_actions import lab_api_server
-        from netlab.readiness import Prober
+        from netlab.node.prober import Prober
         from netlab.realize.fabric import Fabric
 
         nodes: list[NodePlan] = self.checkpoints.load("nodes")
@@ -229,9 +230,9 @@ class Adoption:
         node = self.nodes.get(plan.node)
         if node is not None and self.fabric.exists(node.name):
             with netlink.iproute(self.fabric.host_path(node.name)) as ipr:
-                pods.delete(plan, ipr)
+                cni.delete(plan, ipr)
         else:
-            pods.delete(plan, None)
+            cni.delete(plan, None)
         self.cri.remove_sandbox(plan)
         self.checkpoints.remove("pods", pod_key(*plan.key))
 

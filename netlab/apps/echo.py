@@ -54,7 +54,9 @@ def call_upstream(url: str, headers: dict[str, str], timeout: float = UPSTREAM_T
     result: dict[str, object] = {}
 
     def get() -> None:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+        # the socket's own timeout a little later than the join's: the join decides,
+        # so a silent upstream is always "did not answer within", however loaded the host
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout + 1)
         try:
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             conn.request("GET", path, headers=headers)

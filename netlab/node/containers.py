@@ -23,6 +23,7 @@ import netlab
 from netlab.errors import NetlabError
 from netlab.node import bundle as oci
 from netlab.node.cgroups import CgroupLayout, cgroups_path
+from netlab.node.cni import etc_dir
 from netlab.node.imagepolicy import HOST_IMAGES
 from netlab.node.images import ImageConfig
 from netlab.node.limits import linux_resources
@@ -38,7 +39,6 @@ from netlab.node.security import (
 from netlab.plan import PodPlan
 from netlab.plan.names import bounded
 from netlab.realize.netns import netns_path
-from netlab.realize.pods import etc_dir
 from netlab.realize.processes import alive_as_recorded, container_path
 from netlab.realize.runtime import STATE_DIR
 from netlab.spec.model import ContainerSpec, Resources

@@ -1,5 +1,5 @@
 """Pod sandboxes: the namespaces a pod's containers share, as CRI's RunPodSandbox
-makes them. The network namespace is the pod's netns (netlab.realize.pods); the
+makes them. The network namespace is the pod's netns (netlab.node.cni); the
 UTS namespace (hostname = the pod's name) and the IPC namespace are held by a
 thread of the lab's runtime process (netlab.realize.runtimed), one per pod: it
 unshares them (unshare(2) of UTS and IPC changes only the calling thread), sets

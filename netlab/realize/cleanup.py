@@ -24,9 +24,9 @@ from pathlib import Path
 
 from netlab.errors import NetlabError
 from netlab.node import cgroups, mounts
+from netlab.node.cni import ETC_NETNS
 from netlab.plan.names import PREFIX_ROOT, lab_prefix
 from netlab.realize import netns
-from netlab.realize.pods import ETC_NETNS
 from netlab.realize.processes import PidRecord, alive_as_recorded, start_time
 
 SUPERVISOR_FILE = "supervisor.pid"

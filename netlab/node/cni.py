@@ -1,7 +1,8 @@
-"""A pod's network: a named namespace, a veth into its node's cni0, an
-address from the node's lease, a default route via cni0, and its own
-/etc/netns/<pod>/{resolv.conf,hosts,hostname}, which every container of the pod
-has bind-mounted on /etc as kubelet does (and `ip netns exec` shows them too)."""
+"""The CNI part: a pod's network, as the bridge plugin makes it: a named namespace,
+a veth into its node's cni0, an address from the node's lease, a default route via
+cni0, and its own /etc/netns/<pod>/{resolv.conf,hosts,hostname}, which every
+container of the pod has bind-mounted on /etc as kubelet does (and `ip netns exec`
+shows them too)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from netlab.realize import probes
+from netlab.node import probes
 from netlab.spec.model import ContainerSpec, ProbeSpec
 
 log = logging.getLogger(__name__)
