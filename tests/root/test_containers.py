@@ -296,7 +296,13 @@ def test_share_process_namespace_puts_the_pods_containers_in_one_pid_namespace(c
     clab.apply_text(SHARED)
     try:
         assert wait_for(lambda: len(clab.pods[("default", "shared")].procs) == 2, 10)
-        seen = clab.exec("shared", ["ps", "-eo", "pid=,args="], container="helper").stdout
+
+        def processes() -> str:
+            return clab.exec("shared", ["ps", "-eo", "pid=,args="], container="helper").stdout
+
+        # runc returns once it has let the container's init go: it execs a moment later
+        assert wait_for(lambda: "sleep 3602" in processes(), 5)
+        seen = processes()
         lines = [line.split(None, 1) for line in seen.splitlines()]
         assert lines[0][0] == "1" and "sleep 3600" in seen  # the pause is PID 1
         assert "sleep 3601" in seen and "sleep 3602" in seen  # both containers' apps
