@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netlab.errors import NetlabError
+from netlab.node.mounts import unescape
 from netlab.plan.names import PREFIX_ROOT
 
 MOUNTINFO = Path("/proc/self/mountinfo")
@@ -92,7 +93,7 @@ class CgroupLayout:
                 continue
             if post_fields[0] not in ("cgroup", "cgroup2"):
                 continue
-            root, mount = _unescape(pre_fields[3]), Path(_unescape(pre_fields[4]))
+            root, mount = unescape(pre_fields[3]), Path(unescape(pre_fields[4]))
             controllers: tuple[str, ...] = ()
             if post_fields[0] == "cgroup":
                 options = post_fields[2].split(",")
@@ -135,21 +136,6 @@ _MOUNT_OPTIONS = {"rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec"
 def _named_only(h: Hierarchy) -> bool:
     """A v1 hierarchy with no controller, only a name (systemd's name=systemd)."""
     return all(c.startswith("name=") for c in h.controllers)
-
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (\\040)."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
 
 
 # -- a container's cgroup ------------------------------------------------------------

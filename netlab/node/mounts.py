@@ -43,7 +43,7 @@ def unmount(target: str | os.PathLike) -> bool:
     raise OSError(err, f"umount {target}: {os.strerror(err)}")
 
 
-def _unescape(field: str) -> str:
+def unescape(field: str) -> str:
     """/proc/self/mountinfo escapes space, tab, newline and backslash as octal."""
     out, i = [], 0
     while i < len(field):
@@ -62,7 +62,7 @@ def mounted_under(root: str | os.PathLike, mountinfo: str = "/proc/self/mountinf
     found = []
     with contextlib.suppress(OSError), open(mountinfo) as f:
         for line in f:
-            point = _unescape(line.split()[4])
+            point = unescape(line.split()[4])
             if point == base or point.startswith(base + "/"):
                 found.append(point)
     return sorted(set(found), key=lambda p: p.count("/"), reverse=True)

@@ -11,10 +11,7 @@ ends. So a running lab leaves no root filesystem mounted on the host.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,9 +19,10 @@ from typing import IO
 
 from netlab.node import mounts
 from netlab.node.runc import Runc
+from netlab.realize.processes import PolledProcess
 
 
-class DetachedContainer:
+class DetachedContainer(PolledProcess):
     """A container's first process, our child once runc has exited (we are its
     subreaper): poll() and wait() reap it; returncode as subprocess gives it
     (-N for a signal)."""
@@ -44,22 +42,6 @@ class DetachedContainer:
             if pid == self.pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(self.args, timeout or 0)
-            time.sleep(0.01)
-        return self.returncode  # type: ignore[return-value]
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
 
 
 def mount_root(bundle: Path, lower: str) -> Path:

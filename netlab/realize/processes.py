@@ -253,7 +253,38 @@ def stop_processes(procs: Iterable[subprocess.Popen], grace: float = 1.0) -> Non
             proc.wait(timeout=2.0)
 
 
-class Orphan:
+class PolledProcess:
+    """A process handled as a Popen is (poll, wait, signals) that is not a Popen of
+    ours: subclasses say how `poll` learns that it ended."""
+
+    pid: int
+    returncode: int | None
+    args: list[str]
+
+    def poll(self) -> int | None:
+        raise NotImplementedError
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            time.sleep(0.01)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class Orphan(PolledProcess):
     """A process started by an earlier supervisor (not our child: no exit code), as
     far as stopping it goes: poll, wait, signals. `returncode` is -1 once it ended."""
 
@@ -266,25 +297,6 @@ class Orphan:
         if self.returncode is None and not alive_as_recorded(self.pid, self.started):
             self.returncode = -1
         return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(self.args, timeout or 0)
-            time.sleep(0.01)
-        return -1
-
-    def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
 
 
 @dataclass
