@@ -87,26 +87,3 @@ def remove(runc: Runc, runc_id: str, bundle: Path, cgroup_dirs: Iterable[Path] =
     mounts.unmount_under(bundle)
     mounts.remove_tree(bundle / "upper")
     mounts.remove_tree(bundle / "work")
-
-
-def orphans(me: int | None = None) -> list[int]:
-    """Zombie children that no one waits for: processes of a container's PID
-    namespace that outlived its first process (the kernel hands them to the
-    subreaper). Only those of a nested PID namespace: our own children (runc,
-    the zygote) are waited for by their Popen."""
-    me = me or os.getpid()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as f:
-                status = f.read()
-        except OSError:
-            continue
-        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        if fields.get("PPid", "").strip() != str(me) or not fields.get("State", "").startswith("Z"):
-            continue
-        if len(fields.get("NSpid", "").split()) > 1:
-            found.append(int(entry))
-    return found

@@ -27,7 +27,9 @@ the run directory, one JSON message each way:
 
 This process is a child subreaper: a container runc started detached is its
 child once runc exits, so its exit status is ours to reap (as a containerd
-shim's is). Once a runc container has ended, its state, cgroup and writable
+shim's is). Nothing else is handed to it: the other processes of a container
+are in its PID namespace, whose first process reaps them (the kernel kills
+and reaps what is left when it ends). Once a runc container has ended, its state, cgroup and writable
 layer are removed (in a worker, not holding up the other exits).
 
 A newer connection replaces an older one (the supervisor that restarted).
@@ -60,7 +62,6 @@ from netlab.realize.zygote import Zygote
 log = logging.getLogger("netlab.runtimed")
 MAX_MESSAGE = 1 << 20
 PARALLEL_STARTS = int(os.environ.get("NETLAB_PARALLEL_STARTS", "4"))  # runc processes at a time
-REAP_INTERVAL = 5.0
 
 
 @dataclass
@@ -269,13 +270,6 @@ class Runtimed:
             exited, self.exited = self.exited, []
         return {"running": running, "exited": exited, "sandboxes": self.holders.listing()}
 
-    def reap_orphans(self) -> None:
-        """Now and then, reap what the kernel handed us and nobody waits for."""
-        while not self.done.wait(REAP_INTERVAL):
-            for pid in shim.orphans():
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
-
     def close(self) -> None:
         self.monitor.close()
         self.zygote.close()
@@ -294,7 +288,6 @@ def main(argv: list[str] | None = None) -> int:
     become_subreaper()
     threading.stack_size(512 * 1024)  # a thread per pod sandbox: small stacks
     daemon = Runtimed(args.socket, args.zygote_log, PidRecord(args.pids), args.state_root)
-    threading.Thread(target=daemon.reap_orphans, name="reaper", daemon=True).start()
     try:
         daemon.serve()
     finally:
