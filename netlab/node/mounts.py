@@ -1,6 +1,7 @@
-"""Mounts the lab makes on the host (namespace files, overlay roots) and removing
-them: always unmounted before anything under them is deleted, and a tree removed
-without ever crossing into a mount (an overlay root shows the host's files)."""
+"""Mounts the lab makes on the host (a container's overlay root, until runc has
+started it) and removing them: always unmounted before anything under them is
+deleted, and a tree removed without ever crossing into a mount (an overlay root
+shows the host's files)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import ctypes.util
 import os
 import stat
 
-MS_BIND = 4096
 MNT_DETACH = 2
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -20,10 +20,6 @@ def check(result: int, what: str) -> None:
     if result != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def bind(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    check(_libc.mount(os.fsencode(source), os.fsencode(target), None, MS_BIND, None), "bind mount")
 
 
 def mount(source: str, target: str | os.PathLike, fstype: str, options: str) -> None:

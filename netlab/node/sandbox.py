@@ -141,6 +141,3 @@ class Sandboxes:
         self.tids.pop(name, None)
         with contextlib.suppress(Exception):  # the runtime may be gone: so are they
             self.runtime.request("remove_sandboxes", names=[name])
-
-    def exists(self, name: str) -> bool:
-        return name in self.tids and self.paths(name).uts.exists()
