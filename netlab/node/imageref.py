@@ -66,21 +66,15 @@ class ImageRef:
         return self.path.removeprefix(OFFICIAL_PREFIX)
 
     def __str__(self) -> str:
-        text = self.repository
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
+        return self.repository + self._version()
 
     def familiar(self) -> str:
         """`busybox:latest`, `netlab/python:latest`, `quay.io/x/y@sha256:...`."""
-        text = self.familiar_repository
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
+        return self.familiar_repository + self._version()
+
+    def _version(self) -> str:
+        """`:tag`, `@digest`, both or neither."""
+        return (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
 
     def with_digest(self, digest: str) -> str:
         """kubelet's imageID shape: `docker.io/library/busybox@sha256:...`."""

@@ -265,34 +265,15 @@ def _time(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_DECIMAL_SUFFIXES = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P"}
-_BINARY_SUFFIXES = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"]
-
-
 def cpu_quantity(nanocores: int) -> str:
     """A Quantity of nanocores in apimachinery's canonical form, as metrics-server's
     `resource.NewScaledQuantity(n, -9)` prints: 2216637n, 12345u, 5m, 1."""
-    if nanocores == 0:
-        return "0"
-    value, exponent = nanocores, -9
-    while value % 1000 == 0 and exponent < 15:
-        value //= 1000
-        exponent += 3
-    return f"{value}{_DECIMAL_SUFFIXES[exponent]}"
+    return quantity.canonical(quantity.Quantity(Fraction(nanocores, 10**9)))
 
 
 def memory_quantity(size: int) -> str:
-    """A Quantity of bytes in canonical BinarySI form (`resource.NewQuantity(b,
-    BinarySI)`): 14224Ki, 2Mi, 1000 (not a multiple of 1024: plain bytes)."""
-    if size == 0:
-        return "0"
-    if -1024 < size < 1024:
-        return str(size)
-    value, power = size, 0
-    while value % 1024 == 0 and power < len(_BINARY_SUFFIXES) - 1:
-        value //= 1024
-        power += 1
-    return f"{value}{_BINARY_SUFFIXES[power]}"
+    """A Quantity of bytes in BinarySI form: 14224Ki, 2Mi; under 1024, plain bytes."""
+    return str(size) if -1024 < size < 1024 else quantity.format_memory(size)
 
 
 def parse_quantity(text: str) -> Fraction:
