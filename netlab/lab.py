@@ -723,11 +723,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
     ) -> subprocess.CompletedProcess:
         """Run a command in a pod's container (all its namespaces, as `kubectl exec`)
         and wait for it (text output captured)."""
-        kwargs.setdefault("capture_output", True)
-        kwargs.setdefault("text", True)
-        kwargs.setdefault("timeout", 60)
-        prefix = self.container_entry(pod, namespace, container)
-        return subprocess.run([*prefix, *argv], check=False, **kwargs)
+        return _run([*self.container_entry(pod, namespace, container), *argv], kwargs)
 
     def container_entry(
         self, pod: str, namespace: str = "default", container: str | None = None
@@ -747,7 +743,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
 
     def node_exec(self, node: str, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
         """Run a command in a node's namespace and wait for it."""
-        return _run_in(self.nodes[node].netns, argv, kwargs)
+        return _run(["ip", "netns", "exec", self.nodes[node].netns, *argv], kwargs)
 
     # -- publishing -------------------------------------------------------
 
@@ -767,8 +763,9 @@ def _make_store(spec: LabSpec) -> Store:
     return EtcdStore(spec.name)  # connected once its etcd runs (`_connect_store`)
 
 
-def _run_in(netns_name: str, argv: Sequence[str], kwargs: dict) -> subprocess.CompletedProcess:
+def _run(argv: Sequence[str], kwargs: dict) -> subprocess.CompletedProcess:
+    """Run and wait (text output captured, a minute at most, unless told otherwise)."""
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
     kwargs.setdefault("timeout", 60)
-    return subprocess.run(["ip", "netns", "exec", netns_name, *argv], check=False, **kwargs)
+    return subprocess.run(list(argv), check=False, **kwargs)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,14 +173,21 @@ def own_cgroups(pid: int | str, proc: Path = PROC) -> dict[str, str]:
 
 
 def container_dirs(
-    layout: CgroupLayout, cgroups_path: str, runtime_pid: int, proc: Path = PROC
+    layout: CgroupLayout,
+    cgroups_path: str,
+    runtime_pid: int,
+    proc: Path = PROC,
+    own: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """The directories of a container's cgroup, controller (or "unified") -> directory.
 
     A relative `cgroups_path` is resolved as runc resolves it: under the cgroup of the
     process that runs runc (`runtime_pid`, the lab's runtime daemon), in each hierarchy.
     """
-    own = {} if posixpath.isabs(cgroups_path) else own_cgroups(runtime_pid, proc)
+    if posixpath.isabs(cgroups_path):
+        own = {}
+    elif own is None:  # the runtime's cgroups: given by a caller that asks for many
+        own = own_cgroups(runtime_pid, proc)
     dirs: dict[str, Path] = {}
     for h in layout.container_hierarchies:
         if posixpath.isabs(cgroups_path):
@@ -227,31 +235,38 @@ def _find(directory: Path, name: str, depth: int) -> Iterator[Path]:
             yield from _find(Path(entry.path), name, depth - 1)
 
 
-def remove_lab(layout: CgroupLayout, lab_prefix: str) -> list[Path]:
+def remove_lab(layout: CgroupLayout, lab_prefix: str, wait: float = 0.0) -> list[Path]:
     """Remove the lab's cgroup directories, children first, once their processes are
-    gone; the directories removed. A directory still busy (a process in it) stays, and
-    so do its parents: `lab_dirs` shows what is left."""
-    removed: list[Path] = []
+    gone; the directories removed. A directory still busy after `wait` seconds stays,
+    and so do its parents: `lab_dirs` shows what is left."""
+    found: list[Path] = []
     for top in lab_dirs(layout, lab_prefix):
         if top.name != lab_prefix:  # lab_dirs gives only these; never anything else
             continue
-        for parent, children, _files in os.walk(top, topdown=False):
-            for child in children:
-                _rmdir(Path(parent) / child, removed)
-        _rmdir(top, removed)
+        found.extend(Path(parent) for parent, _dirs, _files in os.walk(top))
+    return remove_dirs(found, wait)
+
+
+def remove_dirs(dirs: Iterable[Path], wait: float = 0.0) -> list[Path]:
+    """rmdir these cgroups, the deepest first; the ones removed. A cgroup empties a
+    moment after its last process ends: a busy one is tried again for `wait` seconds."""
+    removed: list[Path] = []
+    deadline = time.monotonic() + wait
+    for path in sorted(set(dirs), key=lambda p: len(p.parts), reverse=True):
+        while True:
+            try:
+                path.rmdir()
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                if time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
+            break
     return removed
-
-
-def _rmdir(path: Path, removed: list[Path]) -> None:
-    try:
-        path.rmdir()
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        if exc.errno in (errno.EBUSY, errno.ENOTEMPTY, errno.EEXIST):
-            return  # processes still in it (or in a child): stays
-        raise
-    removed.append(path)
 
 
 # -- usage ---------------------------------------------------------------------------

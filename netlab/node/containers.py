@@ -39,7 +39,7 @@ from netlab.node.security import (
 from netlab.plan import PodPlan
 from netlab.plan.names import bounded
 from netlab.realize.netns import netns_path
-from netlab.realize.processes import alive_as_recorded, container_path
+from netlab.realize.processes import alive_as_recorded
 from netlab.realize.runtime import STATE_DIR
 from netlab.spec.model import ContainerSpec, Resources
 
@@ -53,6 +53,11 @@ ETC_FILES = ("hosts", "resolv.conf", "hostname")
 RUNC_ID_MAX = 200
 MEMSW = "memory.memsw.limit_in_bytes"  # there only where the kernel accounts swap
 _NOT_IN_IDS = re.compile(r"[^\w+.-]")
+
+
+def etc_files(pod: PodPlan) -> dict[str, Path]:
+    """kubelet's files of the pod, bound over the container's: /etc/hosts -> the pod's."""
+    return {f"/etc/{name}": etc_dir(pod.netns) / name for name in ETC_FILES}
 
 
 def pause_ident(pod: PodPlan) -> str:
@@ -89,7 +94,7 @@ def image_command(
 ) -> tuple[list[str], dict[str, str]]:
     """What runs and with which environment, as kubelet decides: `command` replaces
     the image's entrypoint, `args` its cmd; the image's environment first, the pod's
-    over it (the default image keeps the host's PATH, which finds netlab's venv)."""
+    over it."""
     if container.command:
         argv = [*container.command, *container.args]
     elif container.args:
@@ -97,10 +102,7 @@ def image_command(
     else:
         argv = [*image.entrypoint, *image.cmd]
     merged = dict(e.split("=", 1) for e in image.env if "=" in e)
-    for key, value in env.items():
-        if key == "PATH" and "PATH" in merged and value == container_path():
-            continue  # the image's own PATH: its binaries are where it says
-        merged[key] = value
+    merged.update(env)
     return argv, merged
 
 
@@ -163,11 +165,10 @@ class Bundles:
         """What a container forked into the pod (a sidecar from the zygote) joins and
         binds itself, as runc does for the others."""
         paths = self.sandboxes.paths(pod.netns)
-        etc = etc_dir(pod.netns)
         return {
             "uts": str(paths.uts),
             "ipc": str(paths.ipc),
-            "etc": {f"/etc/{name}": str(etc / name) for name in ETC_FILES},
+            "etc": {target: str(source) for target, source in etc_files(pod).items()},
         }
 
     def prepare_pause(self, pod: PodPlan) -> Prepared:
@@ -194,7 +195,6 @@ class Bundles:
         binds = list(self._host_binds)
         if container.image in SYSTEM_IMAGES:
             binds.append(oci.Bind(self.run_dir, str(self.run_dir), readonly=False))
-        etc = etc_dir(pod.netns)
         cgroup = cgroups_path(self.cgroups, self.lab_prefix, ident)
         ctx = effective_context(pod.template.security, container.security)
         refused = run_as_non_root_error(
@@ -214,7 +214,7 @@ class Bundles:
             netns=netns_path(pod.netns),
             sandbox=self.sandboxes.paths(pod.netns),
             cgroups_path=cgroup,
-            etc={f"/etc/{name}": etc / name for name in ETC_FILES},
+            etc=etc_files(pod),
             binds=binds,
             pid_namespace=pid_namespace,
             process_security=process,

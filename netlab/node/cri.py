@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from netlab.node.cgroups import CgroupError, cgroups_path, container_dirs
+from netlab.node.cgroups import CgroupError, cgroups_path, container_dirs, own_cgroups
 from netlab.node.containers import (
     PAUSE_ARGV,
     Bundles,
@@ -141,12 +141,11 @@ class ContainerRuntimeService:
         """What the runtime needs to start the container: its image resolved, its
         bundle written. ContainerConfigError: it cannot be created (yet)."""
         pod, container = start.pod, start.container
-        env = container_env(pod, container)
         if start.fork:  # `python -m mesh ...`, forked: the zygote runs mesh
             request = ContainerRequest(
                 start.ident,
                 container.argv[3:],
-                env,
+                container_env(pod, container),
                 str(netns.netns_path(pod.netns)),
                 start.log,
                 True,
@@ -160,6 +159,8 @@ class ContainerRuntimeService:
             raise ContainerConfigError(reason, exc.message) from exc
         except ImageError as exc:
             raise ContainerConfigError("InvalidImageName", str(exc)) from exc
+        own_path = any(e.startswith("PATH=") for e in image.config.env)
+        env = container_env(pod, container, host_path=not own_path)
         argv, env = image_command(container, image.config, env)
         if not argv:
             raise ContainerConfigError(
@@ -206,12 +207,13 @@ class ContainerRuntimeService:
         pid, layout = self.runtime.daemon_pid, self.bundles.cgroups
         if pid is None:
             return []
+        try:  # read once per listing, not once per container (metrics ask every 2 s)
+            own = own_cgroups(pid)
+        except CgroupError:
+            return []  # the runtime is gone
         found = []
         for plan, name in running:
             path = cgroups_path(layout, self.bundles.lab_prefix, runc_id(plan.netns, name))
-            try:
-                dirs = container_dirs(layout, path, pid)
-            except CgroupError:
-                return []  # the runtime is gone
+            dirs = container_dirs(layout, path, pid, own=own)
             found.append(ContainerCgroup(plan.namespace, plan.name, name, plan.node, dirs))
         return found

@@ -12,12 +12,11 @@ ends. So a running lab leaves no root filesystem mounted on the host.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from netlab.node import mounts
+from netlab.node import cgroups, mounts
 from netlab.node.runc import Runc
 from netlab.realize.processes import PolledProcess
 
@@ -75,15 +74,7 @@ def remove(runc: Runc, runc_id: str, bundle: Path, cgroup_dirs: Iterable[Path] =
     `runc delete` would do for a container whose processes are gone (no hooks run
     here), without starting a runc process for it: a lab's teardown ends hundreds."""
     runc.forget(runc_id)
-    for directory in sorted(set(cgroup_dirs), key=lambda p: len(p.parts), reverse=True):
-        for _ in range(50):  # a cgroup empties a moment after its last process ends
-            try:
-                directory.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.01)
+    cgroups.remove_dirs(cgroup_dirs, wait=0.5)
     mounts.unmount_under(bundle)
     mounts.remove_tree(bundle / "upper")
     mounts.remove_tree(bundle / "work")

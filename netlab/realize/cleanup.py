@@ -140,12 +140,7 @@ def remove_cgroups(prefix: str) -> list[Path]:
         layout = cgroups.CgroupLayout.detect()
     except cgroups.CgroupError:
         return []
-    removed = cgroups.remove_lab(layout, prefix)
-    deadline = time.monotonic() + 2.0
-    while cgroups.lab_dirs(layout, prefix) and time.monotonic() < deadline:
-        time.sleep(0.02)
-        removed += cgroups.remove_lab(layout, prefix)
-    return removed
+    return cgroups.remove_lab(layout, prefix, wait=2.0)
 
 
 def known_labs(run_root: Path) -> list[str]:

@@ -47,6 +47,7 @@ def check(spec: LabSpec) -> None:
 
 def check_runtime() -> None:
     """The OCI runtime is installed, and can run here (crun 1.8 refuses cgroup v1)."""
+    from netlab.node.cgroups import CgroupLayout
     from netlab.node.runc import runtime_name
 
     name = runtime_name()
@@ -54,8 +55,7 @@ def check_runtime() -> None:
         raise PreflightError(
             f"the OCI runtime {name} is missing; run `make bootstrap` (or apt-get install {name})"
         )
-    pure_v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
-    if name == "crun" and not pure_v2:
+    if name == "crun" and CgroupLayout.detect().mode != "v2":
         raise PreflightError(
             "crun needs a pure cgroup v2 host, and this one mounts cgroup v1 controllers; "
             "use runc (unset NETLAB_OCI_RUNTIME)"

@@ -84,9 +84,10 @@ def alive_as_recorded(pid: int, started: int | None) -> bool:
     return started is not None and int(rest[19]) == started and rest[0] != b"Z"
 
 
-def container_env(pod: PodPlan, container: ContainerSpec) -> dict[str, str]:
+def container_env(pod: PodPlan, container: ContainerSpec, host_path: bool = True) -> dict[str, str]:
+    """The environment kubelet gives a container, over its image's; `host_path`: with
+    the host's PATH (the default image's, or an image that sets none)."""
     env = {
-        "PATH": container_path(),
         "HOME": "/root",
         "HOSTNAME": pod.name,
         "POD_NAME": pod.name,
@@ -94,6 +95,8 @@ def container_env(pod: PodPlan, container: ContainerSpec) -> dict[str, str]:
         "POD_IP": str(pod.address.ip),
         "NODE_NAME": pod.node,
     }
+    if host_path:
+        env = {"PATH": container_path(), **env}
     env.update(dict(container.env))
     return env
 

@@ -177,9 +177,7 @@ def test_security_context_user_read_only_root_and_capabilities(clab):
 
 
 def test_a_busybox_pod_runs_in_its_own_image(clab):
-    assert clab.exec("bb", ["ls", "/usr/lib"]).stdout.split() == [] or (
-        "python3" not in clab.exec("bb", ["ls", "/usr/lib"]).stdout
-    )
+    assert "python3" not in clab.exec("bb", ["ls", "/usr/lib"]).stdout  # not the host's root
     assert clab.exec("bb", ["readlink", "/bin/sh"]).stdout.strip().endswith("busybox")
     ps = clab.exec("bb", ["ps"]).stdout.splitlines()
     assert ps[1].split()[0] == "1" and "sleep 3600" in ps[1]
