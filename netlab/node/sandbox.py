@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from netlab.errors import RealizeError
+
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 HOSTNAME_MAX = 64  # the kernel's limit
@@ -120,8 +122,6 @@ class Sandboxes:
     def create(self, requests: Sequence[SandboxRequest]) -> None:
         if not requests:
             return
-        from netlab.errors import RealizeError
-
         reply = self.runtime.request("sandboxes", items=[r.message() for r in requests])
         refused = [a for a in reply["sandboxes"] if "tid" not in a]
         for answer in reply["sandboxes"]:

@@ -224,9 +224,8 @@ class Runtimed:
             self.cgroup_paths[item["runc_id"]] = item.get("cgroups_path", "")
         return proc
 
-    def _cgroup_dirs(self, runc_id: str) -> dict[str, Path]:
-        """The directories of an ended container's cgroup (one per hierarchy)."""
-        path = self.cgroup_paths.pop(runc_id, "")
+    def _cgroup_dirs(self, path: str) -> dict[str, Path]:
+        """The directories of a container's cgroup (one per hierarchy)."""
         if not path or self.cgroups is None:
             return {}
         try:
@@ -247,7 +246,8 @@ class Runtimed:
         if isinstance(proc, shim.DetachedContainer):
             with self.lock:
                 bundle = self.bundles.pop(proc.runc_id, None)
-                dirs = self._cgroup_dirs(proc.runc_id)
+                path = self.cgroup_paths.pop(proc.runc_id, "")
+            dirs = self._cgroup_dirs(path)  # /proc read: not under the lock
             # the OOM killer's count, read before the cgroup goes (each run has its own)
             used = usage(dirs) if dirs else None
             oom = bool(used and used.oom_kills)
