@@ -34,11 +34,23 @@ class EventRecorder:
         type_: str = "Normal",
     ) -> None:
         """An event about a pod (looked up for its uid: describe selects by it)."""
+        self.pod_all(namespace, name, [(reason, message)], component, type_)
+
+    def pod_all(
+        self,
+        namespace: str,
+        name: str,
+        events: list[tuple[str, str]],
+        component: str = "kubelet",
+        type_: str = "Normal",
+    ) -> None:
+        """Several events about one pod, its uid looked up once: (reason, message)."""
         try:
             uid = self.store.get("pods", namespace, name)["metadata"]["uid"]
         except ApiError:
             uid = ""
-        self.record("Pod", namespace, name, uid, reason, message, component, type_)
+        for reason, message in events:
+            self.record("Pod", namespace, name, uid, reason, message, component, type_)
 
     def record(
         self,

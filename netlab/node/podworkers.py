@@ -186,12 +186,15 @@ class PodWorkers:
     def _started_events(self, plan: PodPlan, name: str, image: str | None) -> None:
         """kubelet's events for a container it has started."""
         shown = image or "host"
-        for reason, message in (
-            ("Pulled", f'Container image "{shown}" already present on machine'),
-            ("Created", f"Created container {name}"),
-            ("Started", f"Started container {name}"),
-        ):
-            self.events.pod(plan.namespace, plan.name, reason, message)
+        self.events.pod_all(
+            plan.namespace,
+            plan.name,
+            [
+                ("Pulled", f'Container image "{shown}" already present on machine'),
+                ("Created", f"Created container {name}"),
+                ("Started", f"Started container {name}"),
+            ],
+        )
 
     # -- waiting, ending, restarting --------------------------------------
 
