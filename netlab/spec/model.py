@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from netlab.spec.security import ContainerSecurity, PodSecurity
+    from netlab.spec.volumes import EnvFromSource, EnvRef, VolumeMount, VolumeSpec
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_OVERLAY_NETWORK = IPv4Network("10.244.0.0/16")
@@ -161,6 +162,9 @@ class ContainerSpec:
     recorded: MappingProxyType = field(default_factory=frozen_map, hash=False)  # kept, not acted on
     security: ContainerSecurity | None = None  # securityContext, read (also kept in recorded)
     resources: Resources = Resources()  # requests and limits (netlab.spec.compute reads them)
+    volume_mounts: tuple[VolumeMount, ...] = ()
+    env_refs: tuple[EnvRef, ...] = ()  # env entries with valueFrom (after `env`'s values)
+    env_from: tuple[EnvFromSource, ...] = ()  # envFrom: before env, which overrides it
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -182,6 +186,8 @@ class PodTemplate:
     security: PodSecurity | None = None
     hostname: str | None = None  # None: the pod's name
     share_process_namespace: bool = False
+    volumes: tuple[VolumeSpec, ...] = ()
+    subdomain: str | None = None  # with hostname: <hostname>.<subdomain>.<ns>.svc resolves
 
 
 @dataclass(frozen=True)
