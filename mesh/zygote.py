@@ -42,6 +42,7 @@ CLONE_NEWNS = 0x00020000
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
 MAX_MESSAGE = 1 << 16
 
 
@@ -68,8 +69,25 @@ def enter_sandbox(sandbox: dict) -> None:
             os.close(fd)
     _libc_call("unshare", CLONE_NEWNS)
     _libc_call("mount", b"none", b"/", None, MS_REC | MS_PRIVATE, None)
+    # the copy of other pods' volumes this namespace got would pin them (a disk could
+    # not be detached, a tmpfs not freed, while the sidecar lives): let go of them
+    for root in sandbox.get("detach") or ():
+        for point in _mounts_under(root):
+            ctypes.CDLL(None, use_errno=True).umount2(point.encode(), MNT_DETACH)
     for target, source in (sandbox.get("etc") or {}).items():
         _libc_call("mount", source.encode(), target.encode(), None, MS_BIND, None)
+
+
+def _mounts_under(root: str) -> list[str]:
+    """Mount points at or below root in this namespace, deepest first."""
+    base = root.rstrip("/")
+    found = set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point == base or point.startswith(base + "/"):
+                found.add(point)
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
 
 
 def preload() -> None:

@@ -39,10 +39,13 @@ from netlab.lab_workloads import (
 from netlab.node import cni
 from netlab.node.cri import ContainerRuntimeService
 from netlab.node.images import ImageError
+from netlab.node.inputs import PodInputs
+from netlab.node.localvolumes import EmptyDirPlugin, HostPathPlugin
 from netlab.node.metrics import ContainerCgroup, MetricsSampler
 from netlab.node.parts import Parts
 from netlab.node.podworkers import PodRuntime, PodWorkers, processes_of
 from netlab.node.prober import Prober, Target, checks_for
+from netlab.node.volumes import VolumeManager
 from netlab.nodeinfo import host_allocatable
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
@@ -131,6 +134,10 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.api: ApiServer | None = None
         self.prober: Prober | None = None
         self.events = EventRecorder(self.store)  # kubelet's and the scheduler's events
+        # kubelet's volume manager: a pod's volumes ready before its containers start
+        self.volumes = VolumeManager(
+            self.spec.name, self.run_dir, [EmptyDirPlugin(), HostPathPlugin()], self._evict
+        )
         # kubelet's pod workers: containers started, restarted with back-off, stopped
         self.workers = PodWorkers(
             self.cri,
@@ -141,6 +148,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             self._not_running,
             lambda: not self.stopping,
             self.fork_sidecars,
+            PodInputs(self.volumes),
         )
         self.services = Services(
             self.store,
@@ -210,6 +218,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.parts.running("prober", self.prober.close)
         self.cri.start()
         self.parts.start("metrics", self.metrics.start, self.metrics.stop)
+        self.parts.start("volumes", self.volumes.start, self.volumes.stop)
         self.fabric = Fabric(self.plan, self.pid_record.add)
         self.fabric.build()
         self.nodes = {node.name: node for node in self.plan.nodes}
@@ -698,7 +707,9 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self._sync_services()
 
     def _teardown(self, rt: PodRuntime, grace: float) -> None:
+        self.volumes.forget(rt.plan)
         self.workers.stop(rt, grace)
+        self.volumes.tear_down(rt.plan)  # its containers have ended: nothing holds them
         node = self.nodes.get(rt.plan.node)
         if node is not None and self.fabric.exists(node.name):
             with netlink.iproute(self.fabric.host_path(node.name)) as ipr:
@@ -710,6 +721,34 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.checkpoints.remove("pods", pod_key(*rt.plan.key))
         self.store.delete("pods", rt.plan.namespace, rt.plan.name)
         self._sync_services()  # and out of notReadyAddresses
+
+    def _evict(self, pod: PodPlan, message: str) -> None:
+        """kubelet's eviction manager: the pod's containers are stopped, it is Failed
+        with reason Evicted (its owner starts a replacement), its volumes go."""
+        with self.lock:
+            rt = self.pods.get(pod.key)
+            if rt is None or rt.plan is not pod or rt.deleted or rt.status.evicted is not None:
+                return
+            self.events.pod(pod.namespace, pod.name, "Evicted", message, type_="Warning")
+            if rt.owned:  # its Deployment or StatefulSet makes another
+                self._delete_pod(rt, grace=0.0)
+                return
+            rt.status.evicted = message
+            self._withdraw_ready(rt)
+            self.volumes.forget(pod)
+            self.workers.stop(rt, 0.0)
+            stamp = objects.now()
+            for state in rt.status.containers:
+                if state.state == "running":
+                    state.end(137, stamp)
+            self.volumes.tear_down(pod)
+            self._publish_pod(rt)
+            self._sync_services()
+
+    def _withdraw_ready(self, rt: PodRuntime) -> None:
+        if self.prober is not None:
+            self.prober.remove(rt.plan.key)
+        rt.status.probes_ready = False
 
     # -- exec -------------------------------------------------------------
 

@@ -194,6 +194,8 @@ class Adoption:
         for key, obj in stored.items():  # in the store, never built: the controllers see to it
             if key not in self.pods and not objects.unscheduled(obj):
                 self.store.delete("pods", *key)
+        # their volumes' mounts outlived the old supervisor: known again, refreshed
+        self.volumes.adopt([rt.plan for rt in self.pods.values()])
         for rt in self.pods.values():
             self._adopt_containers(rt, running_by_id, exited_by_id)
 

@@ -16,6 +16,7 @@ from netlab import nodeinfo
 from netlab.nodeinfo import Machine
 from netlab.plan import LabPlan, NodePlan, PodPlan
 from netlab.plan.model import CNI_BRIDGE, NODE_UPLINK, VTEP_DEVICE
+from netlab.spec import volumes
 from netlab.spec.compute import qos_class
 from netlab.spec.model import (
     ContainerSpec,
@@ -172,9 +173,12 @@ class PodStatus:
     start_time: str | None = None
     network_ready: bool = False
     probes_ready: bool = False  # readiness probes (or the implicit port checks) pass
+    evicted: str | None = None  # why kubelet evicted the pod (its containers are stopped)
 
     @property
     def phase(self) -> str:
+        if self.evicted is not None:
+            return "Failed"
         states = {c.state for c in self.containers}
         if states == {"terminated"}:
             failed = any(c.exit_code for c in self.containers)
@@ -186,7 +190,7 @@ class PodStatus:
     @property
     def ready(self) -> bool:
         running = all(c.state == "running" for c in self.containers)
-        return self.network_ready and running and self.probes_ready
+        return self.network_ready and running and self.probes_ready and self.evicted is None
 
 
 def pod_status_of(obj: dict, template: PodTemplate) -> PodStatus:
@@ -266,8 +270,13 @@ def container_manifest(c: ContainerSpec) -> dict[str, Any]:
         item["command"] = list(c.command)
     if c.args:
         item["args"] = list(c.args)
-    if c.env:
+    if c.env or c.env_refs:
         item["env"] = [{"name": k, "value": v} for k, v in c.env]
+        item["env"] += [volumes.env_ref_manifest(ref) for ref in c.env_refs]
+    if c.env_from:
+        item["envFrom"] = [volumes.env_from_manifest(source) for source in c.env_from]
+    if c.volume_mounts:
+        item["volumeMounts"] = [volumes.mount_manifest(m) for m in c.volume_mounts]
     if c.ports:
         item["ports"] = [
             {
@@ -350,17 +359,23 @@ def pod_object(
     }
     if template.node_selector:
         spec["nodeSelector"] = dict(template.node_selector)
+    if template.volumes:
+        spec["volumes"] = [volumes.volume_manifest(v) for v in template.volumes]
     spec.update(template.recorded)
     for key, value in POD_DEFAULTS.items():  # kube-apiserver's defaults (kubectl reads them)
         spec.setdefault(key, copy.deepcopy(value))
     ready = status.ready and not deleting  # a pod on its way out is not ready
     ready_text = "True" if ready else "False"
+    shown: dict[str, Any] = {}
+    if status.evicted is not None:  # as kubelet's eviction manager leaves the pod
+        shown = {"reason": "Evicted", "message": status.evicted}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": metadata,
         "spec": spec,
         "status": {
+            **shown,
             "phase": status.phase,
             "podIP": str(pod.address.ip),
             "podIPs": [{"ip": str(pod.address.ip)}],

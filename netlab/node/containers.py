@@ -36,6 +36,7 @@ from netlab.node.security import (
     pod_desc,
     run_as_non_root_error,
 )
+from netlab.paths import STATE_ROOT
 from netlab.plan import PodPlan
 from netlab.plan.names import bounded
 from netlab.realize.netns import netns_path
@@ -169,6 +170,8 @@ class Bundles:
             "uts": str(paths.uts),
             "ipc": str(paths.ipc),
             "etc": {target: str(source) for target, source in etc_files(pod).items()},
+            # volumes of other pods, copied into its new mount namespace: let go of
+            "detach": [str(STATE_ROOT), str(self.run_dir / "pods")],
         }
 
     def prepare_pause(self, pod: PodPlan) -> Prepared:
@@ -186,8 +189,9 @@ class Bundles:
         image_user: str | None = None,
         cwd: str = "/",
         pid_namespace: Path | None = None,
+        volumes: Sequence[oci.Bind] = (),
     ) -> Prepared:
-        """Write the container's bundle. ContainerConfigError: kubelet would not create
+        """Write the container's bundle (`volumes`: its volumeMounts, as bind mounts). ContainerConfigError: kubelet would not create
         it (CreateContainerConfigError and the like), with its reason and message."""
         ident = runc_id(pod.netns, container.name)
         directory = self.root / ident
@@ -195,6 +199,7 @@ class Bundles:
         binds = list(self._host_binds)
         if container.image in SYSTEM_IMAGES:
             binds.append(oci.Bind(self.run_dir, str(self.run_dir), readonly=False))
+        binds.extend(volumes)
         cgroup = cgroups_path(self.cgroups, self.lab_prefix, ident)
         ctx = effective_context(pod.template.security, container.security)
         refused = run_as_non_root_error(

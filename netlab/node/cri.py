@@ -7,10 +7,11 @@ for sandboxes and containers as a kubelet asks containerd.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from netlab.node.bundle import Bind
 from netlab.node.cgroups import CgroupError, cgroups_path, container_dirs, own_cgroups
 from netlab.node.containers import (
     PAUSE_ARGV,
@@ -42,6 +43,9 @@ class ContainerStart:
     fork: bool = False  # a sidecar forked from the zygote, not a runc container
     pause_pid: int | None = None  # the pod's shared PID namespace's PID 1
     backing_off: bool = False  # its image could not be pulled last time
+    binds: tuple[Bind, ...] = ()  # its volumeMounts
+    env_from: Mapping[str, str] = field(default_factory=dict)  # envFrom's variables
+    env_refs: Mapping[str, str] = field(default_factory=dict)  # env valueFrom's
 
     @property
     def container(self) -> ContainerSpec:
@@ -161,6 +165,8 @@ class ContainerRuntimeService:
             raise ContainerConfigError("InvalidImageName", str(exc)) from exc
         own_path = any(e.startswith("PATH=") for e in image.config.env)
         env = container_env(pod, container, host_path=not own_path)
+        if start.env_from or start.env_refs:  # envFrom < env (its values, then valueFrom)
+            env = {**env, **start.env_from, **dict(container.env), **start.env_refs}
         argv, env = image_command(container, image.config, env)
         if not argv:
             raise ContainerConfigError(
@@ -175,6 +181,7 @@ class ContainerRuntimeService:
             image_user=image.config.user or None,
             cwd=image.config.working_dir or "/",
             pid_namespace=Path(f"/proc/{start.pause_pid}/ns/pid") if start.pause_pid else None,
+            volumes=start.binds,
         )
         request = ContainerRequest(
             start.ident,

@@ -14,19 +14,40 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from netlab import objects
 from netlab.events import EventRecorder
+from netlab.node.bundle import Bind
 from netlab.node.containers import PAUSE_NAME, PULL_FAILURES, ContainerConfigError
 from netlab.node.cri import ContainerRuntimeService, ContainerStart
 from netlab.node.metrics import ContainerCgroup
+from netlab.node.volumeplugin import VolumeNotReady
 from netlab.plan import PodPlan
 from netlab.realize.processes import stop_processes
 from netlab.realize.runtime import ContainerRequest, RuntimeProcess
+from netlab.spec.model import ContainerSpec
 from netlab.system import SIDECAR_CONTAINER
 
 BACKOFF_START = 0.5  # seconds before the first restart; doubles up to BACKOFF_MAX
 BACKOFF_MAX = 30.0
+VOLUME_RETRY_MAX = 2.0  # a pod waiting for its volumes is tried at least this often
+
+
+class ContainerInputs(Protocol):
+    """What a container takes from outside its pod spec: kubelet's volume manager and
+    its env from ConfigMaps, Secrets and the pod's fields."""
+
+    def binds(self, pod: PodPlan, container: ContainerSpec) -> tuple[Bind, ...]:
+        """Its volumeMounts, every volume of the pod set up; VolumeNotReady: not yet."""
+        ...
+
+    def env(
+        self, pod: PodPlan, container: ContainerSpec
+    ) -> tuple[Mapping[str, str], Mapping[str, str]]:
+        """(its envFrom variables, its env valueFrom variables); ContainerConfigError if
+        an object or key it needs is missing."""
+        ...
 
 
 @dataclass
@@ -61,8 +82,10 @@ class PodWorkers:
         not_running: Callable[[PodRuntime], None],
         active: Callable[[], bool],
         fork_sidecars: bool = True,
+        inputs: ContainerInputs | None = None,
     ) -> None:
         self.cri, self.events, self.lock = cri, events, lock
+        self.inputs = inputs  # volumes and env from other objects; None: a container has none
         self.log_path = log_path
         self.published = published  # the pod's status changed: publish it
         self.not_running = not_running  # a container ended: out of the endpoints, probe anew
@@ -134,13 +157,22 @@ class PodWorkers:
         """What the runtime needs to start container `index` of the pod (its image
         resolved, its bundle written); ContainerConfigError if it cannot be made yet."""
         state = rt.status.containers[index]
+        container = rt.plan.template.containers[index]
+        fork = self.forked(rt, index)
+        binds, env_from, env_refs = (), {}, {}
+        if self.inputs is not None and not fork:  # the volumes first, as kubelet waits for them
+            binds = self.inputs.binds(rt.plan, container)
+            env_from, env_refs = self.inputs.env(rt.plan, container)
         start = ContainerStart(
             rt.plan,
             index,
-            self.log_path(rt.plan, rt.plan.template.containers[index].name),
-            fork=self.forked(rt, index),
+            self.log_path(rt.plan, container.name),
+            fork=fork,
             pause_pid=rt.pause.pid if rt.pause else None,
             backing_off=state.reason in PULL_FAILURES,
+            binds=binds,
+            env_from=env_from,
+            env_refs=env_refs,
         )
         prepared = self.cri.prepare(start)
         if not start.fork:
@@ -204,8 +236,18 @@ class PodWorkers:
         state = rt.status.containers[index]
         state.state, state.reason, state.message = "waiting", exc.reason, str(exc)
         state.holds += 1
-        self.events.pod(rt.plan.namespace, rt.plan.name, "Failed", f"Error: {exc}", type_="Warning")
-        self._later(min(BACKOFF_MAX, BACKOFF_START * 2**state.holds), self._retry, rt, index)
+        if isinstance(exc, VolumeNotReady):  # kubelet's FailedMount, retried soon
+            state.message = None  # ContainerCreating, as kubelet shows it; the event says why
+            self.events.pod(
+                rt.plan.namespace, rt.plan.name, exc.event, exc.message, type_="Warning"
+            )
+            delay = min(VOLUME_RETRY_MAX, exc.retry * 2 ** (state.holds // 10))
+        else:
+            self.events.pod(
+                rt.plan.namespace, rt.plan.name, "Failed", f"Error: {exc}", type_="Warning"
+            )
+            delay = min(BACKOFF_MAX, BACKOFF_START * 2**state.holds)
+        self._later(delay, self._retry, rt, index)
         self.published(rt)
 
     def _retry(self, rt: PodRuntime, index: int) -> None:

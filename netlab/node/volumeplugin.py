@@ -12,19 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from netlab.errors import NetlabError
+from netlab.node.containers import ContainerConfigError
 from netlab.plan import PodPlan
 from netlab.spec.volumes import VolumeSpec
 
 
-class VolumeNotReady(NetlabError):
+class VolumeNotReady(ContainerConfigError):
     """The volume cannot be set up yet (its ConfigMap is missing, its disk is attached
     to another node): the pod waits in ContainerCreating, the manager tries again, and
     a Warning event `event` (kubelet's FailedMount, the attach/detach controller's
     FailedAttachVolume) says why with `message`."""
 
     def __init__(self, message: str, event: str = "FailedMount", retry: float = 0.2) -> None:
-        super().__init__(message)
+        super().__init__("ContainerCreating", message)
         self.message, self.event, self.retry = message, event, retry
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from netlab.errors import NetlabError
 from netlab.node import cgroups, mounts
 from netlab.node.cni import ETC_NETNS
+from netlab.paths import state_dir
 from netlab.plan.names import PREFIX_ROOT, lab_prefix
 from netlab.realize import netns
 from netlab.realize.processes import PidRecord, alive_as_recorded, start_time
@@ -130,6 +131,11 @@ def clean_lab(lab: str, run_root: Path) -> CleanReport:
         mounts.remove_tree(run_dir)
         report.files.append(str(run_dir))
     report.files.extend(str(p) for p in remove_cgroups(prefix))
+    state = state_dir(lab)
+    if state.exists():  # the nodes' disks and the lab's PersistentVolume images
+        report.files.extend(mounts.unmount_under(state))
+        mounts.remove_tree(state)
+        report.files.append(str(state))
     return report
 
 

@@ -61,6 +61,7 @@ from netlab.spec.validate import (
     join,
     suggest,
 )
+from netlab.spec.volumes import VolumeSpec, read_env, read_env_from, read_mounts, read_volumes
 
 TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")  # status: the lab's to write
 # what the store manages: accepted (kubectl replace sends an object as it was read), not kept
@@ -113,7 +114,14 @@ RECORDED_CONTAINER_FIELDS = {
     "stdinOnce": "boolean",
     "tty": "boolean",
 }
-POD_FIELDS = ("containers", "nodeSelector", "nodeName", "restartPolicy", *RECORDED_POD_FIELDS)
+POD_FIELDS = (
+    "containers",
+    "nodeSelector",
+    "nodeName",
+    "restartPolicy",
+    "volumes",
+    *RECORDED_POD_FIELDS,
+)
 CONTAINER_FIELDS = (
     "name",
     "image",
@@ -123,9 +131,10 @@ CONTAINER_FIELDS = (
     "ports",
     "readinessProbe",
     "resources",
+    "volumeMounts",
+    "envFrom",
     *RECORDED_CONTAINER_FIELDS,
 )
-ENV_FIELDS = ("name", "value")
 PORT_FIELDS = ("containerPort", "name", "protocol")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -180,23 +189,6 @@ class Kind:
     name_re: re.Pattern[str] = DNS_LABEL_RE  # metadata.name's rule (Services: DNS-1035)
     also: tuple[str, ...] = ()  # other apiVersions accepted (Istio's v1beta1, v1alpha3)
     needs_spec: bool = True  # a Namespace has none
-
-
-def _env(container: dict, path: str, checker: Checker) -> list[tuple[str, str]]:
-    entries = checker.take(container, "env", path, "list", default=[]) or []
-    env = []
-    for i, entry in enumerate(entries):
-        here = item(join(path, "env"), i)
-        var = checker.mapping(entry, here, ENV_FIELDS, required=("name",))
-        if var is None:
-            continue
-        name = checker.take(var, "name", here, "string")
-        value = checker.take(var, "value", here, "string", default="")
-        if name is not None and "=" in name:
-            checker.add(join(here, "name"), f"{name!r} contains '='", "remove the '='")
-        elif name and value is not None:
-            env.append((name, value))
-    return env
 
 
 def _ports(container: dict, path: str, checker: Checker, names: dict) -> list[ContainerPort]:
@@ -327,7 +319,10 @@ def _probe(container: dict, path: str, checker: Checker) -> ProbeSpec | None:
     return ProbeSpec(handlers[0], **read[0], **fields)
 
 
-def _containers(value: Any, path: str, checker: Checker) -> list[ContainerSpec]:
+def _containers(
+    value: Any, path: str, checker: Checker, volumes: dict[str, VolumeSpec] | None = None
+) -> list[ContainerSpec]:
+    """The containers; their volumeMounts must name one of `volumes` (None: unchecked)."""
     if value is None or not checker.check_type(value, path, "list"):
         return []
     if not value:
@@ -378,7 +373,9 @@ def _containers(value: Any, path: str, checker: Checker) -> list[ContainerSpec]:
                 "give the container a command, e.g. command: [sleep, infinity], "
                 "or an image with one (`netlab image ls`)",
             )
-        env = _env(spec, here, checker)
+        env, env_refs = read_env(spec, here, checker)
+        env_from = read_env_from(spec, here, checker)
+        mounts = read_mounts(spec, here, volumes, checker)
         ports = _ports(spec, here, checker, port_names)
         probe = _probe(spec, here, checker)
         recorded = _recorded(spec, here, RECORDED_CONTAINER_FIELDS, checker)
@@ -399,6 +396,9 @@ def _containers(value: Any, path: str, checker: Checker) -> list[ContainerSpec]:
                     recorded,
                     security,
                     resources,
+                    mounts,
+                    env_refs,
+                    env_from,
                 )
             )
     return containers
@@ -413,7 +413,10 @@ def pod_template(
     spec = checker.mapping(value, path, POD_FIELDS, required=("containers",))
     if spec is None:
         return None
-    containers = _containers(spec.get("containers"), join(path, "containers"), checker)
+    before = len(checker.problems)
+    volumes = read_volumes(spec.get("volumes"), join(path, "volumes"), checker)
+    declared = {v.name: v for v in volumes} if len(checker.problems) == before else None
+    containers = _containers(spec.get("containers"), join(path, "containers"), checker, declared)
     selector = checker.labels(spec, "nodeSelector", path)
     node_name = checker.take(spec, "nodeName", path, "string")
     policy = checker.take(spec, "restartPolicy", path, "string", default="Always")
@@ -430,6 +433,9 @@ def pod_template(
     hostname = recorded.get("hostname")
     if hostname is not None:
         checker.name(hostname, join(path, "hostname"), "hostname", DNS_LABEL_MAX, DNS_LABEL_RE)
+    subdomain = recorded.get("subdomain")
+    if subdomain is not None:
+        checker.name(subdomain, join(path, "subdomain"), "subdomain", DNS_LABEL_MAX, DNS_LABEL_RE)
     return PodTemplate(
         frozen_map(labels),
         tuple(containers),
@@ -440,6 +446,8 @@ def pod_template(
         read_pod_security(recorded.get("securityContext"), join(path, "securityContext"), checker),
         hostname,
         bool(recorded.get("shareProcessNamespace", False)),
+        volumes,
+        subdomain,
     )
 
 
