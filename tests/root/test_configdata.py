@@ -144,7 +144,18 @@ def test_kubectl_create_get_apply_patch_edit_replace_delete(clab, tmp_path):
     kubectl(clab, "replace", "-f", "-", stdin=json.dumps(current))
     assert clab.store.get("configmaps", "default", "settings")["data"] == {"mode": "replaced"}
 
-    for kind, name in (("cm", "made"), ("secret", "token"), ("cm", "settings")):
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * (1024 * 1024 - 100))  # with its key's value, just under 1 MiB
+    kubectl(clab, "create", "configmap", "big", f"--from-file={big}", "--from-literal=k=v")
+    assert len(clab.store.get("configmaps", "default", "big")["data"]["big.bin"]) == len(
+        big.read_bytes()
+    )
+    big.write_bytes(b"x" * (1024 * 1024 + 1))
+    refused = kubectl(clab, "create", "configmap", "bigger", f"--from-file={big}", check=False)
+    assert refused.returncode != 0
+    assert "Too long: must have at most 1048576 bytes" in refused.stderr
+
+    for kind, name in (("cm", "made"), ("secret", "token"), ("cm", "settings"), ("cm", "big")):
         assert "deleted" in kubectl(clab, "delete", kind, name).stdout
     gone = kubectl(clab, "get", "cm", "made", check=False)
     assert gone.returncode != 0 and 'configmaps "made" not found' in gone.stderr
