@@ -155,7 +155,26 @@ def test_kubectl_create_get_apply_patch_edit_replace_delete(clab, tmp_path):
     assert refused.returncode != 0
     assert "Too long: must have at most 1048576 bytes" in refused.stderr
 
-    for kind, name in (("cm", "made"), ("secret", "token"), ("cm", "settings"), ("cm", "big")):
+    out = kubectl(
+        clab, "create", "secret", "docker-registry", "registry", "--docker-server=registry.lab",
+        "--docker-username=u", "--docker-password=p",
+    ).stdout  # fmt: skip
+    assert "secret/registry created" in out
+    registry = clab.store.get("secrets", "default", "registry")
+    assert registry["type"] == "kubernetes.io/dockerconfigjson"
+    auths = json.loads(decoded(registry["data"])[".dockerconfigjson"])["auths"]
+    assert auths["registry.lab"]["username"] == "u"
+    described = kubectl(clab, "describe", "secret", "token").stdout
+    assert "token:" in described and "6 bytes" in described and "abc123" not in described
+    server_side = tmp_path / "ssa.yaml"
+    server_side.write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: '1'}\n"
+    )
+    kubectl(clab, "apply", "--server-side", "-f", str(server_side))
+    assert clab.store.get("configmaps", "default", "ssa")["data"] == {"a": "1"}
+
+    for kind, name in (("cm", "made"), ("secret", "token"), ("cm", "settings"), ("cm", "big"),
+                       ("secret", "registry"), ("cm", "ssa")):  # fmt: skip
         assert "deleted" in kubectl(clab, "delete", kind, name).stdout
     gone = kubectl(clab, "get", "cm", "made", check=False)
     assert gone.returncode != 0 and 'configmaps "made" not found' in gone.stderr
