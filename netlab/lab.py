@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from netlab import objects
+from netlab import configobjects, objects
 from netlab.apiserver.runner import ApiServer
 from netlab.controllers import ControllerManager
 from netlab.controllers.nodeagent import NodeAgents
@@ -247,6 +247,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.services.set(self.spec.services)
         for policy in self.spec.policies:  # before the sidecars start: their first table has them
             self.store.apply(policy.manifest)
+        configobjects.apply_all(self.store, self.spec.configmaps + self.spec.secrets)
         self._create_pods(self.plan.pods, announce=False)
         self._wait_ready(self.plan.pods, timeout)
         self._start_pods(self.plan.pods, announced=False)
@@ -514,6 +515,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         found = parse_manifests(text, self.spec, source, existing)
         results = []
         with self.lock:
+            configobjects.check_all(self.store, found.configmaps + found.secrets)
             for namespace in found.namespaces:
                 old = self.store.list(
                     "namespaces", field_selector=f"metadata.name={namespace.name}"
@@ -535,6 +537,8 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 self.namespace_labels[namespace.name] = labels
                 self.store.apply(wanted)
                 results.append(_result("Namespace", "", namespace.name, action))
+            # before the pods that mount them
+            results += configobjects.apply_all(self.store, found.configmaps + found.secrets)
             found = self._injected(found)
             for service in found.services:
                 key = (service.namespace, service.name)

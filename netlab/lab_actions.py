@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from netlab import namespaces, objects
+from netlab import configobjects, namespaces, objects
 from netlab.apiserver.app import make_app
 from netlab.apiserver.auth import auth_middleware, endpoint_for
 from netlab.apiserver.base import invalid
@@ -181,6 +181,7 @@ class LabActions:
             found = parse_manifests(json.dumps(objects.applyable(obj)), lab.spec, None, existing)
             for deployment in found.deployments:
                 check_autoscaled(deployment)
+            configobjects.check_all(lab.store, found.configmaps + found.secrets)
         except SpecError as exc:
             raise invalid(full_kind, name, exc.problems) from exc
         except NetlabError as exc:
@@ -260,6 +261,12 @@ class LabActions:
 
     async def delete_ratelimitpolicy(self, namespace: str, name: str) -> dict:
         return await self._delete_policy("ratelimitpolicies", namespace, name)
+
+    async def delete_configmap(self, namespace: str, name: str) -> dict:
+        return await self._run(self.lab.store.delete, "configmaps", namespace, name)
+
+    async def delete_secret(self, namespace: str, name: str) -> dict:
+        return await self._run(self.lab.store.delete, "secrets", namespace, name)
 
     async def apply(self, text: str) -> list[dict]:
         return await self._run(self.lab.apply_text, text)

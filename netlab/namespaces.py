@@ -1,7 +1,7 @@
 """Deleting a namespace, as Kubernetes' namespace controller does: the namespace is
 marked Terminating at once (new content in it is refused), then everything it holds
-is deleted (workloads, Services, mesh policy, bare pods, events), and then the
-namespace itself. The lab's own namespaces cannot be deleted."""
+is deleted (workloads, Services, mesh policy, bare pods, events, ConfigMaps and
+Secrets), and then the namespace itself. The lab's own namespaces cannot be deleted."""
 
 from __future__ import annotations
 
@@ -57,7 +57,11 @@ def mark_terminating(store: Any, name: str) -> dict:
 
 
 EMPTY_WAIT = 30.0  # seconds the namespace waits for its last objects to go
-KINDS = ("deployments", "jobs", "services", *MESH_RESOURCES, "pods", "replicasets", "events")
+CONFIG_DATA = ("configmaps", "secrets")
+KINDS = (
+    "deployments", "jobs", "services", *MESH_RESOURCES, "pods", "replicasets", "events",
+    *CONFIG_DATA,
+)  # fmt: skip
 
 
 def empty_and_delete(lab: Any, name: str) -> None:
@@ -90,7 +94,7 @@ def _empty(lab: Any, name: str) -> None:
             _quietly(lab.delete_policy, plural, policy["metadata"]["name"], name)
     for pod in store.list("pods", name)[0]:
         _quietly(lab.delete_pod, pod["metadata"]["name"], name)
-    for plural in ("replicasets", "events", "endpoints", "endpointslices"):
+    for plural in ("replicasets", "events", "endpoints", "endpointslices", *CONFIG_DATA):
         for obj in store.list(plural, name)[0]:
             _quietly(store.delete, plural, name, obj["metadata"]["name"])
 

@@ -18,6 +18,7 @@ from netlab.plan import LabPlan, NodePlan, PodPlan
 from netlab.plan.model import CNI_BRIDGE, NODE_UPLINK, VTEP_DEVICE
 from netlab.spec import volumes
 from netlab.spec.compute import qos_class
+from netlab.spec.configdata import CONFIG_MAP_FIELDS, SECRET_FIELDS
 from netlab.spec.model import (
     ContainerSpec,
     DeploymentSpec,
@@ -469,6 +470,7 @@ def job_object(job) -> dict[str, Any]:
 
 
 MANIFEST_METADATA = ("name", "namespace", "labels", "annotations")
+DATA_FIELDS = {"ConfigMap": CONFIG_MAP_FIELDS, "Secret": SECRET_FIELDS}  # kinds without a spec
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
@@ -487,12 +489,12 @@ def manifest_of(obj: dict[str, Any]) -> dict[str, Any]:
         meta.pop("annotations", None)
     if not meta.get("labels"):
         meta.pop("labels", None)
-    return {
-        "apiVersion": obj["apiVersion"],
-        "kind": obj["kind"],
-        "metadata": meta,
-        "spec": copy.deepcopy(obj.get("spec") or {}),
-    }
+    manifest = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": meta}
+    if obj["kind"] in DATA_FIELDS:  # no spec: the data is the manifest
+        manifest.update({k: copy.deepcopy(obj[k]) for k in DATA_FIELDS[obj["kind"]] if k in obj})
+    else:
+        manifest["spec"] = copy.deepcopy(obj.get("spec") or {})
+    return manifest
 
 
 def applyable(obj: dict[str, Any]) -> dict[str, Any]:

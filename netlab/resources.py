@@ -126,6 +126,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("batch", "v1", "Job", "jobs", True, (), WRITE_VERBS, categories=ALL),
     Resource("", "v1", "Service", "services", True, ("svc",), WRITE_VERBS, categories=ALL),
     Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
+    Resource("", "v1", "ConfigMap", "configmaps", True, ("cm",), WRITE_VERBS),
+    Resource("", "v1", "Secret", "secrets", True, (), WRITE_VERBS),
     Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     Resource(
         "",

@@ -329,6 +329,17 @@ def _job_row(job: dict[str, Any], wide: bool) -> list[str]:
     return row
 
 
+def _config_row(obj: dict[str, Any], wide: bool) -> list[str]:
+    """kubectl's DATA: how many keys (a ConfigMap's data and binaryData)."""
+    keys = len(obj.get("data") or {}) + len(obj.get("binaryData") or {})
+    return [obj["metadata"]["name"], str(keys), age(obj["metadata"].get("creationTimestamp"))]
+
+
+def _secret_row(obj: dict[str, Any], wide: bool) -> list[str]:
+    row = _config_row(obj, wide)
+    return [row[0], obj.get("type") or "Opaque", *row[1:]]
+
+
 COLUMNS = {
     "pods": (
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -354,6 +365,8 @@ COLUMNS = {
         _service_row,
     ),
     "endpoints": (["NAME", "ENDPOINTS", "AGE"], ["NOT-READY"], _endpoints_row),
+    "configmaps": (["NAME", "DATA", "AGE"], [], _config_row),
+    "secrets": (["NAME", "TYPE", "DATA", "AGE"], [], _secret_row),
     "endpointslices": (
         ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
         [],

@@ -1,5 +1,5 @@
 """Kubernetes' protobuf encoding, read for the objects kubectl's generators send
-(`kubectl create namespace|deployment|service|job NAME ...`) and the reviews of
+(`kubectl create namespace|deployment|service|job|configmap|secret NAME ...`) and the reviews of
 `kubectl auth`: client-go's typed clients write protobuf, and kubectl has no flag to
 ask for JSON.
 
@@ -12,6 +12,7 @@ rather than applied without it.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from netlab.errors import ApiError
@@ -20,8 +21,11 @@ MAGIC = b"k8s\x00"
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 
 # A schema: field number -> (JSON name, type); a type is "string", "int", "bool",
-# "map" (string to string), a nested schema (dict), or a one-item list of those (repeated).
+# "map" (string to string), "bytesmap" (string to bytes, base64 in JSON), a nested
+# schema (dict), or a one-item list of those (repeated).
 MAP_ENTRY = {1: ("key", "string"), 2: ("value", "string")}
+BYTES_ENTRY = {1: ("key", "string"), 2: ("value", "bytes")}
+MAPS = ("map", "bytesmap")
 OBJECT_META = {
     1: ("name", "string"),
     2: ("generateName", "string"),
@@ -112,6 +116,20 @@ KINDS = {
     },
     "Service": {1: ("metadata", OBJECT_META), 2: ("spec", SERVICE_SPEC), 3: ("status", EMPTY)},
     "Job": {1: ("metadata", OBJECT_META), 2: ("spec", JOB_SPEC), 3: ("status", EMPTY)},
+    # kubectl create configmap|secret (k8s.io/api/core/v1 generated.proto)
+    "ConfigMap": {
+        1: ("metadata", OBJECT_META),
+        2: ("data", "map"),
+        3: ("binaryData", "bytesmap"),
+        4: ("immutable", "bool"),
+    },
+    "Secret": {
+        1: ("metadata", OBJECT_META),
+        2: ("data", "bytesmap"),
+        3: ("type", "string"),
+        4: ("stringData", "map"),
+        5: ("immutable", "bool"),
+    },
     # the reviews kubectl auth posts (apiserver/reviews.py); a status sent is not read
     "SelfSubjectReview": {
         1: ("metadata", OBJECT_META),
@@ -189,7 +207,7 @@ def decode(data: bytes, schema: dict, where: str) -> dict[str, Any]:
         repeated = isinstance(kind, list)
         item_kind = kind[0] if repeated else kind
         item = _value(value, item_kind, f"{where}.{name}")
-        if item_kind == "map":
+        if item_kind in MAPS:
             obj.setdefault(name, {}).update(item)
         elif repeated:
             obj.setdefault(name, []).append(item)
@@ -212,6 +230,9 @@ def _value(value: int | bytes, kind: Any, where: str) -> Any:
     if kind == "map":
         entry = decode(value, MAP_ENTRY, where)
         return {entry.get("key", ""): entry.get("value", "")}
+    if kind == "bytesmap":
+        entry = decode(value, BYTES_ENTRY, where)
+        return {entry.get("key", ""): base64.b64encode(entry.get("value", b"")).decode()}
     return decode(value, kind, where)
 
 

@@ -27,7 +27,7 @@ from netlab.errors import ApiError
 from netlab.resources import Resource
 from netlab.store import stale
 
-MAX_PATCH_BYTES = 1 << 20
+MAX_PATCH_BYTES = 3 << 20  # kube-apiserver's MaxRequestBodyBytes: room for a 1 MiB ConfigMap
 
 
 async def _body(request: web.Request, protobuf: bool = False) -> bytes:
@@ -39,10 +39,15 @@ async def _body(request: web.Request, protobuf: bool = False) -> bytes:
             "send application/json",
             "UnsupportedMediaType",
         )
-    body = await request.content.read(MAX_PATCH_BYTES + 1)
+    body = bytearray()  # read() gives what has arrived, up to its limit: read on to the end
+    while len(body) <= MAX_PATCH_BYTES:
+        chunk = await request.content.read(MAX_PATCH_BYTES + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
     if len(body) > MAX_PATCH_BYTES:
         raise ApiError(413, f"request body larger than {MAX_PATCH_BYTES} bytes")
-    return body
+    return bytes(body)
 
 
 async def _update(request: web.Request, res: Resource, obj: dict) -> dict:

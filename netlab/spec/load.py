@@ -21,6 +21,7 @@ import yaml
 
 from mesh.compile import parse_duration
 from netlab.errors import Problem, SpecError
+from netlab.spec.configdata import ConfigDataSpec
 from netlab.spec.jobs import JobSpec
 from netlab.spec.manifests import MESH_KINDS, check_scheduling, read_manifests
 from netlab.spec.mesh import MeshContext, check_mesh, collector_service, read_mesh
@@ -146,6 +147,8 @@ def check_documents(
         policies=_policies(found),
         namespaces=tuple(found["Namespace"]),
         jobs=tuple(found["Job"]),
+        configmaps=tuple(found["ConfigMap"]),
+        secrets=tuple(found["Secret"]),
         source=source,
     ), []
 
@@ -186,6 +189,8 @@ class ManifestSet:
     policies: tuple[PolicySpec, ...] = ()
     namespaces: tuple[NamespaceSpec, ...] = ()
     jobs: tuple[JobSpec, ...] = ()
+    configmaps: tuple[ConfigDataSpec, ...] = ()
+    secrets: tuple[ConfigDataSpec, ...] = ()
 
 
 def parse_manifests(
@@ -223,6 +228,8 @@ def parse_manifests(
         _policies(found),
         tuple(found["Namespace"]),
         tuple(found["Job"]),
+        tuple(found["ConfigMap"]),
+        tuple(found["Secret"]),
     )
 
 

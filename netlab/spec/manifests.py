@@ -19,6 +19,7 @@ from netlab.node.imageref import parse as parse_image
 from netlab.node.imagetools import ImageError
 from netlab.spec.autoscale import settings_of
 from netlab.spec.compute import read_resources
+from netlab.spec.configdata import CONFIG_MAP_FIELDS, SECRET_FIELDS, read_config_map, read_secret
 from netlab.spec.mesh import (
     ISTIO_API,
     ISTIO_GROUP,
@@ -189,6 +190,7 @@ class Kind:
     name_re: re.Pattern[str] = DNS_LABEL_RE  # metadata.name's rule (Services: DNS-1035)
     also: tuple[str, ...] = ()  # other apiVersions accepted (Istio's v1beta1, v1alpha3)
     needs_spec: bool = True  # a Namespace has none
+    top: tuple[str, ...] | None = None  # its top-level fields, if not TOP_FIELDS (ConfigMap)
 
 
 def _ports(container: dict, path: str, checker: Checker, names: dict) -> list[ContainerPort]:
@@ -578,7 +580,11 @@ KINDS: dict[str, Kind] = {
     ),
     "RateLimitPolicy": Kind(RATE_LIMIT_API, DNS_NAME_MAX, None, read_rate_limit, DNS_SUBDOMAIN_RE),
     "Job": Kind("batch/v1", JOB_NAME_MAX, "spec.template.spec", read_job),
-}
+    "ConfigMap": Kind("v1", DNS_NAME_MAX, None, read_config_map, DNS_SUBDOMAIN_RE,
+                      needs_spec=False, top=CONFIG_MAP_FIELDS),
+    "Secret": Kind("v1", DNS_NAME_MAX, None, read_secret, DNS_SUBDOMAIN_RE,
+                   needs_spec=False, top=SECRET_FIELDS),
+}  # fmt: skip
 MESH_KINDS = ("VirtualService", "DestinationRule", "RateLimitPolicy")
 
 
@@ -596,7 +602,8 @@ def _metadata(doc: dict, kind: str, where: str, checker: Checker) -> Manifest | 
     prefix = f"{kind}/{name}: " if isinstance(name, str) and name else f"{where}: "
     rule = KINDS[kind]
     needed = ("apiVersion", "metadata", "spec") if rule.needs_spec else ("apiVersion", "metadata")
-    checker.mapping(doc, prefix, TOP_FIELDS, required=needed)
+    top = TOP_FIELDS if rule.top is None else ("apiVersion", "kind", "metadata", *rule.top)
+    checker.mapping(doc, prefix, top, required=needed)
     api, wanted = doc.get("apiVersion"), rule.api_version
     if api is not None and api != wanted and api not in rule.also:
         checker.add(

@@ -306,6 +306,8 @@ class LabSpec:
     namespaces: tuple[NamespaceSpec, ...] = ()
     control_plane: ControlPlaneSpec = ControlPlaneSpec()
     jobs: tuple = ()  # JobSpec (netlab.spec.jobs)
+    configmaps: tuple = ()  # ConfigDataSpec (netlab.spec.configdata)
+    secrets: tuple = ()  # ConfigDataSpec
     store: str = "embedded"  # or "etcd" (a cluster inside the lab), or "etcd://127.0.0.1:2379"
 
     @property

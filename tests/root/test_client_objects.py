@@ -55,6 +55,17 @@ spec:
   targetRef: {kind: Service, name: web}
   tokenBucket: {maxTokens: 10, tokensPerFill: 5, fillInterval: 2s}
 """
+CONFIG = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web}
+data: {app.conf: "port = 8080"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: web}
+stringData: {token: abc}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +82,7 @@ def olab():
         lab.apply_text(_job("broken", "exit 3", backoffLimit=2))
         lab.apply_text(_job("slow", "sleep 60", activeDeadlineSeconds=2))
         lab.apply_text(POLICIES)
+        lab.apply_text(CONFIG)
         yield lab
 
 
@@ -118,6 +130,8 @@ def test_every_kind_lists_and_reads_through_the_typed_api(olab, api):
         "endpointslices": (slices.list_endpoint_slice_for_all_namespaces, slices.read_namespaced_endpoint_slice),
         "events": (core.list_event_for_all_namespaces, core.read_namespaced_event),
         "leases": (leases.list_lease_for_all_namespaces, leases.read_namespaced_lease),
+        "configmaps": (core.list_config_map_for_all_namespaces, core.read_namespaced_config_map),
+        "secrets": (core.list_secret_for_all_namespaces, core.read_namespaced_secret),
     }  # fmt: skip
     assert wait_for(lambda: job_ended(olab, "done"), 20)
     served = {res.plural: res for res in DEFAULT_TABLE}
@@ -274,6 +288,8 @@ def _typed_objects(client) -> dict:
                 selector=labels, ports=[client.V1ServicePort(port=80, target_port=8080)]
             ),
         ),
+        "configmaps": client.V1ConfigMap(metadata=meta(name="typed"), data={"k": "v"}),
+        "secrets": client.V1Secret(metadata=meta(name="typed"), string_data={"k": "v"}),
         "jobs": client.V1Job(
             metadata=meta(name="typed"),
             spec=client.V1JobSpec(
@@ -307,6 +323,12 @@ def test_every_writable_kind_is_created_patched_watched_and_deleted_typed(olab, 
         "services": (core.create_namespaced_service, core.patch_namespaced_service,
                      core.list_namespaced_service, core.read_namespaced_service,
                      core.delete_namespaced_service, True),
+        "configmaps": (core.create_namespaced_config_map, core.patch_namespaced_config_map,
+                       core.list_namespaced_config_map, core.read_namespaced_config_map,
+                       core.delete_namespaced_config_map, True),
+        "secrets": (core.create_namespaced_secret, core.patch_namespaced_secret,
+                    core.list_namespaced_secret, core.read_namespaced_secret,
+                    core.delete_namespaced_secret, True),
         "jobs": (batch.create_namespaced_job, batch.patch_namespaced_job,
                  batch.list_namespaced_job, batch.read_namespaced_job,
                  batch.delete_namespaced_job, True),

@@ -222,7 +222,7 @@ def test_kubectl_create_generators_send_protobuf_the_lab_reads(klab):
     assert wait_for(
         lambda: klab.store.get("jobs", "default", "gen-job")["status"].get("succeeded") == 1, 15
     )
-    refused = kubectl(klab, "create", "configmap", "nope", check=False)
+    refused = kubectl(klab, "create", "quota", "nope", check=False)
     assert refused.returncode != 0
     for args in (["deployment", "gen"], ["service", "gen"], ["job", "gen-job"]):
         kubectl(klab, "delete", *args)

@@ -525,3 +525,15 @@ def test_patch_of_a_kind_that_takes_none_is_405(lab):
         lab, "/api/v1/namespaces/default/pods/a", {"spec": {}}, "application/merge-patch+json"
     )
     assert status == 405
+
+
+def test_a_body_of_megabytes_is_read_whole_and_one_too_large_refused(lab):
+    """A ConfigMap of nearly 1 MiB arrives in many chunks (kube-apiserver takes up to
+    3 MiB): read to its end, not cut at the first chunk."""
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"},
+          "data": {"a": "x" * (2 << 20)}}  # fmt: skip
+    status, body = lab.raw("POST", "/api/v1/namespaces/default/configmaps", json.dumps(cm).encode())
+    assert status == 405, body  # parsed whole; this fake lab takes no manifests
+    cm["data"]["a"] = "x" * (3 << 20)
+    status, body = lab.raw("POST", "/api/v1/namespaces/default/configmaps", json.dumps(cm).encode())
+    assert status == 413 and "request body larger than" in body["message"], body

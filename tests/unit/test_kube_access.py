@@ -346,7 +346,7 @@ def test_a_generators_protobuf_body_reads_as_its_json():
     [
         (b"not protobuf", 400),
         (b"k8s\x00\x0a\x05", 400),  # a field runs past the end
-        (_envelope("v1", "ConfigMap", b""), 415),  # not a kind the lab reads
+        (_envelope("v1", "Binding", b""), 415),  # not a kind the lab reads
         (_envelope("v1", "Namespace", _pb(1, _pb(1, b"x")) + _pb(9, b"unknown")), 415),
     ],
 )

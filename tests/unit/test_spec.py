@@ -365,9 +365,9 @@ ERRORS = [
     ),
     (
         "unsupported-kind",
-        TWO_RACKS + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+        TWO_RACKS + "---\napiVersion: v1\nkind: ReplicationController\nmetadata: {name: x}\n",
         "documents[1]: kind",
-        "kind 'ConfigMap' is not supported",
+        "kind 'ReplicationController' is not supported",
         "netlab supports Pod (v1), Deployment (apps/v1)",
     ),
     (
