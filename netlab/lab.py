@@ -37,6 +37,7 @@ from netlab.lab_workloads import (
     check_autoscaled,
 )
 from netlab.node import cni
+from netlab.node.configvolumes import ConfigVolumes
 from netlab.node.cri import ContainerRuntimeService
 from netlab.node.images import ImageError
 from netlab.node.inputs import PodInputs
@@ -136,7 +137,13 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.events = EventRecorder(self.store)  # kubelet's and the scheduler's events
         # kubelet's volume manager: a pod's volumes ready before its containers start
         self.volumes = VolumeManager(
-            self.spec.name, self.run_dir, [EmptyDirPlugin(), HostPathPlugin()], self._evict
+            self.spec.name,
+            self.run_dir,
+            [EmptyDirPlugin(), HostPathPlugin(), ConfigVolumes(self.store)],
+            self._evict,
+            failed=lambda pod, exc: self.events.pod(
+                pod.namespace, pod.name, exc.event, exc.message, type_="Warning"
+            ),
         )
         # kubelet's pod workers: containers started, restarted with back-off, stopped
         self.workers = PodWorkers(
@@ -148,7 +155,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             self._not_running,
             lambda: not self.stopping,
             self.fork_sidecars,
-            PodInputs(self.volumes),
+            PodInputs(self.volumes, self.store, self._host_ip, self.events),
         )
         self.services = Services(
             self.store,
@@ -764,9 +771,20 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         container: str | None = None,
         **kwargs,
     ) -> subprocess.CompletedProcess:
-        """Run a command in a pod's container (all its namespaces, as `kubectl exec`)
-        and wait for it (text output captured)."""
-        return _run([*self.container_entry(pod, namespace, container), *argv], kwargs)
+        """Run a command in a pod's container (all its namespaces and its environment,
+        as `kubectl exec`) and wait for it (text output captured)."""
+        entry = self.container_entry(pod, namespace, container)
+        if "env" not in kwargs:
+            kwargs["env"] = self.container_environ(pod, namespace, container) or None
+        return _run([*entry, *argv], kwargs)
+
+    def container_environ(
+        self, pod: str, namespace: str = "default", container: str | None = None
+    ) -> dict[str, str]:
+        """The environment a running container of the pod was started with ({}: none
+        running), for commands exec'd into it."""
+        rt = self.pods.get((namespace, pod))
+        return self.workers.environ(rt, container) if rt is not None else {}
 
     def container_entry(
         self, pod: str, namespace: str = "default", container: str | None = None
@@ -792,6 +810,10 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
 
     def _publish_node(self, node: NodePlan) -> None:
         self.store.apply(objects.node_object(node, self.spec.overlay, self.spec.name))
+
+    def _host_ip(self, node: str) -> str:
+        plan = self.nodes.get(node)
+        return str(plan.address.ip) if plan else ""
 
     def _publish_pod(self, rt: PodRuntime) -> None:
         node = self.nodes.get(rt.plan.node)

@@ -205,7 +205,9 @@ class LabActions:
             entry = self.lab.container_entry(pod, namespace, spec.name)
         except NotFound as exc:
             raise ApiError(404, str(exc), "NotFound") from exc
-        return entry, container_env(plan, spec)
+        # the environment the container was started with (ConfigMaps', Secrets' too)
+        started = self.lab.container_environ(pod, namespace, spec.name)
+        return entry, started or container_env(plan, spec)
 
     async def port_dialer(
         self, namespace: str, pod: str

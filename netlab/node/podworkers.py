@@ -330,6 +330,23 @@ class PodWorkers:
             )
         return self.cri.entry(proc.pid)
 
+    def environ(self, rt: PodRuntime, container: str | None = None) -> dict[str, str]:
+        """The environment the running container was started with (its app's, as runc
+        gave it: image, pod spec, ConfigMaps and Secrets), for a command exec'd into it;
+        empty if it is not running."""
+        names = [c.name for c in rt.plan.template.containers]
+        if container is None:
+            container = next((n for n in names if n != SIDECAR_CONTAINER), names[0])
+        proc = rt.procs.get(container)
+        if proc is None or proc.poll() is not None:
+            return {}
+        try:
+            raw = Path(f"/proc/{proc.pid}/environ").read_bytes()
+        except OSError:
+            return {}
+        pairs = (entry.split(b"=", 1) for entry in raw.split(b"\0") if b"=" in entry)
+        return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
     def cgroups(self, runtimes: Sequence[PodRuntime]) -> list[ContainerCgroup]:
         """The running containers' cgroups (the forked sidecars have none of their own)."""
         running = [

@@ -50,6 +50,7 @@ class VolumeManager:
         plugins: Iterable[VolumePlugin],
         evict: Callable[[PodPlan, str], None] | None = None,
         interval: float = RESYNC_INTERVAL,
+        failed: Callable[[PodPlan, VolumeNotReady], None] | None = None,
     ) -> None:
         self.lab, self.run_dir = lab, run_dir
         self.plugins: dict[str, VolumePlugin] = {}
@@ -57,6 +58,8 @@ class VolumeManager:
             for kind in plugin.kinds:
                 self.plugins[kind] = plugin
         self.evict = evict
+        self.failed = failed  # a refresh failed (kubelet's FailedMount; once per message)
+        self._failing: dict[tuple[tuple[str, str], str], str] = {}
         self.interval = interval
         self._pods: dict[tuple[str, str], PodVolumes] = {}
         self._lock = threading.Lock()
@@ -166,8 +169,14 @@ class VolumeManager:
                 if volume.name not in state.paths:
                     continue
                 plugin = self.plugins[volume.kind]
+                key = (state.pod.key, volume.name)
                 try:
                     plugin.resync(state.ctx, volume)
+                    self._failing.pop(key, None)
+                except VolumeNotReady as exc:  # the files stay as they were
+                    if self._failing.get(key) != exc.message and self.failed is not None:
+                        self.failed(state.pod, exc)
+                    self._failing[key] = exc.message
                 except Exception as exc:
                     log.warning("resync of %s/%s volume %s: %s", *state.pod.key, volume.name, exc)
                 message = self._over_limit(state, volume, plugin)
@@ -196,6 +205,8 @@ class VolumeManager:
         """Stop refreshing the pod's volumes (it is being deleted)."""
         with self._lock:
             self._pods.pop(pod.key, None)
+            for volume in pod.template.volumes:
+                self._failing.pop((pod.key, volume.name), None)
 
     def tear_down(self, pod: PodPlan) -> None:
         """The pod's containers have ended: remove its volumes (each plugin its own),

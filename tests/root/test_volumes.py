@@ -231,3 +231,107 @@ def test_a_mount_of_an_undeclared_volume_is_refused_before_anything_is_built(vla
     assert 'spec.containers[0].volumeMounts[0].name: Not found: "dta"' in text
     assert "declare a volume named 'dta'" in text
     assert "undeclared" not in {p.name for p in vlab.pod_list()}
+
+
+CONFIG = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: app-config}
+data:
+  level: debug
+  app.conf: |
+    port=8080
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: db}
+stringData: {password: s3cret}
+"""
+
+CONFIGURED = bare_pod(
+    "configured",
+    "n3",
+    """  - {name: config, configMap: {name: app-config}}
+  - name: creds
+    secret: {secretName: db, items: [{key: password, path: db/password, mode: 0400}]}""",
+    """  - name: app
+    image: busybox
+    command: [sleep, "3600"]
+    env:
+    - name: LEVEL
+      valueFrom: {configMapKeyRef: {name: app-config, key: level}}
+    - name: PASSWORD
+      valueFrom: {secretKeyRef: {name: db, key: password}}
+    - name: NODE
+      valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+    - name: MISSING
+      valueFrom: {configMapKeyRef: {name: app-config, key: nothing, optional: true}}
+    envFrom:
+    - {configMapRef: {name: app-config}, prefix: CFG_}
+    volumeMounts:
+    - {name: config, mountPath: /etc/app}
+    - {name: config, mountPath: /etc/fixed.conf, subPath: app.conf}
+    - {name: creds, mountPath: /secrets}""",
+)
+
+
+def test_config_maps_and_secrets_as_files_and_env_and_a_change_reaching_the_files(vlab):
+    vlab.apply_text(CONFIG)
+    vlab.apply_text(CONFIGURED)
+    assert wait_for(lambda: running(vlab, "configured"), 10)
+    lines = vlab.exec("configured", ["env"]).stdout.splitlines()
+    env = dict(line.split("=", 1) for line in lines if "=" in line)  # app.conf: two lines
+    assert env["LEVEL"] == "debug" and env["PASSWORD"] == "s3cret" and env["NODE"] == "n3"
+    assert env["CFG_level"] == "debug" and "MISSING" not in env
+    assert vlab.exec("configured", ["cat", "/etc/app/app.conf"]).stdout == "port=8080\n"
+    assert vlab.exec("configured", ["cat", "/secrets/db/password"]).stdout == "s3cret"
+    mode = vlab.exec("configured", ["stat", "-L", "-c", "%a", "/secrets/db/password"])
+    assert mode.stdout.strip() == "400"
+    refused = vlab.exec("configured", ["sh", "-c", "echo x > /etc/app/new"])
+    assert "Read-only file system" in refused.stderr
+    # kubelet's sync: the change reaches the mounted files, not the subPath one
+    cm = vlab.store.get("configmaps", "default", "app-config")
+    cm["data"]["app.conf"] = "port=9090\n"
+    vlab.store.update(cm)
+    assert wait_for(
+        lambda: vlab.exec("configured", ["cat", "/etc/app/app.conf"]).stdout == "port=9090\n", 5
+    )
+    assert vlab.exec("configured", ["cat", "/etc/fixed.conf"]).stdout == "port=8080\n"
+    vlab.delete_pod("configured")
+    assert not (vlab.run_dir / "pods" / vlab.spec.name).exists()
+
+
+def test_a_pod_waits_for_a_config_map_it_needs(vlab):
+    vlab.apply_text(
+        bare_pod(
+            "waiting",
+            "n2",
+            """  - {name: config, configMap: {name: later}}""",
+            """  - name: app
+    image: busybox
+    command: [sleep, "3600"]
+    volumeMounts: [{name: config, mountPath: /etc/later}]
+    env:
+    - name: GREETING
+      valueFrom: {configMapKeyRef: {name: later, key: greeting}}""",
+        )
+    )
+    missing = 'MountVolume.SetUp failed for volume "config" : configmap "later" not found'
+    assert wait_for(lambda: ("FailedMount", missing) in events_of(vlab, "waiting"), 5)
+    (status,) = vlab.store.get("pods", "default", "waiting")["status"]["containerStatuses"]
+    assert status["state"] == {"waiting": {"reason": "ContainerCreating"}}
+    # the ConfigMap without the key: the volume mounts, the env cannot be made
+    vlab.apply_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: later}\ndata: {other: x}\n")
+
+    def waiting_reason() -> dict:
+        (state,) = vlab.store.get("pods", "default", "waiting")["status"]["containerStatuses"]
+        return state["state"].get("waiting") or {}
+
+    assert wait_for(lambda: waiting_reason().get("reason") == "CreateContainerConfigError", 5)
+    assert waiting_reason()["message"] == "couldn't find key greeting in ConfigMap default/later"
+    cm = vlab.store.get("configmaps", "default", "later")
+    cm["data"]["greeting"] = "hello"
+    vlab.store.update(cm)
+    assert wait_for(lambda: running(vlab, "waiting"), 10)
+    assert vlab.exec("waiting", ["sh", "-c", "echo $GREETING"]).stdout == "hello\n"
+    vlab.delete_pod("waiting")
