@@ -135,6 +135,8 @@ def apply_claim(store: Store, spec: ClaimObjectSpec) -> dict:
     wanted = new.setdefault("spec", {})
     wanted.setdefault("volumeMode", "Filesystem")
     if old is None:
+        if _get(store, "namespaces", None, spec.namespace) is None:
+            store.apply(objects.namespace_object(spec.namespace))
         if "storageClassName" not in wanted:
             chosen = default_class(store)
             if chosen is not None:

@@ -244,3 +244,18 @@ def test_stored_objects_fit_kubernetes_schemas_and_take_labels(slab, tmp_path):
                       check=False)  # fmt: skip
     assert refused.returncode != 0 and "volumeMode" in refused.stderr, refused.stderr
     kubectl(slab, "delete", "pvc", "labelled")
+
+
+def test_deleting_a_namespace_deletes_its_claims_and_their_disks(slab, tmp_path):
+    manifest = tmp_path / "claim.yaml"
+    manifest.write_text(
+        claim("scratch", "8Mi").replace("{name: scratch}", "{name: scratch, namespace: team}")
+    )
+    kubectl(slab, "apply", "-f", str(manifest))
+    pvc = lambda: slab.store.get("persistentvolumeclaims", "team", "scratch")  # noqa: E731
+    assert wait_for(lambda: pvc()["status"].get("phase") == "Bound", 10)
+    image = image_of(slab, pvc()["spec"]["volumeName"])
+    assert image.exists()
+    kubectl(slab, "delete", "namespace", "team", "--timeout", "30s")
+    assert wait_for(lambda: not image.exists(), 10)
+    assert "NotFound" in kubectl(slab, "get", "pvc", "-n", "team", "scratch", check=False).stderr
