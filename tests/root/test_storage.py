@@ -259,3 +259,40 @@ def test_deleting_a_namespace_deletes_its_claims_and_their_disks(slab, tmp_path)
     kubectl(slab, "delete", "namespace", "team", "--timeout", "30s")
     assert wait_for(lambda: not image.exists(), 10)
     assert "NotFound" in kubectl(slab, "get", "pvc", "-n", "team", "scratch", check=False).stderr
+
+
+def test_a_static_volume_gets_its_disk_and_binds_a_claim_of_no_class(slab, tmp_path):
+    manifest = tmp_path / "static.yaml"
+    manifest.write_text(
+        textwrap.dedent(
+            """\
+            apiVersion: v1
+            kind: PersistentVolume
+            metadata: {name: disk1}
+            spec:
+              capacity: {storage: 24Mi}
+              accessModes: [ReadWriteOnce]
+              csi: {driver: netlab.io/loop-disk, volumeHandle: disk1}
+            ---
+            """
+        )
+        + claim("mine", "20Mi", "storageClassName: ''")
+    )
+    kubectl(slab, "apply", "-f", str(manifest))
+    assert wait_for(lambda: bound(slab, "mine"), 10)
+    assert bound(slab, "mine")["spec"]["volumeName"] == "disk1"
+    image = paths.disks_dir(LAB) / "disk1.img"
+    assert image_of(slab, "disk1") == image and image.stat().st_size == 24 << 20
+    kubectl(slab, "delete", "pvc", "mine")
+    assert wait_for(
+        lambda: slab.store.get("persistentvolumes", None, "disk1")["status"]["phase"] == "Released",
+        10,
+    )
+    kubectl(slab, "delete", "pv", "disk1")  # Retain, a static volume's default: the disk stays
+    assert image.exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        manifest.read_text().split("---")[0].replace("Handle: disk1", "Handle: /etc/passwd")
+    )
+    refused = kubectl(slab, "apply", "-f", str(bad), check=False)
+    assert "spec.csi.volumeHandle" in refused.stderr and "not a disk of this lab" in refused.stderr

@@ -301,3 +301,24 @@ def test_a_storage_class_keeps_its_provisioner_and_parameters(h):
     with pytest.raises(SpecError, match="updates to reclaimPolicy are forbidden"):
         h.apply(RETAIN.removesuffix("---").replace("Retain", "Delete"))
     assert h.get("storageclasses", "keep")["volumeBindingMode"] == "Immediate"  # defaulted
+
+
+def test_netlab_get_prints_kubectls_storage_columns(h):
+    from netlab.tables import render
+
+    h.apply(claim())
+    h.run()
+    pvcs = h.store.list("persistentvolumeclaims")[0]
+    out = render("persistentvolumeclaims", pvcs, all_namespaces=True).splitlines()
+    assert out[0].split()[:3] == ["NAMESPACE", "NAME", "STATUS"]
+    assert out[1].split()[:8] == [
+        "default", "data", "Bound", pvcs[0]["spec"]["volumeName"], "1Gi", "RWO", "standard",
+        "<unset>",
+    ]  # fmt: skip
+    out = render("persistentvolumes", h.store.list("persistentvolumes")[0], all_namespaces=True)
+    assert out.split()[:2] == ["NAME", "CAPACITY"]  # cluster-scoped: no NAMESPACE column
+    assert out.splitlines()[1].split()[3:6] == ["Delete", "Bound", "default/data"]
+    out = render("storageclasses", h.store.list("storageclasses")[0]).splitlines()
+    assert out[1].split()[:6] == [
+        "standard", "(default)", "netlab.io/loop-disk", "Delete", "Immediate", "false"
+    ]  # fmt: skip
