@@ -296,3 +296,53 @@ def test_a_static_volume_gets_its_disk_and_binds_a_claim_of_no_class(slab, tmp_p
     )
     refused = kubectl(slab, "apply", "-f", str(bad), check=False)
     assert "spec.csi.volumeHandle" in refused.stderr and "not a disk of this lab" in refused.stderr
+
+
+POD = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: user}
+spec:
+  nodeName: n1
+  containers: [{name: app, command: [sleep, infinity]}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: lazy}}]
+"""
+
+
+def test_a_claim_waits_for_its_first_consumer_and_stays_while_a_pod_uses_it(slab, tmp_path):
+    manifest = tmp_path / "lazy.yaml"
+    manifest.write_text(
+        textwrap.dedent(
+            """\
+            apiVersion: storage.k8s.io/v1
+            kind: StorageClass
+            metadata: {name: lazy}
+            provisioner: netlab.io/loop-disk
+            volumeBindingMode: WaitForFirstConsumer
+            ---
+            """
+        )
+        + claim("lazy", "8Mi", "storageClassName: lazy")
+    )
+    kubectl(slab, "apply", "-f", str(manifest))
+    events = lambda: kubectl(slab, "describe", "pvc", "lazy").stdout  # noqa: E731
+    assert wait_for(
+        lambda: "waiting for first consumer to be created before binding" in events(), 10
+    )
+    assert (
+        slab.store.get("persistentvolumeclaims", "default", "lazy")["status"]["phase"] == "Pending"
+    )
+    pod = tmp_path / "pod.yaml"
+    pod.write_text(POD)
+    kubectl(slab, "apply", "-f", str(pod), check=False)  # it may wait for its volume
+    assert wait_for(lambda: bound(slab, "lazy"), 10)
+    pvc = bound(slab, "lazy")
+    assert pvc["metadata"]["annotations"]["volume.kubernetes.io/selected-node"] == "n1"
+    image = image_of(slab, pvc["spec"]["volumeName"])
+    kubectl(slab, "delete", "pvc", "lazy", "--wait=false")
+    shown = kubectl(slab, "get", "pvc", "lazy").stdout.splitlines()[1].split()
+    assert shown[:2] == ["lazy", "Terminating"]  # kubernetes.io/pvc-protection: a pod uses it
+    assert image.exists()
+    kubectl(slab, "delete", "pod", "user")
+    assert wait_for(lambda: not image.exists(), 15)
+    assert "NotFound" in kubectl(slab, "get", "pvc", "lazy", check=False).stderr
