@@ -29,6 +29,7 @@ from netlab.journal import Journal
 from netlab.lab_actions import lab_api_server
 from netlab.lab_adopt import Adoption, record_store
 from netlab.lab_nodes import NodeRuntime
+from netlab.lab_storage import class_names, store_storage
 from netlab.lab_workloads import (
     DeploymentRuntime,
     WorkloadRuntime,
@@ -251,6 +252,10 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
             self.store.apply(objects.namespace_object(namespace, labels))
         for node in self.nodes.values():
             self._publish_node(node)
+        spec = self.spec
+        store_storage(
+            self.store, spec.name, spec.storage_classes, spec.volumes, spec.claims, build=True
+        )
         self.services.set(self.spec.services)
         for policy in self.spec.policies:  # before the sidecars start: their first table has them
             self.store.apply(policy.manifest)
@@ -519,7 +524,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         validated as a whole against this lab before anything changes."""
         with self.lock:
             existing = self._mesh_context()
-        found = parse_manifests(text, self.spec, source, existing)
+        found = parse_manifests(text, self.spec, source, existing, class_names(self.store))
         results = []
         with self.lock:
             configobjects.check_all(self.store, found.configmaps + found.secrets)
@@ -546,6 +551,9 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 results.append(_result("Namespace", "", namespace.name, action))
             # before the pods that mount them
             results += configobjects.apply_all(self.store, found.configmaps + found.secrets)
+            results += store_storage(
+                self.store, self.spec.name, found.storage_classes, found.volumes, found.claims
+            )
             found = self._injected(found)
             for service in found.services:
                 key = (service.namespace, service.name)

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from netlab import configobjects, namespaces, objects
+from netlab import configobjects, lab_storage, namespaces, objects
 from netlab.apiserver.app import make_app
 from netlab.apiserver.auth import auth_middleware, endpoint_for
 from netlab.apiserver.base import invalid
@@ -178,7 +178,8 @@ class LabActions:
         name = str(obj["metadata"].get("name"))
         full_kind = f"{res.kind}.{res.group}" if res.group else res.kind
         try:
-            found = parse_manifests(json.dumps(objects.applyable(obj)), lab.spec, None, existing)
+            text, classes = json.dumps(objects.applyable(obj)), lab_storage.class_names(lab.store)
+            found = parse_manifests(text, lab.spec, None, existing, classes)
             for deployment in found.deployments:
                 check_autoscaled(deployment)
             configobjects.check_all(lab.store, found.configmaps + found.secrets)
@@ -269,6 +270,21 @@ class LabActions:
 
     async def delete_secret(self, namespace: str, name: str) -> dict:
         return await self._run(self.lab.store.delete, "secrets", namespace, name)
+
+    async def delete_persistentvolumeclaim(self, namespace: str, name: str) -> dict:
+        """Terminating until no pod uses the claim (kubernetes.io/pvc-protection)."""
+        store = self.lab.store
+        return await self._run(
+            lab_storage.mark_deleting, store, "persistentvolumeclaims", namespace, name
+        )
+
+    async def delete_persistentvolume(self, _namespace: str | None, name: str) -> dict:
+        """Terminating until no claim is bound to it (kubernetes.io/pv-protection)."""
+        store = self.lab.store
+        return await self._run(lab_storage.mark_deleting, store, "persistentvolumes", None, name)
+
+    async def delete_storageclass(self, _namespace: str | None, name: str) -> dict:
+        return await self._run(lab_storage.delete_class, self.lab.store, name)
 
     async def apply(self, text: str) -> list[dict]:
         return await self._run(self.lab.apply_text, text)

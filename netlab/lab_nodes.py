@@ -14,8 +14,10 @@ from netlab.controllers.deployment import DeploymentController
 from netlab.controllers.job import JobController
 from netlab.controllers.nodeagent import LEASE_NAMESPACE, NodeAgents
 from netlab.controllers.nodelifecycle import NodeLifecycleController, node_ready
+from netlab.controllers.persistentvolume import PersistentVolumeController
 from netlab.errors import ApiError, NetlabError, NotFound
 from netlab.etcdstore import EtcdClient, EtcdStore, endpoints_of
+from netlab.node.diskimages import DiskImages
 from netlab.nodeinfo import host_allocatable
 from netlab.plan import NodePlan, peer_entry, plan_node
 from netlab.plan.build import candidates_of
@@ -92,6 +94,7 @@ class NodeRuntime:
                 DeploymentController(self.store, self),
                 JobController(self.store, self, time.time, timing.job_backoff, self.events),
                 Autoscaler(self.store, self),
+                PersistentVolumeController(self.store, DiskImages(self.spec.name), self.events),
                 self.node_lifecycle,
             ]
         )

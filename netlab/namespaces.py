@@ -11,6 +11,7 @@ from typing import Any
 
 from netlab import objects
 from netlab.errors import ApiError, NotFound
+from netlab.lab_storage import mark_deleting
 from netlab.resources import MESH_RESOURCES
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ EMPTY_WAIT = 30.0  # seconds the namespace waits for its last objects to go
 CONFIG_DATA = ("configmaps", "secrets")
 KINDS = (
     "deployments", "jobs", "services", *MESH_RESOURCES, "pods", "replicasets", "events",
-    *CONFIG_DATA,
+    *CONFIG_DATA, "persistentvolumeclaims",
 )  # fmt: skip
 
 
@@ -94,6 +95,8 @@ def _empty(lab: Any, name: str) -> None:
             _quietly(lab.delete_policy, plural, policy["metadata"]["name"], name)
     for pod in store.list("pods", name)[0]:
         _quietly(lab.delete_pod, pod["metadata"]["name"], name)
+    for claim in store.list("persistentvolumeclaims", name)[0]:  # go once their pods have
+        _quietly(mark_deleting, store, "persistentvolumeclaims", name, claim["metadata"]["name"])
     for plural in ("replicasets", "events", "endpoints", "endpointslices", *CONFIG_DATA):
         for obj in store.list(plural, name)[0]:
             _quietly(store.delete, plural, name, obj["metadata"]["name"])

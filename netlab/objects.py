@@ -27,6 +27,7 @@ from netlab.spec.model import (
     ProbeSpec,
     ServiceSpec,
 )
+from netlab.spec.storage import CLASS_FIELDS
 
 NETNS_ANNOTATION = "netlab.io/netns"
 RACK_ANNOTATION = "netlab.io/rack"
@@ -470,7 +471,11 @@ def job_object(job) -> dict[str, Any]:
 
 
 MANIFEST_METADATA = ("name", "namespace", "labels", "annotations")
-DATA_FIELDS = {"ConfigMap": CONFIG_MAP_FIELDS, "Secret": SECRET_FIELDS}  # kinds without a spec
+DATA_FIELDS = {  # kinds without a spec
+    "ConfigMap": CONFIG_MAP_FIELDS,
+    "Secret": SECRET_FIELDS,
+    "StorageClass": CLASS_FIELDS,
+}
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 

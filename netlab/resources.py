@@ -175,6 +175,14 @@ RESOURCES: tuple[Resource, ...] = (
         ("rlp",),
         WRITE_VERBS,
     ),
+    # storage: claims, the volumes bound to them, their classes; the attach/detach
+    # controller's VolumeAttachments are read-only to users
+    Resource("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",),
+             WRITE_VERBS),
+    Resource("", "v1", "PersistentVolume", "persistentvolumes", False, ("pv",), WRITE_VERBS),
+    Resource("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",),
+             WRITE_VERBS),
+    Resource("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", False),
     # answered, never stored (apiserver/reviews.py): who am I, what may I do
     Resource("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False,
              verbs=REVIEW_VERBS),

@@ -12,6 +12,7 @@ from rich.table import Table
 from netlab.client import LabClient
 from netlab.controllers.job import finished
 from netlab.objects import condition_status
+from netlab.spec.storage import DEFAULT_CLASS_ANNOTATION, access_modes_text
 
 
 def _lab_table(title: str, rows: list[tuple[str, str, str, str, str]]) -> Table:
@@ -340,6 +341,70 @@ def _secret_row(obj: dict[str, Any], wide: bool) -> list[str]:
     return [row[0], obj.get("type") or "Opaque", *row[1:]]
 
 
+def _claim_row(pvc: dict[str, Any], wide: bool) -> list[str]:
+    spec, status = pvc.get("spec") or {}, pvc.get("status") or {}
+    bound = bool(spec.get("volumeName"))
+    row = [
+        pvc["metadata"]["name"],
+        "Terminating" if pvc["metadata"].get("deletionTimestamp") else status.get("phase", ""),
+        spec.get("volumeName", ""),
+        (status.get("capacity") or {}).get("storage", "") if bound else "",
+        access_modes_text(status.get("accessModes") or ()) if bound else "",
+        spec.get("storageClassName") or "",
+        spec.get("volumeAttributesClassName") or "<unset>",
+        age(pvc["metadata"].get("creationTimestamp")),
+    ]
+    if wide:
+        row.append(spec.get("volumeMode") or "<unset>")
+    return row
+
+
+def _volume_row(pv: dict[str, Any], wide: bool) -> list[str]:
+    spec, status = pv.get("spec") or {}, pv.get("status") or {}
+    ref = spec.get("claimRef") or {}
+    row = [
+        pv["metadata"]["name"],
+        (spec.get("capacity") or {}).get("storage", ""),
+        access_modes_text(spec.get("accessModes") or ()),
+        spec.get("persistentVolumeReclaimPolicy", ""),
+        "Terminating" if pv["metadata"].get("deletionTimestamp") else status.get("phase", ""),
+        f"{ref.get('namespace', '')}/{ref.get('name', '')}" if ref else "",
+        spec.get("storageClassName") or "",
+        spec.get("volumeAttributesClassName") or "<unset>",
+        status.get("reason", ""),
+        age(pv["metadata"].get("creationTimestamp")),
+    ]
+    if wide:
+        row.append(spec.get("volumeMode") or "<unset>")
+    return row
+
+
+def _storage_class_row(sc: dict[str, Any], wide: bool) -> list[str]:
+    name = sc["metadata"]["name"]
+    if (sc["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true":
+        name += " (default)"
+    return [
+        name,
+        sc.get("provisioner", ""),
+        sc.get("reclaimPolicy") or "Delete",
+        sc.get("volumeBindingMode") or "Immediate",
+        "true" if sc.get("allowVolumeExpansion") else "false",
+        age(sc["metadata"].get("creationTimestamp")),
+    ]
+
+
+def _volume_attachment_row(va: dict[str, Any], wide: bool) -> list[str]:
+    spec = va.get("spec") or {}
+    return [
+        va["metadata"]["name"],
+        spec.get("attacher", ""),
+        (spec.get("source") or {}).get("persistentVolumeName", ""),
+        spec.get("nodeName", ""),
+        "true" if (va.get("status") or {}).get("attached") else "false",
+        age(va["metadata"].get("creationTimestamp")),
+    ]
+
+
 COLUMNS = {
     "pods": (
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -384,7 +449,29 @@ COLUMNS = {
         ["ROUTE", "SOURCE"],
         _rate_limit_row,
     ),
-}
+    "persistentvolumeclaims": (
+        ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS",
+         "VOLUMEATTRIBUTESCLASS", "AGE"],
+        ["VOLUMEMODE"],
+        _claim_row,
+    ),
+    "persistentvolumes": (
+        ["NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM",
+         "STORAGECLASS", "VOLUMEATTRIBUTESCLASS", "REASON", "AGE"],
+        ["VOLUMEMODE"],
+        _volume_row,
+    ),
+    "storageclasses": (
+        ["NAME", "PROVISIONER", "RECLAIMPOLICY", "VOLUMEBINDINGMODE", "ALLOWVOLUMEEXPANSION",
+         "AGE"],
+        [],
+        _storage_class_row,
+    ),
+    "volumeattachments": (
+        ["NAME", "ATTACHER", "PV", "NODE", "ATTACHED", "AGE"], [], _volume_attachment_row
+    ),
+}  # fmt: skip
+CLUSTER_SCOPED = ("nodes", "namespaces", "persistentvolumes", "storageclasses", "volumeattachments")
 
 
 def _name_age_row(obj: dict[str, Any], wide: bool) -> list[str]:
@@ -408,7 +495,7 @@ def render(
     if name_prefix and "NAME" in header:
         at = header.index("NAME")
         rows = [[*row[:at], name_prefix + row[at], *row[at + 1 :]] for row in rows]
-    if all_namespaces and resource not in ("nodes", "namespaces"):
+    if all_namespaces and resource not in CLUSTER_SCOPED:
         header = ["NAMESPACE", *header]
         rows = [
             [obj["metadata"].get("namespace", ""), *row]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -47,6 +47,7 @@ from netlab.spec.model import (
     ServiceSpec,
 )
 from netlab.spec.services import check_services
+from netlab.spec.storage import DEFAULT_CLASS, check_claim_classes, claims_in
 from netlab.spec.validate import (
     Checker,
     DraftRack,
@@ -135,6 +136,7 @@ def check_documents(
         check_scheduling(lab, found, checker)
         check_services(lab, found["Service"], checker)
         check_mesh(_policies(found), mesh_context(lab, found), checker)
+    _check_storage(found, (), checker)
     if checker.problems or lab is None:
         return None, checker.problems
     pods, deployments = tuple(found["Pod"]), tuple(found["Deployment"])
@@ -149,8 +151,18 @@ def check_documents(
         jobs=tuple(found["Job"]),
         configmaps=tuple(found["ConfigMap"]),
         secrets=tuple(found["Secret"]),
+        storage_classes=tuple(found["StorageClass"]),
+        claims=tuple(found["PersistentVolumeClaim"]),
+        volumes=tuple(found["PersistentVolume"]),
         source=source,
     ), []
+
+
+def _check_storage(found: dict[str, list], classes: Collection[str], checker: Checker) -> None:
+    """Claims name StorageClasses that exist: the lab's own, the ones read with them,
+    and `classes` (those of the running lab)."""
+    known = {DEFAULT_CLASS, *classes, *(c.name for c in found["StorageClass"])}
+    check_claim_classes(claims_in(found), known, checker)
 
 
 def _policies(found: dict[str, list]) -> tuple[PolicySpec, ...]:
@@ -191,15 +203,22 @@ class ManifestSet:
     jobs: tuple[JobSpec, ...] = ()
     configmaps: tuple[ConfigDataSpec, ...] = ()
     secrets: tuple[ConfigDataSpec, ...] = ()
+    storage_classes: tuple = ()  # StorageClassSpec (netlab.spec.storage)
+    claims: tuple = ()  # ClaimObjectSpec
+    volumes: tuple = ()  # VolumeObjectSpec
 
 
 def parse_manifests(
-    text: str, lab: LabSpec, source: str | None = None, existing: MeshContext | None = None
+    text: str,
+    lab: LabSpec,
+    source: str | None = None,
+    existing: MeshContext | None = None,
+    classes: Collection[str] = (),
 ) -> ManifestSet:
     """Validate a YAML stream of manifests (no `lab:` section) against an existing lab:
     the same checks as in a lab file, scheduling and clusterIPs included; SpecError if
     anything is wrong. Conflicts with what already runs (a clusterIP in use) are the
-    caller's to find."""
+    caller's to find. `classes`: the StorageClasses the lab already has."""
     documents, problems = _parse_yaml(text)
     if documents is None:
         raise SpecError(problems, source)
@@ -219,6 +238,7 @@ def parse_manifests(
     check_scheduling(lab, found, checker)
     check_services(lab, found["Service"], checker)
     check_mesh(_policies(found), mesh_context(lab, found, existing), checker)
+    _check_storage(found, classes, checker)
     if problems or checker.problems:
         raise SpecError(problems + checker.problems, source)
     return ManifestSet(
@@ -230,6 +250,9 @@ def parse_manifests(
         tuple(found["Job"]),
         tuple(found["ConfigMap"]),
         tuple(found["Secret"]),
+        tuple(found["StorageClass"]),
+        tuple(found["PersistentVolumeClaim"]),
+        tuple(found["PersistentVolume"]),
     )
 
 

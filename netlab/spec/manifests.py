@@ -564,6 +564,12 @@ _ISTIO_ALSO = tuple(
 )
 
 from netlab.spec.jobs import JOB_NAME_MAX, read_job  # noqa: E402 (it reads pod_template above)
+from netlab.spec.storage import (  # noqa: E402
+    CLASS_FIELDS,
+    read_claim,
+    read_storage_class,
+    read_volume,
+)
 
 KINDS: dict[str, Kind] = {
     "Pod": Kind("v1", DNS_NAME_MAX, "spec", _pod, DNS_SUBDOMAIN_RE),
@@ -584,6 +590,10 @@ KINDS: dict[str, Kind] = {
                       needs_spec=False, top=CONFIG_MAP_FIELDS),
     "Secret": Kind("v1", DNS_NAME_MAX, None, read_secret, DNS_SUBDOMAIN_RE,
                    needs_spec=False, top=SECRET_FIELDS),
+    "StorageClass": Kind("storage.k8s.io/v1", DNS_NAME_MAX, None, read_storage_class,
+                         DNS_SUBDOMAIN_RE, needs_spec=False, top=CLASS_FIELDS),
+    "PersistentVolumeClaim": Kind("v1", DNS_NAME_MAX, None, read_claim, DNS_SUBDOMAIN_RE),
+    "PersistentVolume": Kind("v1", DNS_NAME_MAX, None, read_volume, DNS_SUBDOMAIN_RE),
 }  # fmt: skip
 MESH_KINDS = ("VirtualService", "DestinationRule", "RateLimitPolicy")
 

@@ -309,6 +309,9 @@ class LabSpec:
     configmaps: tuple = ()  # ConfigDataSpec (netlab.spec.configdata)
     secrets: tuple = ()  # ConfigDataSpec
     store: str = "embedded"  # or "etcd" (a cluster inside the lab), or "etcd://127.0.0.1:2379"
+    storage_classes: tuple = ()  # StorageClassSpec (netlab.spec.storage)
+    claims: tuple = ()  # ClaimObjectSpec: PersistentVolumeClaims
+    volumes: tuple = ()  # VolumeObjectSpec: static PersistentVolumes
 
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:

@@ -67,6 +67,13 @@ metadata: {name: web}
 stringData: {token: abc}
 """
 
+CLAIM = """
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 8Mi}}}
+"""
+
 
 @pytest.fixture(scope="module")
 def olab():
@@ -83,6 +90,7 @@ def olab():
         lab.apply_text(_job("slow", "sleep 60", activeDeadlineSeconds=2))
         lab.apply_text(POLICIES)
         lab.apply_text(CONFIG)
+        lab.apply_text(CLAIM)  # and the volume bound to it
         yield lab
 
 
@@ -116,7 +124,7 @@ def test_every_kind_lists_and_reads_through_the_typed_api(olab, api):
 
     core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
     leases, custom = client.CoordinationV1Api(api), client.CustomObjectsApi(api)
-    slices = client.DiscoveryV1Api(api)
+    slices, storage = client.DiscoveryV1Api(api), client.StorageV1Api(api)
     authn, authz = client.AuthenticationV1Api(api), client.AuthorizationV1Api(api)
     typed = {
         "namespaces": (core.list_namespace, core.read_namespace),
@@ -132,13 +140,19 @@ def test_every_kind_lists_and_reads_through_the_typed_api(olab, api):
         "leases": (leases.list_lease_for_all_namespaces, leases.read_namespaced_lease),
         "configmaps": (core.list_config_map_for_all_namespaces, core.read_namespaced_config_map),
         "secrets": (core.list_secret_for_all_namespaces, core.read_namespaced_secret),
+        "persistentvolumeclaims": (core.list_persistent_volume_claim_for_all_namespaces,
+                                   core.read_namespaced_persistent_volume_claim),
+        "persistentvolumes": (core.list_persistent_volume, core.read_persistent_volume),
+        "storageclasses": (storage.list_storage_class, storage.read_storage_class),
+        "volumeattachments": (storage.list_volume_attachment, storage.read_volume_attachment),
     }  # fmt: skip
+    unattached = ("volumeattachments",)  # none until a pod mounts a claim
     assert wait_for(lambda: job_ended(olab, "done"), 20)
     served = {res.plural: res for res in DEFAULT_TABLE}
     for plural, (list_all, read) in typed.items():
         res = served.pop(plural)
         items = list_all().items
-        assert items, f"the lab serves no {plural}"
+        assert items or plural in unattached, f"the lab serves no {plural}"
         for item in items:  # each one read on its own, through the same models
             meta = item.metadata
             one = read(meta.name, meta.namespace) if res.namespaced else read(meta.name)
