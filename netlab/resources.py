@@ -145,6 +145,12 @@ RESOURCES: tuple[Resource, ...] = (
         ),  # fmt: skip
     ),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True, ()),
+    # storage (issue 19); minimal rows: the storage-api part owns their full definitions
+    Resource("", "v1", "PersistentVolume", "persistentvolumes", False, ("pv",), WRITE_VERBS),
+    Resource(
+        "", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",), WRITE_VERBS
+    ),
+    Resource("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", False),
     # mesh policy (Istio's shapes, and netlab's rate limit); the sidecars watch these
     Resource(
         "networking.istio.io",
