@@ -134,23 +134,27 @@ class LoopDisks:
         device backs it already (this process's or anyone's)."""
         path = os.path.realpath(image)
         with self._lock:
-            image_fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            # the lock's own open file: the loop device keeps the one it is given, and
+            # a flock on that would stay with the device
+            lock_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                fcntl.flock(image_fd, fcntl.LOCK_EX)
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
                 if (device := attached(path)) is not None:
                     raise DiskFenced(
                         f"disk image {path} is still attached as {device}: it is detached "
                         "once its last mount is gone (a pod's container may still hold it)"
                     )
+                image_fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
                 ctl = os.open(LOOP_CONTROL, os.O_RDWR | os.O_CLOEXEC)
                 try:
                     device, fd = _configure(ctl, image_fd, path)
                 finally:
                     os.close(ctl)
+                    os.close(image_fd)
                 self._held[device] = fd
                 return device
             finally:
-                os.close(image_fd)  # the flock goes with it
+                os.close(lock_fd)  # the flock goes with it
 
     def hold(self, device: str) -> None:
         """Keep an attached device open (one attached before this process started: a
