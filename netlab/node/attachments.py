@@ -9,9 +9,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from netlab.errors import ApiError
-from netlab.store import Store
+from netlab.spec.volumes import ClaimSource, VolumeSpec
+
+if TYPE_CHECKING:
+    from netlab.store import Store
 
 DRIVER = "netlab.io/loop-disk"  # the lab's CSI-like driver: PVs of it are disk images
 READ_WRITE_ONCE_POD = "ReadWriteOncePod"
@@ -39,6 +43,11 @@ def claims_of(pod: dict) -> list[str]:
         if claim and claim not in names:
             names.append(claim)
     return names
+
+
+def volume_claims(volumes: Iterable[VolumeSpec]) -> list[str]:
+    """The claims a pod template's volumes name."""
+    return [v.source.claim_name for v in volumes if isinstance(v.source, ClaimSource)]
 
 
 def finished(pod: dict) -> bool:
