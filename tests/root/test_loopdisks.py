@@ -16,6 +16,7 @@ from netlab.node import loopdisks
 from netlab.node.attachments import global_mount
 from netlab.node.loopdisks import DiskFenced, LabDisks, LoopDisks
 from netlab.node.mounts import mounted_under
+from netlab.realize import cleanup
 
 pytestmark = pytest.mark.root
 
@@ -161,3 +162,27 @@ def test_the_sweep_removes_every_device_and_mount_under_a_directory(workdir):
     finally:
         loopdisks.sweep(outside)
         shutil.rmtree(outside)
+
+
+def test_a_labs_cleanup_sweeps_its_disks(monkeypatch, tmp_path):
+    """clean_lab after a crash: the lab's disks, mounted or not, leave with it."""
+    state_root = Path(tempfile.mkdtemp(prefix="t-loopdisks-state-"))
+    monkeypatch.setattr(loopdisks.paths, "STATE_ROOT", state_root)
+    lab = "t-attach-clean"
+    crashed, disks = LoopDisks(), LoopDisks()
+    try:
+        image = make_image(state_root / "disk.img")  # outside the lab's state dir: kept
+        (state_root / lab / "disks").mkdir(parents=True)
+        ours = make_image(state_root / lab / "disks/pvc-1.img")
+        target = global_mount(state_root / lab / "nodes/n1", "pvc-1")
+        loopdisks.mount_global(crashed.attach(ours), target)
+        crashed.close()  # the supervisor is gone; its mount stays
+        other = disks.attach(image)
+        report = cleanup.clean_lab(lab, tmp_path / "run")
+        assert str(target) in report.files
+        assert loopdisks.attached(ours) is None and mounted_under(state_root) == []
+        assert loopdisks.attached(image) == other
+    finally:
+        disks.close()
+        loopdisks.sweep(state_root)
+        shutil.rmtree(state_root)
