@@ -165,7 +165,7 @@ class AttachDetachController(Controller):
             self._delete(va)
         if image is None:
             return None
-        if len(current) > 1:  # never made by this controller; keep the oldest
+        if len(current) > 1:  # never made by this controller; the first one stays
             log.error("%s: PV %s has %d attachments", self.name, pv_name, len(current))
         holder = current[0]["spec"]["nodeName"] if current else None
         if holder is None:
