@@ -38,6 +38,7 @@ from netlab.lab_workloads import (
     check_autoscaled,
 )
 from netlab.node import cni
+from netlab.node.claimvolumes import ClaimVolumes
 from netlab.node.configvolumes import ConfigVolumes
 from netlab.node.cri import ContainerRuntimeService
 from netlab.node.images import ImageError
@@ -140,7 +141,12 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         self.volumes = VolumeManager(
             self.spec.name,
             self.run_dir,
-            [EmptyDirPlugin(), HostPathPlugin(), ConfigVolumes(self.store)],
+            [
+                EmptyDirPlugin(),
+                HostPathPlugin(),
+                ConfigVolumes(self.store),
+                ClaimVolumes(self.store),
+            ],
             self._evict,
             failed=lambda pod, exc: self.events.pod(
                 pod.namespace, pod.name, exc.event, exc.message, type_="Warning"

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 from netlab.controllers import ControllerManager
+from netlab.controllers.attachdetach import AttachDetachController
 from netlab.controllers.autoscaler import Autoscaler
 from netlab.controllers.deployment import DeploymentController
 from netlab.controllers.job import JobController
@@ -17,7 +18,9 @@ from netlab.controllers.nodelifecycle import NodeLifecycleController, node_ready
 from netlab.controllers.persistentvolume import PersistentVolumeController
 from netlab.errors import ApiError, NetlabError, NotFound
 from netlab.etcdstore import EtcdClient, EtcdStore, endpoints_of
+from netlab.node.attachments import rwop_conflicts, volume_claims
 from netlab.node.diskimages import DiskImages
+from netlab.node.loopdisks import LabDisks
 from netlab.nodeinfo import host_allocatable
 from netlab.plan import NodePlan, peer_entry, plan_node
 from netlab.plan.build import candidates_of
@@ -89,6 +92,8 @@ class NodeRuntime:
         self.node_lifecycle = NodeLifecycleController(
             self.store, self, timing.node_grace, time.time
         )
+        self.disks = LabDisks(self.spec.name)  # the nodes' loop disks, held while the lab runs
+        self.parts.start("disks", lambda: None, self.disks.close)
         self.controllers = ControllerManager(
             [
                 DeploymentController(self.store, self),
@@ -96,16 +101,27 @@ class NodeRuntime:
                 Autoscaler(self.store, self),
                 PersistentVolumeController(self.store, DiskImages(self.spec.name), self.events),
                 self.node_lifecycle,
+                AttachDetachController(self.store, self.disks, self.events, time.time),
             ]
         )
         self.parts.start("controllers", self.controllers.start, self.controllers.stop)
 
     def schedulable_nodes(
-        self, template: PodTemplate | None = None, excluded: dict[str, int] | None = None
+        self,
+        template: PodTemplate | None = None,
+        excluded: dict[str, int] | None = None,
+        namespace: str = "default",
     ) -> list[NodePlan]:
         """The nodes a new pod may go to: Ready and not cordoned (kube-scheduler's filters
         before nodeSelector); Unschedulable, with kube-scheduler's reasons, if none may.
         The others are counted by reason into `excluded` (for the placer's message)."""
+        claims = volume_claims(template.volumes) if template is not None else []
+        if claims and (conflict := rwop_conflicts(self.store, namespace, claims)):
+            raise Unschedulable(  # VolumeRestrictions' PreFilter: no node at all
+                f"0/{len(self.nodes)} nodes are available: {conflict}.",
+                "A ReadWriteOncePod claim is one pod's at a time: the pod waits until the "
+                "one using it is gone (or give each pod its own claim)",
+            )
         reasons = excluded if excluded is not None else {}
         fit = []
         for node in self.nodes.values():

@@ -202,7 +202,7 @@ class WorkloadRuntime:
             excluded: dict[str, int] = {}
             placer = PodPlacer(
                 self.spec.name,
-                self.schedulable_nodes(job.template, excluded),
+                self.schedulable_nodes(job.template, excluded, job.namespace),
                 [rt.plan for rt in self.pods.values()],
                 self.last_pod_address,
             )
@@ -238,7 +238,10 @@ class WorkloadRuntime:
                 return
             excluded: dict[str, int] = {}
             try:
-                nodes, nowhere = self.schedulable_nodes(runtime.spec.template, excluded), None
+                nodes = self.schedulable_nodes(
+                    runtime.spec.template, excluded, runtime.spec.namespace
+                )
+                nowhere = None
             except Unschedulable as exc:  # no node at all: every pod waits, Pending
                 nodes, nowhere = [], exc
             placer = PodPlacer(

@@ -29,9 +29,10 @@ def mount(source: str, target: str | os.PathLike, fstype: str, options: str) -> 
     )
 
 
-def unmount(target: str | os.PathLike) -> bool:
-    """Detach one mount; False if it was not mounted."""
-    if _libc.umount2(os.fsencode(target), MNT_DETACH) == 0:
+def unmount(target: str | os.PathLike, lazy: bool = True) -> bool:
+    """Detach one mount (`lazy`: at once, even while busy; else OSError EBUSY if busy);
+    False if it was not mounted."""
+    if _libc.umount2(os.fsencode(target), MNT_DETACH if lazy else 0) == 0:
         return True
     err = ctypes.get_errno()
     if err in (22, 2):  # EINVAL: not a mount point; ENOENT: gone

@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from netlab import paths
 from netlab.errors import NetlabError
-from netlab.node import cgroups, mounts
+from netlab.node import cgroups, loopdisks, mounts
 from netlab.node.cni import ETC_NETNS
 from netlab.paths import state_dir
 from netlab.plan.names import PREFIX_ROOT, lab_prefix
@@ -126,6 +127,8 @@ def clean_lab(lab: str, run_root: Path) -> CleanReport:
             if owned(entry.name, prefix):
                 shutil.rmtree(entry, ignore_errors=True)
                 report.files.append(str(entry))
+    # the lab's disks: every loop device backed by an image under its state dir, unmounted
+    report.files.extend(loopdisks.sweep(paths.state_dir(lab)))
     if run_dir.exists():
         report.files.extend(mounts.unmount_under(run_dir))
         mounts.remove_tree(run_dir)
