@@ -47,6 +47,7 @@ from netlab.spec.model import (
     ServiceSpec,
 )
 from netlab.spec.services import check_services
+from netlab.spec.statefulset import StatefulSetSpec
 from netlab.spec.validate import (
     Checker,
     DraftRack,
@@ -149,6 +150,7 @@ def check_documents(
         jobs=tuple(found["Job"]),
         configmaps=tuple(found["ConfigMap"]),
         secrets=tuple(found["Secret"]),
+        statefulsets=tuple(found["StatefulSet"]),
         source=source,
     ), []
 
@@ -191,6 +193,7 @@ class ManifestSet:
     jobs: tuple[JobSpec, ...] = ()
     configmaps: tuple[ConfigDataSpec, ...] = ()
     secrets: tuple[ConfigDataSpec, ...] = ()
+    statefulsets: tuple[StatefulSetSpec, ...] = ()
 
 
 def parse_manifests(
@@ -230,6 +233,7 @@ def parse_manifests(
         tuple(found["Job"]),
         tuple(found["ConfigMap"]),
         tuple(found["Secret"]),
+        tuple(found["StatefulSet"]),
     )
 
 

@@ -564,6 +564,7 @@ _ISTIO_ALSO = tuple(
 )
 
 from netlab.spec.jobs import JOB_NAME_MAX, read_job  # noqa: E402 (it reads pod_template above)
+from netlab.spec.statefulset import STATEFULSET_NAME_MAX, read_statefulset  # noqa: E402
 
 KINDS: dict[str, Kind] = {
     "Pod": Kind("v1", DNS_NAME_MAX, "spec", _pod, DNS_SUBDOMAIN_RE),
@@ -584,6 +585,7 @@ KINDS: dict[str, Kind] = {
                       needs_spec=False, top=CONFIG_MAP_FIELDS),
     "Secret": Kind("v1", DNS_NAME_MAX, None, read_secret, DNS_SUBDOMAIN_RE,
                    needs_spec=False, top=SECRET_FIELDS),
+    "StatefulSet": Kind("apps/v1", STATEFULSET_NAME_MAX, "spec.template.spec", read_statefulset),
 }  # fmt: skip
 MESH_KINDS = ("VirtualService", "DestinationRule", "RateLimitPolicy")
 
@@ -705,7 +707,9 @@ def check_scheduling(lab: LabSpec, found: dict[str, list[Any]], checker: Checker
                     f"nodeSelector {text} matches no node{where}, so the pod cannot be scheduled",
                     "label a node with it (lab.racks[].nodes[].labels) or change the selector",
                 )
-    pods = len(found.get("Pod", ())) + sum(d.replicas for d in found.get("Deployment", ()))
+    pods = len(found.get("Pod", ())) + sum(
+        d.replicas for kind in ("Deployment", "StatefulSet") for d in found.get(kind, ())
+    )
     room = len(nodes) * (2 ** (32 - lab.overlay.subnet_len) - POD_OVERHEAD)
     if pods > room:
         checker.add(
