@@ -14,6 +14,7 @@ from netlab.controllers.deployment import DeploymentController
 from netlab.controllers.job import JobController
 from netlab.controllers.nodeagent import LEASE_NAMESPACE, NodeAgents
 from netlab.controllers.nodelifecycle import NodeLifecycleController, node_ready
+from netlab.controllers.statefulset import StatefulSetController
 from netlab.errors import ApiError, NetlabError, NotFound
 from netlab.etcdstore import EtcdClient, EtcdStore, endpoints_of
 from netlab.nodeinfo import host_allocatable
@@ -91,6 +92,7 @@ class NodeRuntime:
             [
                 DeploymentController(self.store, self),
                 JobController(self.store, self, time.time, timing.job_backoff, self.events),
+                StatefulSetController(self.store, self, self.events),
                 Autoscaler(self.store, self),
                 self.node_lifecycle,
             ]
