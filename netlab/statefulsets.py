@@ -80,7 +80,14 @@ def statefulset_object(spec: StatefulSetSpec) -> dict[str, Any]:
         claim.setdefault("apiVersion", "v1")
         claim.setdefault("kind", "PersistentVolumeClaim")
         claim.setdefault("spec", {}).setdefault("volumeMode", "Filesystem")
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": body}
+    status = {"replicas": 0, "availableReplicas": 0}  # required fields, as a new set has them
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": metadata,
+        "spec": body,
+        "status": status,
+    }
 
 
 def member_template(spec: StatefulSetSpec, ordinal: int, revision: str) -> PodTemplate:
