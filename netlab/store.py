@@ -35,7 +35,15 @@ from netlab.resources import (
 log = logging.getLogger(__name__)
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 _MANAGED = ("uid", "creationTimestamp", "resourceVersion", "generation")
-STATUSLESS = ("Endpoints", "Event", "Lease", "EndpointSlice", "ConfigMap", "Secret")
+STATUSLESS = (
+    "Endpoints",
+    "Event",
+    "Lease",
+    "EndpointSlice",
+    "ConfigMap",
+    "Secret",
+    "ControllerRevision",
+)
 """Kinds Kubernetes defines without a `status`: the store gives them none."""
 
 

@@ -224,3 +224,19 @@ def test_a_pod_on_a_lost_node_comes_back_elsewhere_with_its_name(slab):
         assert slab.pod("db-0").template.volumes[0].source.claim_name == "data-db-0"
     finally:
         slab.recover_node(node)
+
+
+def test_what_the_lab_serves_fits_kubernetes_schemas(slab):
+    from netlab.apiserver import schema
+
+    assert wait_for(lambda: ready_names(slab, "db") == {"db-0", "db-1"}, 30)
+    for kind in ("statefulsets.apps", "controllerrevisions.apps", "persistentvolumeclaims", "pods"):
+        listed = json.loads(kubectl(slab, "get", kind, "-o", "json").stdout)["items"]
+        assert listed, kind
+        for obj in listed:
+            group, _, version = obj["apiVersion"].rpartition("/")
+            kind_schema = schema.for_kind(group, version, obj["kind"])
+            assert kind_schema.known, obj["kind"]
+            assert schema.unknown_fields(obj, kind_schema) == [], obj["metadata"]["name"]
+    history = kubectl(slab, "rollout", "history", "sts/db").stdout
+    assert "REVISION" in history and "1" in history.split()
