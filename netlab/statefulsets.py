@@ -17,7 +17,7 @@ from netlab.plan.scheduler import template_hash
 from netlab.spec.compute import qos_class
 from netlab.spec.model import PodTemplate, frozen_map
 from netlab.spec.statefulset import ClaimTemplate, StatefulSetSpec
-from netlab.spec.volumes import ClaimSource, EmptyDirSource, HostPathSource, VolumeSpec
+from netlab.spec.volumes import ClaimSource, VolumeSpec
 
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
@@ -108,8 +108,6 @@ def member_template(spec: StatefulSetSpec, ordinal: int, revision: str) -> PodTe
     }
     volumes = [claims.pop(v.name, v) for v in template.volumes]
     volumes += [claims[c.name] for c in spec.claims if c.name in claims]
-    if volumes:  # shown in the Pod's spec as written (pod_object writes `recorded`)
-        recorded["volumes"] = [volume_manifest(v) for v in volumes]
     return dataclasses.replace(
         template,
         labels=frozen_map(labels),
@@ -118,34 +116,6 @@ def member_template(spec: StatefulSetSpec, ordinal: int, revision: str) -> PodTe
         subdomain=spec.service_name,
         volumes=tuple(volumes),
     )
-
-
-def volume_manifest(volume: VolumeSpec) -> dict[str, Any]:
-    """A pod volume as a Pod's spec.volumes shows it."""
-    source = volume.source
-    if isinstance(source, ClaimSource):
-        shown: dict[str, Any] = {"claimName": source.claim_name}
-        if source.read_only:
-            shown["readOnly"] = True
-    elif isinstance(source, EmptyDirSource):
-        shown = {}
-        if source.medium:
-            shown["medium"] = source.medium
-        if source.size_limit is not None:
-            shown["sizeLimit"] = str(source.size_limit)
-    elif isinstance(source, HostPathSource):
-        shown = {"path": source.path, "type": source.type}
-    else:
-        key = "secretName" if source.kind == "secret" else "name"
-        shown = {key: source.name, "defaultMode": source.default_mode}
-        if source.items:
-            shown["items"] = [
-                {"key": i.key, "path": i.path, **({"mode": i.mode} if i.mode is not None else {})}
-                for i in source.items
-            ]
-        if source.optional:
-            shown["optional"] = True
-    return {"name": volume.name, volume.kind: shown}
 
 
 def claim_object(

@@ -318,7 +318,9 @@ def read_statefulset(manifest, value: Any, checker: Checker) -> StatefulSetSpec 
             f'Unsupported value: "{policy_of_pod}": supported values: "Always"',
             "remove restartPolicy (Always is the default): a StatefulSet's pods run on",
         )
-    pod = manifests.pod_template(pod_spec, join(tpath, "spec"), labels or {}, checker)
+    pod = manifests.pod_template(
+        pod_spec, join(tpath, "spec"), labels or {}, checker, claims=[c.name for c in claims]
+    )
     if None in (pod, replicas, match, policy, strategy, partition, when_deleted, when_scaled):
         return None
     if None in (min_ready, history):

@@ -1,7 +1,8 @@
-"""StatefulSets on a real lab: pods started in order with stable names, each with its
-own claim (the objects: they bind and mount once the storage parts run), a headless
-Service naming each pod in DNS, scale down and up keeping names and claims, a deleted
-pod back with its name; driven by kubectl 1.35 and the `kubernetes` Python client."""
+"""StatefulSets on a real lab: pods started in order with stable names, a headless
+Service naming each pod in DNS, scale down and up keeping names, a deleted pod back
+with its name; per-replica claims created and kept (the objects: until the storage
+parts bind and mount them, a pod with a claim waits in ContainerCreating, as kubelet
+holds it); driven by kubectl 1.35 and the `kubernetes` Python client."""
 
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ ZONE = "cluster.local"
 ECHO = ["python3", "-m", "netlab.apps.echo", "8080"]
 
 
-def statefulset(name: str, replicas: int, **spec) -> dict:
+def statefulset(name: str, replicas: int, claims: bool = False, **spec) -> dict:
+    claim = {
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}},
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -43,15 +48,7 @@ def statefulset(name: str, replicas: int, **spec) -> dict:
                     ]
                 },
             },
-            "volumeClaimTemplates": [
-                {
-                    "metadata": {"name": "data"},
-                    "spec": {
-                        "accessModes": ["ReadWriteOnce"],
-                        "resources": {"requests": {"storage": "16Mi"}},
-                    },
-                }
-            ],
+            "volumeClaimTemplates": [claim] if claims else [],
             **spec,
         },
     }
@@ -62,7 +59,7 @@ def slab():
     b = two_rack_builder("t-sts")
     for name in ("web", "db"):
         b.add_service(name, selector={"app": name}, ports=[(80, 8080)], headless=True)
-    b.add_manifest(statefulset("db", 2, podManagementPolicy="Parallel"))  # in the lab file
+    b.add_manifest(statefulset("db", 2, True, podManagementPolicy="Parallel"))  # in the lab file
     with Lab(b.build()) as lab:
         lab.settle()
         yield lab
@@ -95,11 +92,30 @@ def claims(lab: Lab) -> set[str]:
     return {c["metadata"]["name"] for c in lab.store.list("persistentvolumeclaims", "default")[0]}
 
 
-def test_a_lab_file_statefulset_runs_in_parallel_with_its_claims(slab):
-    assert wait_for(lambda: ready_names(slab, "db") == {"db-0", "db-1"}, 30)
-    assert {"data-db-0", "data-db-1"} <= claims(slab)
+def test_a_lab_file_statefulset_gets_a_claim_per_replica_kept_on_scale_down(slab):
+    """db (Parallel): both pods at once, each with its claim; until the storage parts
+    bind claims its pods wait in ContainerCreating, so Parallel scales it regardless."""
+    assert wait_for(lambda: set(pods_of(slab, "db")) == {"db-0", "db-1"}, 30)
+    assert wait_for(lambda: claims(slab) >= {"data-db-0", "data-db-1"}, 10)
+    claim = slab.store.get("persistentvolumeclaims", "default", "data-db-0")
+    assert claim["metadata"]["labels"] == {"app": "db"}
+    assert "ownerReferences" not in claim["metadata"]  # Retain: the set does not own it
+    assert claim["spec"]["resources"] == {"requests": {"storage": "16Mi"}}
+    for i in (0, 1):
+        pod = pods_of(slab, "db")[f"db-{i}"]
+        assert {"name": "data", "persistentVolumeClaim": {"claimName": f"data-db-{i}"}} in pod[
+            "spec"
+        ]["volumes"]
+    events = kubectl(slab, "get", "events", "--field-selector", "involvedObject.name=db").stdout
+    assert "create Claim data-db-1 Pod db-1 in StatefulSet db success" in events
     out = kubectl(slab, "get", "sts", "db").stdout.splitlines()
-    assert out[0].split() == ["NAME", "READY", "AGE"] and out[1].split()[:2] == ["db", "2/2"]
+    assert out[0].split() == ["NAME", "READY", "AGE"] and out[1].split()[0] == "db"
+    kubectl(slab, "scale", "sts", "db", "--replicas=1")
+    assert wait_for(lambda: set(pods_of(slab, "db")) == {"db-0"}, 30)
+    assert claims(slab) >= {"data-db-0", "data-db-1"}  # kept
+    kubectl(slab, "scale", "sts", "db", "--replicas=2")
+    assert wait_for(lambda: set(pods_of(slab, "db")) == {"db-0", "db-1"}, 30)
+    assert sorted(c for c in claims(slab) if c.startswith("data-db-")) == ["data-db-0", "data-db-1"]
 
 
 def test_ordered_start_stable_names_and_dns(slab):
@@ -140,13 +156,6 @@ def test_ordered_start_stable_names_and_dns(slab):
         assert (pod["spec"]["hostname"], pod["spec"]["subdomain"]) == (f"web-{i}", "web")
         (ref,) = pod["metadata"]["ownerReferences"]
         assert (ref["kind"], ref["name"], ref["controller"]) == ("StatefulSet", "web", True)
-        assert {"name": "data", "persistentVolumeClaim": {"claimName": f"data-web-{i}"}} in pod[
-            "spec"
-        ]["volumes"]
-    assert {"data-web-0", "data-web-1", "data-web-2"} <= claims(slab)
-    claim = slab.store.get("persistentvolumeclaims", "default", "data-web-0")
-    assert claim["metadata"]["labels"] == {"app": "web"}
-    assert "ownerReferences" not in claim["metadata"]
     # the headless Service names each pod: web-0.web.default.svc resolves inside the lab
     ip = pods["web-0"]["status"]["podIP"]
     answer = slab.exec(
@@ -158,7 +167,6 @@ def test_ordered_start_stable_names_and_dns(slab):
     assert slab.exec("web-1", ["hostname"]).stdout.strip() == "web-1"
     events = kubectl(slab, "get", "events", "--field-selector", "involvedObject.name=web").stdout
     assert "create Pod web-0 in StatefulSet web successful" in events
-    assert "create Claim data-web-0 Pod web-0 in StatefulSet web success" in events
     out = kubectl(slab, "rollout", "status", "sts/web", "--timeout", "20s").stdout
     assert "roll out complete" in out
     status = client(slab).read_namespaced_stateful_set("web", "default").status
@@ -170,7 +178,6 @@ def test_scale_down_and_up_keeps_names_and_claims(slab):
     assert wait_for(lambda: len(ready_names(slab, "web")) == 3, 30)
     kubectl(slab, "scale", "sts", "web", "--replicas=1")
     assert wait_for(lambda: set(pods_of(slab, "web")) == {"web-0"}, 30)
-    assert {"data-web-0", "data-web-1", "data-web-2"} <= claims(slab)  # Retain: kept
     deletes = kubectl(slab, "get", "events", "--field-selector", "reason=SuccessfulDelete").stdout
     assert deletes.index("delete Pod web-2 in StatefulSet web") < deletes.index(
         "delete Pod web-1 in StatefulSet web"
@@ -192,14 +199,13 @@ def test_a_deleted_pod_comes_back_with_its_name(slab):
     assert wait_for(back, 30)
 
 
-def test_delete_keeps_the_claims(slab):
+def test_delete_and_apply_again(slab):
     api = client(slab)
     assert api.read_namespaced_stateful_set("web", "default").spec.replicas == 3
     kubectl(slab, "delete", "sts", "web")
     assert wait_for(lambda: not pods_of(slab, "web"), 30)
-    assert {"data-web-0", "data-web-1", "data-web-2"} <= claims(slab)
     assert not slab.store.list("controllerrevisions", "default", label_selector="app=web")[0]
-    # and a set applied again from the same manifest gets its claims back
+    # and applied again from a manifest
     manifest = copy.deepcopy(statefulset("web", 1))
     out = kubectl(slab, "apply", "-f", "-", stdin=json.dumps(manifest)).stdout
     assert "statefulset.apps/web created" in out
@@ -209,27 +215,28 @@ def test_delete_keeps_the_claims(slab):
 
 
 def test_a_pod_on_a_lost_node_comes_back_elsewhere_with_its_name(slab):
-    assert wait_for(lambda: ready_names(slab, "db") == {"db-0", "db-1"}, 30)
-    node = slab.pod("db-0").node
-    described = kubectl(slab, "describe", "sts", "db").stdout
+    client(slab).create_namespaced_stateful_set("default", statefulset("lost", 2))
+    assert wait_for(lambda: ready_names(slab, "lost") == {"lost-0", "lost-1"}, 30)
+    node = slab.pod("lost-0").node
+    described = kubectl(slab, "describe", "sts", "lost").stdout
     assert "Pods Status:" in described and "2 Running" in described
     slab.fail_node(node)
     try:
 
         def moved() -> bool:
-            pod = pods_of(slab, "db").get("db-0")
+            pod = pods_of(slab, "lost").get("lost-0")
             return pod is not None and pod["spec"]["nodeName"] != node and ready(pod)
 
         assert wait_for(moved, 30)
-        assert slab.pod("db-0").template.volumes[0].source.claim_name == "data-db-0"
     finally:
         slab.recover_node(node)
+    kubectl(slab, "delete", "sts", "lost")
 
 
 def test_what_the_lab_serves_fits_kubernetes_schemas(slab):
     from netlab.apiserver import schema
 
-    assert wait_for(lambda: ready_names(slab, "db") == {"db-0", "db-1"}, 30)
+    assert wait_for(lambda: claims(slab) >= {"data-db-0"}, 30)
     for kind in ("statefulsets.apps", "controllerrevisions.apps", "persistentvolumeclaims", "pods"):
         listed = json.loads(kubectl(slab, "get", kind, "-o", "json").stdout)["items"]
         assert listed, kind

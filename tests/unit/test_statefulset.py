@@ -48,7 +48,15 @@ def sts_yaml(**over) -> str:
             "selector": {"matchLabels": {"app": "web"}},
             "template": {
                 "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "c", "command": ["sleep", "infinity"]}]},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "command": ["sleep", "infinity"],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        }
+                    ]
+                },
             },
             "volumeClaimTemplates": [
                 {
@@ -140,6 +148,7 @@ def test_a_statefulset_is_read_with_kubernetes_defaults():
         ({"spec__template__spec__restartPolicy": "Never"}, "restartPolicy", '"Always"'),
         ({"spec__ordinals": {"start": 1}}, "spec.ordinals", "unknown field"),
         ({"metadata__name": "w" * 53}, "metadata.name", "at most 52"),
+        ({"spec__volumeClaimTemplates": []}, "volumeMounts[0].name", "data"),
     ],
 )
 def test_refusals_name_the_field_and_the_fix(over, field, words):
@@ -205,9 +214,6 @@ def test_a_replica_has_its_name_hostname_labels_and_own_claim():
         POD_INDEX_LABEL: "2",
     }
     assert [(v.name, v.source) for v in template.volumes] == [("data", ClaimSource("data-web-2"))]
-    assert template.recorded["volumes"] == [
-        {"name": "data", "persistentVolumeClaim": {"claimName": "data-web-2"}}
-    ]
     assert (template.recorded["hostname"], template.recorded["subdomain"]) == ("web-2", "web")
 
 
