@@ -39,6 +39,8 @@ def _endpoint(address: dict[str, Any], ready: bool, terminating: bool) -> dict[s
         "addresses": [address["ip"]],
         "conditions": {"ready": ready, "serving": ready, "terminating": terminating},
     }
+    if address.get("hostname"):
+        endpoint["hostname"] = address["hostname"]
     if address.get("nodeName"):
         endpoint["nodeName"] = address["nodeName"]
     if address.get("targetRef"):

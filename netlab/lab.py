@@ -29,6 +29,7 @@ from netlab.journal import Journal
 from netlab.lab_actions import lab_api_server
 from netlab.lab_adopt import Adoption, record_store
 from netlab.lab_nodes import NodeRuntime
+from netlab.lab_statefulsets import StatefulSetSide
 from netlab.lab_storage import class_names, store_storage
 from netlab.lab_workloads import (
     DeploymentRuntime,
@@ -100,7 +101,7 @@ from netlab.system import (
 METRICS_INTERVAL = 2.0  # seconds between two readings of the containers' cgroups
 
 
-class Lab(WorkloadRuntime, NodeRuntime, Adoption):
+class Lab(WorkloadRuntime, StatefulSetSide, NodeRuntime, Adoption):
     def __init__(self, spec: LabSpec, run_root: Path = RUN_ROOT, store: Store | None = None):
         self.run_dir = run_root / spec.name
         self.spec = with_system_workloads(spec, socket_path(self.run_dir))
@@ -129,6 +130,7 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         # sidecars are forked from one preloaded parent (NETLAB_SIDECAR_FORK=0: started fresh)
         self.fork_sidecars = os.environ.get("NETLAB_SIDECAR_FORK", "1") != "0"
         self.job_rngs: dict[tuple[str, str], object] = {}  # Job pod names, per Job
+        self.compiled_statefulsets: dict[tuple[str, str], tuple] = {}  # (manifest, spec)
         self.stopping = False
         self.leaving = False  # the supervisor ends and leaves the lab running
         self.controllers: ControllerManager | None = None
@@ -275,6 +277,9 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
         for job in self.spec.jobs:
             self.store.apply(objects.namespace_object(job.namespace))
             self.store.apply(objects.job_object(job))
+        for sts in self.spec.statefulsets:  # its controller starts the pods, in order
+            self.store.apply(objects.namespace_object(sts.namespace))
+            self._write_statefulset(sts)
         self._start_control_plane()
 
     def stop(self) -> None:
@@ -466,6 +471,8 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 rt.status.ready and not rt.deleted,
                 rt.plan.template.containers,
                 terminating=rt.deleted,
+                hostname=rt.plan.template.hostname,
+                subdomain=rt.plan.template.subdomain,
             )
             for rt in self.pods.values()
         ]
@@ -574,6 +581,8 @@ class Lab(WorkloadRuntime, NodeRuntime, Adoption):
                 results.append(self._apply_deployment(deployment))
             for job in found.jobs:
                 results.append(self._apply_job(job))
+            for sts in found.statefulsets:
+                results.append(self._apply_statefulset(sts))
             for pod in found.pods:
                 if (pod.namespace, pod.name) in self.pods:
                     results.append(_result("Pod", pod.namespace, pod.name, "unchanged"))

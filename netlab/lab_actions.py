@@ -84,6 +84,9 @@ class LabActions:
     async def delete_job(self, namespace: str, name: str) -> dict:
         return await self._run(self.lab.delete_job, name, namespace)
 
+    async def delete_statefulset(self, namespace: str, name: str) -> dict:
+        return await self._run(self.lab.delete_statefulset, name, namespace)
+
     async def update_deployment(self, obj: dict) -> dict:
         """A changed Deployment (PATCH, scale): validated against the lab, then stored."""
         return await self._run(self.lab.update_deployment, obj)

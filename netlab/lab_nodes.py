@@ -16,6 +16,7 @@ from netlab.controllers.job import JobController
 from netlab.controllers.nodeagent import LEASE_NAMESPACE, NodeAgents
 from netlab.controllers.nodelifecycle import NodeLifecycleController, node_ready
 from netlab.controllers.persistentvolume import PersistentVolumeController
+from netlab.controllers.statefulset import StatefulSetController
 from netlab.errors import ApiError, NetlabError, NotFound
 from netlab.etcdstore import EtcdClient, EtcdStore, endpoints_of
 from netlab.node.attachments import rwop_conflicts, volume_claims
@@ -98,6 +99,7 @@ class NodeRuntime:
             [
                 DeploymentController(self.store, self),
                 JobController(self.store, self, time.time, timing.job_backoff, self.events),
+                StatefulSetController(self.store, self, self.events),
                 Autoscaler(self.store, self),
                 PersistentVolumeController(self.store, DiskImages(self.spec.name), self.events),
                 self.node_lifecycle,

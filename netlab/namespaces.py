@@ -60,8 +60,8 @@ def mark_terminating(store: Any, name: str) -> dict:
 EMPTY_WAIT = 30.0  # seconds the namespace waits for its last objects to go
 CONFIG_DATA = ("configmaps", "secrets")
 KINDS = (
-    "deployments", "jobs", "services", *MESH_RESOURCES, "pods", "replicasets", "events",
-    *CONFIG_DATA, "persistentvolumeclaims",
+    "deployments", "statefulsets", "jobs", "services", *MESH_RESOURCES, "pods", "replicasets",
+    "controllerrevisions", "events", *CONFIG_DATA, "persistentvolumeclaims",
 )  # fmt: skip
 
 
@@ -88,6 +88,8 @@ def _empty(lab: Any, name: str) -> None:
         _quietly(lab.delete_deployment, dep["metadata"]["name"], name)
     for job in store.list("jobs", name)[0]:
         _quietly(lab.delete_job, job["metadata"]["name"], name)
+    for sts in store.list("statefulsets", name)[0]:
+        _quietly(lab.delete_statefulset, sts["metadata"]["name"], name)
     for svc in store.list("services", name)[0]:
         _quietly(lab.delete_service, svc["metadata"]["name"], name)
     for plural in MESH_RESOURCES:
@@ -97,7 +99,8 @@ def _empty(lab: Any, name: str) -> None:
         _quietly(lab.delete_pod, pod["metadata"]["name"], name)
     for claim in store.list("persistentvolumeclaims", name)[0]:  # go once their pods have
         _quietly(mark_deleting, store, "persistentvolumeclaims", name, claim["metadata"]["name"])
-    for plural in ("replicasets", "events", "endpoints", "endpointslices", *CONFIG_DATA):
+    for plural in ("replicasets", "controllerrevisions", "events", "endpoints", "endpointslices",
+                   *CONFIG_DATA):  # fmt: skip
         for obj in store.list(plural, name)[0]:
             _quietly(store.delete, plural, name, obj["metadata"]["name"])
 

@@ -43,6 +43,17 @@ class Candidate:
     ready: bool
     containers: Sequence[ContainerSpec]
     terminating: bool = False  # being deleted (its slice endpoint says so)
+    hostname: str | None = None  # spec.hostname and spec.subdomain: a Service named
+    subdomain: str | None = None  # as the subdomain gives its address this hostname
+
+
+def hostname_for(service: ServiceSpec, pod: Candidate) -> str | None:
+    """The endpoints controller's rule: a pod with a hostname whose subdomain is the
+    Service's name (in its namespace) is named by it in the Service's endpoints, so
+    `<hostname>.<service>.<namespace>.svc` resolves (for a headless Service)."""
+    if pod.hostname and pod.subdomain == service.name and pod.namespace == service.namespace:
+        return pod.hostname
+    return None
 
 
 def selects(service: ServiceSpec, pod: Candidate | PodPlan) -> bool:
@@ -73,6 +84,8 @@ def endpoint_subsets(service: ServiceSpec, pods: Iterable[Candidate]) -> list[di
             "nodeName": pod.node,
             "targetRef": {"kind": "Pod", "name": pod.name, "namespace": pod.namespace},
         }
+        if hostname := hostname_for(service, pod):
+            address["hostname"] = hostname
         group["addresses" if pod.ready else "notReadyAddresses"].append(address)
     subsets = []
     for ports, group in groups.items():

@@ -35,7 +35,16 @@ from netlab.resources import (
 log = logging.getLogger(__name__)
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 _MANAGED = ("uid", "creationTimestamp", "resourceVersion", "generation")
-STATUSLESS = ("Endpoints", "Event", "Lease", "EndpointSlice", "ConfigMap", "Secret", "StorageClass")
+STATUSLESS = (
+    "Endpoints",
+    "Event",
+    "Lease",
+    "EndpointSlice",
+    "ConfigMap",
+    "Secret",
+    "StorageClass",
+    "ControllerRevision",
+)
 """Kinds Kubernetes defines without a `status`: the store gives them none."""
 
 

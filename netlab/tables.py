@@ -158,6 +158,31 @@ def _deployment_row(dep: dict[str, Any], wide: bool) -> list[str]:
     return row
 
 
+def _statefulset_row(sts: dict[str, Any], wide: bool) -> list[str]:
+    status, spec = sts.get("status", {}), sts.get("spec", {})
+    row = [
+        sts["metadata"]["name"],
+        f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
+        age(sts["metadata"].get("creationTimestamp")),
+    ]
+    if wide:
+        containers = (spec.get("template") or {}).get("spec", {}).get("containers") or []
+        row.append(",".join(c.get("name", "") for c in containers))
+        row.append(",".join(c.get("image", "") for c in containers))
+    return row
+
+
+def _revision_row(rev: dict[str, Any], wide: bool) -> list[str]:
+    owner = next(iter(rev["metadata"].get("ownerReferences") or ()), {})
+    controller = f"{owner.get('kind', '').lower()}.apps/{owner.get('name', '')}" if owner else ""
+    return [
+        rev["metadata"]["name"],
+        controller,
+        str(rev.get("revision", 0)),
+        age(rev["metadata"].get("creationTimestamp")),
+    ]
+
+
 def _namespace_row(ns: dict[str, Any], wide: bool) -> list[str]:
     return [
         ns["metadata"]["name"],
@@ -423,6 +448,8 @@ COLUMNS = {
     ),
     "replicasets": (["NAME", "DESIRED", "CURRENT", "READY", "AGE"], ["SELECTOR"], _replicaset_row),
     "jobs": (["NAME", "STATUS", "COMPLETIONS", "FAILED", "AGE"], ["REASON"], _job_row),
+    "statefulsets": (["NAME", "READY", "AGE"], ["CONTAINERS", "IMAGES"], _statefulset_row),
+    "controllerrevisions": (["NAME", "CONTROLLER", "REVISION", "AGE"], [], _revision_row),
     "namespaces": (["NAME", "STATUS", "AGE"], [], _namespace_row),
     "services": (
         ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],

@@ -41,13 +41,17 @@ def resolv_conf(pod: PodPlan, nameserver: str | None = None, zone: str = DEFAULT
     return "\n".join(lines) + "\n"
 
 
-def hosts_file(pod: PodPlan) -> str:
-    """Kubelet's managed /etc/hosts for a pod."""
+def hosts_file(pod: PodPlan, zone: str = DEFAULT_ZONE) -> str:
+    """Kubelet's managed /etc/hosts for a pod: with a subdomain (a StatefulSet's pods)
+    its own line names its FQDN first, `web-0.web.default.svc.cluster.local web-0`."""
+    name = pod.template.hostname or pod.name
+    subdomain = pod.template.subdomain
+    own = f"{name}.{subdomain}.{pod.namespace}.svc.{zone}\t{name}" if subdomain else pod.name
     return (
         "# Kubernetes-managed hosts file (netlab).\n"
         "127.0.0.1\tlocalhost\n"
         "::1\tlocalhost ip6-localhost ip6-loopback\n"
-        f"{pod.address.ip}\t{pod.name}\n"
+        f"{pod.address.ip}\t{own}\n"
     )
 
 
@@ -55,7 +59,7 @@ def write_etc(pod: PodPlan, nameserver: str | None = None, zone: str = DEFAULT_Z
     directory = etc_dir(pod.netns)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "resolv.conf").write_text(resolv_conf(pod, nameserver, zone))
-    (directory / "hosts").write_text(hosts_file(pod))
+    (directory / "hosts").write_text(hosts_file(pod, zone))
     (directory / "hostname").write_text(pod.name[:64] + "\n")
 
 

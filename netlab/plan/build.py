@@ -220,6 +220,21 @@ class PodPlacer:
         self.pods[-1] = pod = dataclasses.replace(pod, owner_kind="Job")
         return pod
 
+    def add_owned(
+        self, name: str, namespace: str, template: PodTemplate, owner: str, owner_kind: str
+    ) -> PodPlan:
+        """A named pod of a controller (a StatefulSet's `web-0`), spread over racks and
+        nodes like its siblings."""
+        group = [
+            p.node
+            for p in self.pods
+            if p.owner == owner and p.owner_kind == owner_kind and p.namespace == namespace
+        ]
+        node_name = self._place(template, group)
+        pod = self._add(name, namespace, template, node_name, owner, None)
+        self.pods[-1] = pod = dataclasses.replace(pod, owner_kind=owner_kind)
+        return pod
+
     def _add(self, name, namespace, template, node_name, owner, pod_hash) -> PodPlan:
         node = next(n for n in self.nodes if n.name == node_name)
         pod = plan_pod(

@@ -47,6 +47,7 @@ from netlab.spec.model import (
     ServiceSpec,
 )
 from netlab.spec.services import check_services
+from netlab.spec.statefulset import StatefulSetSpec
 from netlab.spec.storage import DEFAULT_CLASS, check_claim_classes, claims_in
 from netlab.spec.validate import (
     Checker,
@@ -154,6 +155,7 @@ def check_documents(
         storage_classes=tuple(found["StorageClass"]),
         claims=tuple(found["PersistentVolumeClaim"]),
         volumes=tuple(found["PersistentVolume"]),
+        statefulsets=tuple(found["StatefulSet"]),
         source=source,
     ), []
 
@@ -206,6 +208,7 @@ class ManifestSet:
     storage_classes: tuple = ()  # StorageClassSpec (netlab.spec.storage)
     claims: tuple = ()  # ClaimObjectSpec
     volumes: tuple = ()  # VolumeObjectSpec
+    statefulsets: tuple[StatefulSetSpec, ...] = ()
 
 
 def parse_manifests(
@@ -253,6 +256,7 @@ def parse_manifests(
         tuple(found["StorageClass"]),
         tuple(found["PersistentVolumeClaim"]),
         tuple(found["PersistentVolume"]),
+        tuple(found["StatefulSet"]),
     )
 
 

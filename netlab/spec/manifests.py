@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -62,7 +62,14 @@ from netlab.spec.validate import (
     join,
     suggest,
 )
-from netlab.spec.volumes import VolumeSpec, read_env, read_env_from, read_mounts, read_volumes
+from netlab.spec.volumes import (
+    ClaimSource,
+    VolumeSpec,
+    read_env,
+    read_env_from,
+    read_mounts,
+    read_volumes,
+)
 
 TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")  # status: the lab's to write
 # what the store manages: accepted (kubectl replace sends an object as it was read), not kept
@@ -407,9 +414,16 @@ def _containers(
 
 
 def pod_template(
-    value: Any, path: str, labels: dict[str, str], checker: Checker, *, always: bool = False
+    value: Any,
+    path: str,
+    labels: dict[str, str],
+    checker: Checker,
+    *,
+    always: bool = False,
+    claims: Sequence[str] = (),
 ) -> PodTemplate | None:
-    """A pod spec at path (`spec` of a Pod, `spec.template.spec` of a Deployment)."""
+    """A pod spec at path (`spec` of a Pod, `spec.template.spec` of a Deployment);
+    `claims`: a StatefulSet's volumeClaimTemplates, which its containers may mount."""
     if value is None:  # reported as a missing required field by the caller
         return None
     spec = checker.mapping(value, path, POD_FIELDS, required=("containers",))
@@ -418,6 +432,8 @@ def pod_template(
     before = len(checker.problems)
     volumes = read_volumes(spec.get("volumes"), join(path, "volumes"), checker)
     declared = {v.name: v for v in volumes} if len(checker.problems) == before else None
+    for claim in claims if declared is not None else ():
+        declared.setdefault(claim, VolumeSpec(claim, ClaimSource(claim)))
     containers = _containers(spec.get("containers"), join(path, "containers"), checker, declared)
     selector = checker.labels(spec, "nodeSelector", path)
     node_name = checker.take(spec, "nodeName", path, "string")
@@ -564,6 +580,7 @@ _ISTIO_ALSO = tuple(
 )
 
 from netlab.spec.jobs import JOB_NAME_MAX, read_job  # noqa: E402 (it reads pod_template above)
+from netlab.spec.statefulset import STATEFULSET_NAME_MAX, read_statefulset  # noqa: E402
 from netlab.spec.storage import (  # noqa: E402
     CLASS_FIELDS,
     read_claim,
@@ -594,6 +611,7 @@ KINDS: dict[str, Kind] = {
                          DNS_SUBDOMAIN_RE, needs_spec=False, top=CLASS_FIELDS),
     "PersistentVolumeClaim": Kind("v1", DNS_NAME_MAX, None, read_claim, DNS_SUBDOMAIN_RE),
     "PersistentVolume": Kind("v1", DNS_NAME_MAX, None, read_volume, DNS_SUBDOMAIN_RE),
+    "StatefulSet": Kind("apps/v1", STATEFULSET_NAME_MAX, "spec.template.spec", read_statefulset),
 }  # fmt: skip
 MESH_KINDS = ("VirtualService", "DestinationRule", "RateLimitPolicy")
 
@@ -715,7 +733,9 @@ def check_scheduling(lab: LabSpec, found: dict[str, list[Any]], checker: Checker
                     f"nodeSelector {text} matches no node{where}, so the pod cannot be scheduled",
                     "label a node with it (lab.racks[].nodes[].labels) or change the selector",
                 )
-    pods = len(found.get("Pod", ())) + sum(d.replicas for d in found.get("Deployment", ()))
+    pods = len(found.get("Pod", ())) + sum(
+        d.replicas for kind in ("Deployment", "StatefulSet") for d in found.get(kind, ())
+    )
     room = len(nodes) * (2 ** (32 - lab.overlay.subnet_len) - POD_OVERHEAD)
     if pods > room:
         checker.add(

@@ -308,6 +308,7 @@ class LabSpec:
     jobs: tuple = ()  # JobSpec (netlab.spec.jobs)
     configmaps: tuple = ()  # ConfigDataSpec (netlab.spec.configdata)
     secrets: tuple = ()  # ConfigDataSpec
+    statefulsets: tuple = ()  # StatefulSetSpec (netlab.spec.statefulset)
     store: str = "embedded"  # or "etcd" (a cluster inside the lab), or "etcd://127.0.0.1:2379"
     storage_classes: tuple = ()  # StorageClassSpec (netlab.spec.storage)
     claims: tuple = ()  # ClaimObjectSpec: PersistentVolumeClaims

@@ -319,12 +319,20 @@ def read_claim(manifest, value: Any, checker: Checker) -> ClaimObjectSpec | None
 
 
 def claims_in(found: dict[str, list]) -> list[tuple[str, ClaimSpec]]:
-    """Every claim among read manifests, with the path its storageClassName is at. (A
-    StatefulSet's volumeClaimTemplates belong here too, once the kind is read.)"""
-    return [
+    """Every claim among read manifests, with the path its storageClassName is at: the
+    PersistentVolumeClaims' and the StatefulSets' volumeClaimTemplates."""
+    claims = [
         (f"PersistentVolumeClaim/{c.name}: spec.storageClassName", c.claim)
         for c in found.get("PersistentVolumeClaim", ())
     ]
+    for sts in found.get("StatefulSet", ()):
+        for i, template in enumerate(sts.claims):
+            if template.claim is not None:
+                path = (
+                    f"StatefulSet/{sts.name}: spec.volumeClaimTemplates[{i}].spec.storageClassName"
+                )
+                claims.append((path, template.claim))
+    return claims
 
 
 def check_claim_classes(

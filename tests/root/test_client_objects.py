@@ -74,6 +74,22 @@ metadata: {name: data}
 spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 8Mi}}}
 """
 
+STATEFULSET = """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 1
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, command: [sleep, infinity]}]}
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 16Mi}}}
+"""
+
 
 @pytest.fixture(scope="module")
 def olab():
@@ -91,6 +107,7 @@ def olab():
         lab.apply_text(POLICIES)
         lab.apply_text(CONFIG)
         lab.apply_text(CLAIM)  # and the volume bound to it
+        lab.apply_text(STATEFULSET)
         yield lab
 
 
@@ -133,6 +150,8 @@ def test_every_kind_lists_and_reads_through_the_typed_api(olab, api):
         "deployments": (apps.list_deployment_for_all_namespaces, apps.read_namespaced_deployment),
         "replicasets": (apps.list_replica_set_for_all_namespaces, apps.read_namespaced_replica_set),
         "jobs": (batch.list_job_for_all_namespaces, batch.read_namespaced_job),
+        "statefulsets": (apps.list_stateful_set_for_all_namespaces, apps.read_namespaced_stateful_set),
+        "controllerrevisions": (apps.list_controller_revision_for_all_namespaces, apps.read_namespaced_controller_revision),
         "services": (core.list_service_for_all_namespaces, core.read_namespaced_service),
         "endpoints": (core.list_endpoints_for_all_namespaces, core.read_namespaced_endpoints),
         "endpointslices": (slices.list_endpoint_slice_for_all_namespaces, slices.read_namespaced_endpoint_slice),
@@ -148,6 +167,7 @@ def test_every_kind_lists_and_reads_through_the_typed_api(olab, api):
     }  # fmt: skip
     unattached = ("volumeattachments",)  # none until a pod mounts a claim
     assert wait_for(lambda: job_ended(olab, "done"), 20)
+    assert wait_for(lambda: olab.store.list("persistentvolumeclaims")[0], 20)
     served = {res.plural: res for res in DEFAULT_TABLE}
     for plural, (list_all, read) in typed.items():
         res = served.pop(plural)
@@ -186,6 +206,8 @@ def test_every_kind_lists_and_reads_through_the_typed_api(olab, api):
         assert one["kind"] == res.kind
     scale = apps.read_namespaced_deployment_scale("web", "default")
     assert scale.spec.replicas == 2
+    scale = apps.read_namespaced_stateful_set_scale("db", "default")
+    assert (scale.spec.replicas, scale.status.selector) == (1, "app=db")
 
 
 def test_nodes_report_the_machine_and_kubectl_describe_divides_by_it(olab, api):

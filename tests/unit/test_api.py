@@ -158,7 +158,7 @@ def test_discovery_documents(lab):
         for r in lab.raw("GET", path)[1]["resources"]
     ]
     in_all = {r["name"] for r in listed if "all" in r.get("categories", [])}
-    assert in_all == {"pods", "services", "deployments", "replicasets", "jobs"}
+    assert in_all == {"pods", "services", "deployments", "replicasets", "jobs", "statefulsets"}
 
 
 def test_list_and_get_shapes(lab):
