@@ -587,6 +587,7 @@ class Lab(WorkloadRuntime, StatefulSetSide, NodeRuntime, Adoption):
                 if (pod.namespace, pod.name) in self.pods:
                     results.append(_result("Pod", pod.namespace, pod.name, "unchanged"))
                     continue
+                self.check_claims_free(pod.template, pod.namespace, waits=False)
                 placer = PodPlacer(
                     self.spec.name,
                     list(self.nodes.values()),

@@ -108,6 +108,22 @@ class NodeRuntime:
         )
         self.parts.start("controllers", self.controllers.start, self.controllers.stop)
 
+    def check_claims_free(self, template: PodTemplate, namespace: str, waits: bool = True) -> None:
+        """kube-scheduler's VolumeRestrictions PreFilter: Unschedulable if a
+        ReadWriteOncePod claim of the pod is another pod's. `waits`: the pod is queued
+        until it is free (an owned pod); a bare pod is refused instead."""
+        claims = volume_claims(template.volumes)
+        if claims and (conflict := rwop_conflicts(self.store, namespace, claims)):
+            fix = (
+                "A ReadWriteOncePod claim is one pod's at a time: the pod waits until the "
+                "one using it is gone (or give each pod its own claim)"
+                if waits
+                else "A ReadWriteOncePod claim is one pod's at a time: delete the pod using "
+                "it first (a bare pod is not queued in the lab; a StatefulSet's or "
+                "Deployment's waits Pending)"
+            )
+            raise Unschedulable(f"0/{len(self.nodes)} nodes are available: {conflict}.", fix)
+
     def schedulable_nodes(
         self,
         template: PodTemplate | None = None,
@@ -117,13 +133,8 @@ class NodeRuntime:
         """The nodes a new pod may go to: Ready and not cordoned (kube-scheduler's filters
         before nodeSelector); Unschedulable, with kube-scheduler's reasons, if none may.
         The others are counted by reason into `excluded` (for the placer's message)."""
-        claims = volume_claims(template.volumes) if template is not None else []
-        if claims and (conflict := rwop_conflicts(self.store, namespace, claims)):
-            raise Unschedulable(  # VolumeRestrictions' PreFilter: no node at all
-                f"0/{len(self.nodes)} nodes are available: {conflict}.",
-                "A ReadWriteOncePod claim is one pod's at a time: the pod waits until the "
-                "one using it is gone (or give each pod its own claim)",
-            )
+        if template is not None:
+            self.check_claims_free(template, namespace)
         reasons = excluded if excluded is not None else {}
         fit = []
         for node in self.nodes.values():
