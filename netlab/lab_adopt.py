@@ -119,6 +119,7 @@ class Adoption:
         self.prober = Prober(self._readiness_changed)
         self.parts.running("prober", self.prober.close)
         self.parts.start("metrics", self.metrics.start, self.metrics.stop)
+        self.parts.start("volumes", self.volumes.start, self.volumes.stop)
         failed = [n.name for n in nodes if self.fabric.link_down(n)]
         self._adopt_pods()
         revision = self.store.list("deployments")[1]
@@ -149,6 +150,8 @@ class Adoption:
             self.store = Store.restore(journal)
             self.store.persist(journal)
             self.services.store = self.events.store = self.store
+            self.volumes.use_store(self.store)  # kubelet's readers of ConfigMaps, claims
+            self.workers.inputs.store = self.store
             return
         if self.spec.store == "etcd":  # the lab's own members kept running: find them
             recorded = {

@@ -1,0 +1,137 @@
+"""A supervisor restarted, not the lab, with volumes: `kill -9` of `netlab up`, then
+`netlab up --adopt`: every volume mount stays as it was (no container restarted, no
+disk detached), kubelet's sync goes on (a changed ConfigMap reaches its files), a
+replica's disk still follows it, and `netlab down` leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+
+import pytest
+
+from netlab.node import loopdisks
+from netlab.node.mounts import mounted_under
+from netlab.paths import RUN_ROOT, state_dir
+from tests.root.conftest import wait_for
+from tests.root.leftovers import leftovers
+from tests.root.test_adopt import containers, supervisor
+from tests.root.test_cli import netlab
+
+pytestmark = pytest.mark.root
+
+NAME = "tadoptv"
+LAB = textwrap.dedent(
+    f"""\
+    lab:
+      name: {NAME}
+      racks:
+        - {{name: rack1, subnet: 192.168.1.0/24, nodes: [n1, n2]}}
+        - {{name: rack2, subnet: 192.168.2.0/24, nodes: [n3]}}
+    ---
+    apiVersion: v1
+    kind: ConfigMap
+    metadata: {{name: settings}}
+    data: {{mode: calm}}
+    ---
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: scratch}}
+    spec:
+      volumes:
+        - {{name: disk, emptyDir: {{}}}}
+        - {{name: ram, emptyDir: {{medium: Memory, sizeLimit: 8Mi}}}}
+        - {{name: settings, configMap: {{name: settings}}}}
+      containers:
+        - name: app
+          image: busybox
+          command: [sh, -c, "echo kept > /disk/note; echo kept > /ram/note; sleep 3600"]
+          volumeMounts:
+            - {{name: disk, mountPath: /disk}}
+            - {{name: ram, mountPath: /ram}}
+            - {{name: settings, mountPath: /etc/settings}}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {{name: db}}
+    spec: {{clusterIP: None, selector: {{app: db}}}}
+    ---
+    apiVersion: apps/v1
+    kind: StatefulSet
+    metadata: {{name: db}}
+    spec:
+      replicas: 1
+      serviceName: db
+      selector: {{matchLabels: {{app: db}}}}
+      template:
+        metadata: {{labels: {{app: db}}}}
+        spec:
+          containers:
+            - name: db
+              image: busybox
+              command: [sh, -c, "n=$(cat /data/count 2>/dev/null || echo 0); echo $((n+1)) > /data/count; exec sleep 3600"]
+              volumeMounts: [{{name: data, mountPath: /data}}]
+      volumeClaimTemplates:
+        - metadata: {{name: data}}
+          spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 16Mi}}}}}}
+    """
+)
+
+
+def running(pod: str) -> bool:
+    result = netlab("--lab", NAME, "get", "pods", "-o", "json", check=False)
+    if result.returncode != 0:
+        return False
+    for obj in json.loads(result.stdout)["items"]:
+        if obj["metadata"]["name"] == pod and not obj["metadata"].get("deletionTimestamp"):
+            states = obj["status"].get("containerStatuses") or []
+            return bool(states) and all("running" in s["state"] for s in states)
+    return False
+
+
+def cat(pod: str, path: str) -> str:
+    return netlab("--lab", NAME, "exec", pod, "--", "cat", path, check=False).stdout
+
+
+def volume_mounts() -> set[str]:
+    return set(mounted_under(state_dir(NAME))) | set(mounted_under(RUN_ROOT / NAME / "pods"))
+
+
+def test_volumes_outlive_a_supervisor_kill_and_are_adopted(tmp_path):
+    path = tmp_path / f"{NAME}.yaml"
+    path.write_text(LAB)
+    netlab("up", "-d", str(path))
+    try:
+        assert wait_for(lambda: running("scratch") and running("db-0"), 30, 0.2)
+        assert cat("db-0", "/data/count") == "1\n"
+        mounted = volume_mounts()
+        assert len(mounted) == 2  # the memory emptyDir's tmpfs, db-0's disk on its node
+        before = containers(NAME)
+
+        os.kill(supervisor(NAME), signal.SIGKILL)
+        assert wait_for(lambda: netlab("--lab", NAME, "get", "pods", check=False).returncode, 5)
+        assert volume_mounts() == mounted  # nothing of them went with the supervisor
+        netlab("up", "-d", "--adopt", str(path))
+
+        assert volume_mounts() == mounted
+        now = containers(NAME)
+        assert {k: now.get(k) for k in before} == before  # not one container restarted
+        assert cat("scratch", "/disk/note") == "kept\n" and cat("scratch", "/ram/note") == "kept\n"
+        assert cat("db-0", "/data/count") == "1\n"
+        # kubelet's sync runs again: a change reaches the mounted files
+        cm = json.loads(netlab("--lab", NAME, "get", "configmap", "settings", "-o", "json").stdout)
+        cm["data"]["mode"] = "busy"
+        (tmp_path / "cm.json").write_text(json.dumps(cm))
+        netlab("--lab", NAME, "apply", "-f", str(tmp_path / "cm.json"))
+        assert wait_for(lambda: cat("scratch", "/etc/settings/mode") == "busy", 10, 0.2)
+        # the new supervisor's attach/detach: db-0 deleted comes back with its disk
+        netlab("--lab", NAME, "delete", "pod", "db-0")
+        assert wait_for(lambda: running("db-0") and cat("db-0", "/data/count") == "2\n", 30, 0.2)
+    finally:
+        netlab("--lab", NAME, "down", check=False)
+        if not wait_for(lambda: not (RUN_ROOT / NAME).exists(), 10):
+            netlab("clean", "--force", "--lab", NAME, check=False)
+    assert not leftovers(NAME)
+    assert not [d for d in loopdisks.loop_devices() if f"/{NAME}/" in d.backing_file]
