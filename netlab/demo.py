@@ -303,6 +303,9 @@ def run_demo(lab_file: Path) -> int:
         if lab.services.vip("default", "web") is not None:
             show_services(lab, client.name)
             show_healing(lab, client)
+        from netlab.demo_state import show_state  # noqa: PLC0415 (it imports this module)
+
+        show_state(lab)
         step("tearing the lab down")
         started = time.monotonic()
     console.print(
