@@ -25,6 +25,7 @@ DEB_PACKAGES=(
   runc             # the OCI runtime every pod's containers run under
   umoci skopeo     # the image store: unpack OCI images, import docker/OCI archives
   busybox-static   # the built-in busybox image
+  e2fsprogs        # mkfs.ext4: each PersistentVolume's disk image (essential on Debian; named for minimal images)
   python3-venv python3-pip
 )
 
