@@ -76,3 +76,51 @@ def test_a_running_sidecar_is_signalled_by_pid_and_its_namespace_is_the_pods(zyg
     finally:
         again.send_signal(signal.SIGKILL)
         assert again.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_a_sidecar_lets_go_of_other_pods_volume_mounts(zygote, tmp_path):
+    """Its new mount namespace starts as a copy of the host's: the volumes of other
+    pods in it (a disk, a tmpfs) would stay pinned while it lives (a disk could not be
+    detached), so it detaches those under the roots its sandbox names."""
+    z, path, tmp, _ = zygote
+    volumes = tmp_path / "volumes"
+    disk = volumes / "pod" / "disk"
+    disk.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    objects = tmp / "objects.json"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"containers": []},
+        "status": {"podIP": "127.0.0.1"},
+    }
+    objects.write_text(json.dumps({"items": [pod]}))
+    sandbox = {"uts": "/proc/self/ns/uts", "ipc": "/proc/self/ns/ipc", "etc": {}}
+
+    def mounts_seen(detach: list[str]) -> list[str]:
+        """The mount points under `volumes` in a running sidecar's namespace."""
+        ready = tmp / f"ready-{len(detach)}"
+        argv = ["--objects", str(objects), "--pod", "default/p", "--mark", "none",
+                "--ready-file", str(ready)]  # fmt: skip
+        (child,) = z.spawn_many(
+            [(path, argv, {}, tmp / "c.log")], sandboxes=[{**sandbox, "detach": detach}]
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while not ready.exists() and time.monotonic() < deadline:
+                assert child.poll() is None
+                time.sleep(0.05)
+            assert ready.exists()
+            with open(f"/proc/{child.pid}/mountinfo") as f:
+                points = [line.split()[4] for line in f]
+            return [p for p in points if p.startswith(str(volumes))]
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=10)
+
+    try:
+        assert mounts_seen([]) == [str(disk)]  # the copy it would pin
+        assert mounts_seen([str(volumes)]) == []  # let go of
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
