@@ -361,6 +361,14 @@ class Lab(WorkloadRuntime, StatefulSetSide, NodeRuntime, Adoption):
                     self._publish_pod(self.pods[pod.key])
                     self._scheduled(pod)
 
+    def _run_pods(self, plans: Sequence[PodPlan]) -> None:
+        """New pods of a running lab, placed: network, sandboxes, containers, then the
+        Services' endpoints."""
+        self._create_pods(plans)
+        self._wait_ready(plans, timeout=10.0)
+        self._start_pods(plans)
+        self._sync_services()
+
     def _scheduled(self, pod: PodPlan) -> None:
         self.events.pod(
             pod.namespace, pod.name, "Scheduled",

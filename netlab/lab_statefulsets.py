@@ -102,10 +102,7 @@ class StatefulSetSide:
                     pass
                 created.append(plan)
             if created:
-                self._create_pods(created)
-                self._wait_ready(created, timeout=10.0)
-                self._start_pods(created)
-                self._sync_services()
+                self._run_pods(created)
             if full is not None:
                 raise full
 

@@ -210,10 +210,7 @@ class WorkloadRuntime:
             created = [
                 placer.add_job_pod(job.name, job.namespace, job.template, rng) for _ in range(count)
             ]
-            self._create_pods(created)
-            self._wait_ready(created, timeout=10.0)
-            self._start_pods(created)
-            self._sync_services()
+            self._run_pods(created)
 
     def delete_job(self, name: str, namespace: str = "default") -> dict:
         """Delete a Job; its controller removes its pods."""
@@ -277,10 +274,7 @@ class WorkloadRuntime:
                     self.store.delete("pods", spec.namespace, name)
                 created.append(plan)
             if created:
-                self._create_pods(created)
-                self._wait_ready(created, timeout=10.0)
-                self._start_pods(created)
-                self._sync_services()
+                self._run_pods(created)
             if full is not None:
                 raise full
 

@@ -47,21 +47,10 @@ def read_job(manifest, value: Any, checker: Checker) -> JobSpec | None:
     parallelism = checker.int_in(spec, "parallelism", path, 0, JOB_MAX_PODS, 1)
     backoff = checker.int_in(spec, "backoffLimit", path, 0, 100, 6)
     deadline = checker.int_in(spec, "activeDeadlineSeconds", path, 1, 7 * 24 * 3600, None)
-    tpath = join(path, "template")
-    raw = spec.get("template")
-    template = (
-        None
-        if raw is None
-        else checker.mapping(raw, tpath, manifests.TEMPLATE_FIELDS, required=("spec",))
-    )
+    template, labels = manifests.read_template(spec, path, checker)
     if template is None:
         return None
-    labels: dict[str, str] | None = {}
-    if template.get("metadata") is not None:
-        meta = checker.mapping(
-            template["metadata"], join(tpath, "metadata"), manifests.TEMPLATE_METADATA_FIELDS
-        )
-        labels = checker.labels(meta or {}, "labels", join(tpath, "metadata"))
+    tpath = join(path, "template")
     pod_spec = template.get("spec")
     policy = pod_spec.get("restartPolicy") if isinstance(pod_spec, dict) else None
     if isinstance(pod_spec, dict) and policy not in JOB_RESTART_POLICIES:

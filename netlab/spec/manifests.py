@@ -486,11 +486,8 @@ def _pod(manifest: Manifest, spec: Any, checker: Checker) -> PodSpec | None:
     return PodSpec(manifest.name, manifest.namespace, template, manifest.body)
 
 
-def _deployment(manifest: Manifest, value: Any, checker: Checker) -> DeploymentSpec | None:
-    path = manifest.prefix + "spec"
-    spec = checker.mapping(value, path, DEPLOYMENT_FIELDS, required=("selector", "template"))
-    if spec is None:
-        return None
+def read_replicas(spec: dict, path: str, checker: Checker) -> int | None:
+    """`replicas` (1 if absent), 0 or more."""
     replicas = checker.take(spec, "replicas", path, "integer", default=1)
     if replicas is not None and replicas < 0:
         checker.add(
@@ -498,6 +495,63 @@ def _deployment(manifest: Manifest, value: Any, checker: Checker) -> DeploymentS
             f"Invalid value: {replicas}: must be greater than or equal to 0",
             "use 0 to run no pods",
         )
+        return None
+    return replicas
+
+
+def read_selector(spec: dict, path: str, checker: Checker) -> dict[str, str] | None:
+    """`selector.matchLabels`, not empty (it would select every pod)."""
+    selector = spec.get("selector")
+    here = join(path, "selector")
+    if selector is None or not checker.mapping(
+        selector, here, ("matchLabels",), required=("matchLabels",)
+    ):
+        return None
+    match = checker.labels(selector, "matchLabels", here)
+    if match == {}:
+        checker.add(
+            join(here, "matchLabels"),
+            "an empty selector would select every pod",
+            "list the template's labels in matchLabels, e.g. app: web",
+        )
+        return None
+    return match
+
+
+def read_template(
+    spec: dict, path: str, checker: Checker, match: dict[str, str] | None = None
+) -> tuple[dict | None, dict[str, str] | None]:
+    """`spec.template` of a workload (a mapping with a `spec`) and its labels, which
+    must include every `match` (the selector's) entry."""
+    tpath = join(path, "template")
+    raw = spec.get("template")
+    template = None if raw is None else checker.mapping(raw, tpath, TEMPLATE_FIELDS, ["spec"])
+    if template is None:
+        return None, None
+    labels: dict[str, str] | None = {}
+    if template.get("metadata") is not None:
+        meta = checker.mapping(
+            template["metadata"], join(tpath, "metadata"), TEMPLATE_METADATA_FIELDS
+        )
+        labels = checker.labels(meta or {}, "labels", join(tpath, "metadata"))
+    if match and labels is not None:
+        missing = [f"{k}={v}" for k, v in match.items() if labels.get(k) != v]
+        if missing:
+            checker.add(
+                join(path, "selector.matchLabels"),
+                f"selector does not match template labels: {', '.join(missing)} not in "
+                "spec.template.metadata.labels",
+                "make spec.template.metadata.labels include every matchLabels entry",
+            )
+    return template, labels
+
+
+def _deployment(manifest: Manifest, value: Any, checker: Checker) -> DeploymentSpec | None:
+    path = manifest.prefix + "spec"
+    spec = checker.mapping(value, path, DEPLOYMENT_FIELDS, required=("selector", "template"))
+    if spec is None:
+        return None
+    replicas = read_replicas(spec, path, checker)
     _recorded(spec, path, RECORDED_DEPLOYMENT_FIELDS, checker)
     for field, message, fix in check_strategy(spec.get("strategy")):
         checker.add(join(path, field), message, fix)
@@ -516,38 +570,11 @@ def _deployment(manifest: Manifest, value: Any, checker: Checker) -> DeploymentS
             f"must be a whole number 0 or more, got {limit!r}",
             "keep 10 old revisions (the default) or fewer",
         )
-    match: dict[str, str] | None = None
-    selector = spec.get("selector")
-    if selector is not None and checker.mapping(
-        selector, join(path, "selector"), ("matchLabels",), required=("matchLabels",)
-    ):
-        match = checker.labels(selector, "matchLabels", join(path, "selector"))
-        if match == {}:
-            checker.add(
-                join(path, "selector.matchLabels"),
-                "an empty selector would select every pod",
-                "list the template's labels in matchLabels, e.g. app: web",
-            )
-    tpath = join(path, "template")
-    raw = spec.get("template")
-    template = None if raw is None else checker.mapping(raw, tpath, TEMPLATE_FIELDS, ["spec"])
+    match = read_selector(spec, path, checker)
+    template, labels = read_template(spec, path, checker, match)
     if template is None:
         return None
-    labels: dict[str, str] | None = {}
-    if template.get("metadata") is not None:
-        meta = checker.mapping(
-            template["metadata"], join(tpath, "metadata"), TEMPLATE_METADATA_FIELDS
-        )
-        labels = checker.labels(meta or {}, "labels", join(tpath, "metadata"))
-    if match and labels is not None:
-        missing = [f"{k}={v}" for k, v in match.items() if labels.get(k) != v]
-        if missing:
-            checker.add(
-                join(path, "selector.matchLabels"),
-                f"selector does not match template labels: {', '.join(missing)} not in "
-                "spec.template.metadata.labels",
-                "make spec.template.metadata.labels include every matchLabels entry",
-            )
+    tpath = join(path, "template")
     pod = pod_template(
         template.get("spec"), join(tpath, "spec"), labels or {}, checker, always=True
     )

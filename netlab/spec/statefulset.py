@@ -203,24 +203,6 @@ def _retention(spec: dict, path: str, checker: Checker) -> tuple[str | None, str
     return deleted, scaled
 
 
-def _selector(spec: dict, path: str, checker: Checker) -> dict[str, str] | None:
-    selector = spec.get("selector")
-    here = join(path, "selector")
-    if selector is None or not checker.mapping(
-        selector, here, ("matchLabels",), required=("matchLabels",)
-    ):
-        return None
-    match = checker.labels(selector, "matchLabels", here)
-    if match == {}:
-        checker.add(
-            join(here, "matchLabels"),
-            "an empty selector would select every pod",
-            "list the template's labels in matchLabels, e.g. app: web",
-        )
-        return None
-    return match
-
-
 def read_statefulset(manifest, value: Any, checker: Checker) -> StatefulSetSpec | None:
     from netlab.spec import manifests  # which imports this module for its table of kinds
 
@@ -228,14 +210,7 @@ def read_statefulset(manifest, value: Any, checker: Checker) -> StatefulSetSpec 
     spec = checker.mapping(value, path, STATEFULSET_FIELDS, required=("selector", "template"))
     if spec is None:
         return None
-    replicas = checker.take(spec, "replicas", path, "integer", default=1)
-    if replicas is not None and replicas < 0:
-        checker.add(
-            join(path, "replicas"),
-            f"Invalid value: {replicas}: must be greater than or equal to 0",
-            "use 0 to run no pods",
-        )
-        replicas = None
+    replicas = manifests.read_replicas(spec, path, checker)
     service = checker.take(spec, "serviceName", path, "string")
     if service:
         checker.name(service, join(path, "serviceName"), "serviceName", DNS_LABEL_MAX, DNS_LABEL_RE)
@@ -246,7 +221,7 @@ def read_statefulset(manifest, value: Any, checker: Checker) -> StatefulSetSpec 
     when_deleted, when_scaled = _retention(spec, path, checker)
     min_ready = checker.int_in(spec, "minReadySeconds", path, 0, 2**31 - 1, 0)
     history = checker.int_in(spec, "revisionHistoryLimit", path, 0, 2**31 - 1, HISTORY_LIMIT)
-    match = _selector(spec, path, checker)
+    match = manifests.read_selector(spec, path, checker)
     claims = _claims(spec, path, checker)
     for claim in claims:  # the longest claim name there will be, at the highest ordinal
         longest = f"{claim.name}-{manifest.name}-{max(0, (replicas or 1) - 1)}"
@@ -256,30 +231,10 @@ def read_statefulset(manifest, value: Any, checker: Checker) -> StatefulSetSpec 
                 f"claim name {longest!r} would be longer than {DNS_NAME_MAX} characters",
                 "use a shorter claim template or StatefulSet name",
             )
-    tpath = join(path, "template")
-    raw = spec.get("template")
-    template = (
-        None
-        if raw is None
-        else checker.mapping(raw, tpath, manifests.TEMPLATE_FIELDS, required=("spec",))
-    )
+    template, labels = manifests.read_template(spec, path, checker, match)
     if template is None:
         return None
-    labels: dict[str, str] | None = {}
-    if template.get("metadata") is not None:
-        meta = checker.mapping(
-            template["metadata"], join(tpath, "metadata"), manifests.TEMPLATE_METADATA_FIELDS
-        )
-        labels = checker.labels(meta or {}, "labels", join(tpath, "metadata"))
-    if match and labels is not None:
-        missing = [f"{k}={v}" for k, v in match.items() if labels.get(k) != v]
-        if missing:
-            checker.add(
-                join(path, "selector.matchLabels"),
-                f"selector does not match template labels: {', '.join(missing)} not in "
-                "spec.template.metadata.labels",
-                "make spec.template.metadata.labels include every matchLabels entry",
-            )
+    tpath = join(path, "template")
     pod_spec = template.get("spec")
     policy_of_pod = pod_spec.get("restartPolicy", "Always") if isinstance(pod_spec, dict) else None
     if isinstance(pod_spec, dict) and policy_of_pod != "Always":

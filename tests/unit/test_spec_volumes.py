@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from netlab.errors import SpecError
 from netlab.objects import container_manifest
 from netlab.spec import parse_lab
 from netlab.spec.volumes import (
@@ -22,32 +21,7 @@ from netlab.spec.volumes import (
     VolumeSpec,
     volume_manifest,
 )
-
-LAB = """\
-lab:
-  name: t
-  racks: [{name: rack1, subnet: 192.168.1.0/24, nodes: [n1]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web}
-spec:
-"""
-
-
-def pod(pod_fields: str = "", container_fields: str = "") -> str:
-    """A lab with one pod: pod_fields and container_fields are YAML lines (unindented)."""
-    lines = [f"  {line}" for line in pod_fields.splitlines()]
-    lines += ["  containers:", "    - name: app", "      command: [sleep, infinity]"]
-    lines += [f"      {line}" for line in container_fields.splitlines()]
-    return LAB + "\n".join(lines) + "\n"
-
-
-def problems(text: str) -> list[str]:
-    with pytest.raises(SpecError) as info:
-        parse_lab(text, "t.yaml")
-    return [p.render() for p in info.value.problems]
-
+from tests.unit.podspecs import pod, problems
 
 VOLUMES = """\
 volumes:
