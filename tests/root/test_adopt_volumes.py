@@ -15,6 +15,7 @@ import pytest
 from netlab.node import loopdisks
 from netlab.node.mounts import mounted_under
 from netlab.paths import RUN_ROOT, state_dir
+from netlab.realize.processes import PidRecord
 from tests.root.conftest import wait_for
 from tests.root.leftovers import leftovers
 from tests.root.test_adopt import containers, supervisor
@@ -135,3 +136,34 @@ def test_volumes_outlive_a_supervisor_kill_and_are_adopted(tmp_path):
             netlab("clean", "--force", "--lab", NAME, check=False)
     assert not leftovers(NAME)
     assert not [d for d in loopdisks.loop_devices() if f"/{NAME}/" in d.backing_file]
+
+
+def test_clean_after_a_crash_leaves_no_mount_disk_or_state(tmp_path):
+    """The supervisor and the runtime killed: `netlab clean` unmounts every volume,
+    detaches every disk and removes the lab's state directory."""
+    name = "tcrashv"
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(LAB.replace(f"name: {NAME}", f"name: {name}", 1))
+    netlab("up", "-d", str(path))
+    try:
+        ready = lambda: all(  # noqa: E731
+            pod in netlab("--lab", name, "get", "pods", check=False).stdout
+            and "Running" in netlab("--lab", name, "get", "pod", pod, check=False).stdout
+            for pod in ("scratch", "db-0")
+        )
+        assert wait_for(ready, 30, 0.2)
+        records = PidRecord.read(RUN_ROOT / name / "pids")
+        os.kill(supervisor(name), signal.SIGKILL)
+        for pid, _, role, _ in records:
+            if role == "runtime":  # nobody is left to stop the containers
+                os.kill(pid, signal.SIGKILL)
+        left = leftovers(name)
+        assert any(x.startswith("mount ") for x in left)
+        assert any(x.startswith("state directory ") for x in left)
+        assert [d for d in loopdisks.loop_devices() if f"/{name}/" in d.backing_file]
+        netlab("clean", "--lab", name)
+        assert not leftovers(name)
+        assert not [d for d in loopdisks.loop_devices() if f"/{name}/" in d.backing_file]
+        assert not state_dir(name).exists()
+    finally:
+        netlab("clean", "--force", "--lab", name, check=False)
