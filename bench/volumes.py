@@ -31,8 +31,8 @@ Every lab (`benchvol`), loop device, mount and file it makes goes at the end, al
 failure or Ctrl-C; traffic only inside the lab's namespaces; only processes it started
 are ended, by PID.
 
-    python bench/volumes.py            # 5 rounds, about 3 min
-    python bench/volumes.py --quick    # 2 rounds, about 1.5 min
+    python bench/volumes.py            # 5 rounds, about 40 s
+    python bench/volumes.py --quick    # 2 rounds, about 20 s
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ GOAL_FAILOVER_S = 3.0
 GOAL_THROUGHPUT = 0.8
 K8S_NODE_MONITOR_GRACE_S = 40
 K8S_FORCE_DETACH_S = 6 * 60
-BUDGET = 8 * 60
+BUDGET = 5 * 60
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static: the binary of the lab's busybox image
 EAGER_MKFS = tuple(
     "lazy_itable_init=0,lazy_journal_init=0,nodiscard" if o.startswith("lazy_itable") else o
@@ -867,7 +867,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 rounds")
     parser.add_argument("--rounds", type=int, help="rounds (default 5; --quick 2)")
     parser.add_argument("--mib", type=int, default=256, help="MiB each dd writes (256)")
-    parser.add_argument("--budget", type=float, default=BUDGET, help="seconds (default 480)")
+    parser.add_argument("--budget", type=float, default=BUDGET, help="seconds (default 300)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 5)
     if os.geteuid() != 0:
