@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # the tests in two workers, a test module each at a time (each module's labs have names of their own)
 TEST_WORKERS ?= -n 2 --dist loadfile
 
-.PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh bench-failover bench-api bench-containers clean
+.PHONY: bootstrap demo test unit lint fmt bench bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh bench-failover bench-api bench-containers bench-volumes clean
 
 bootstrap:
 	@$(SUDO) scripts/bootstrap.sh
@@ -31,7 +31,7 @@ fmt: bootstrap
 	$(VENV)/bin/ruff format netlab labdns mesh labwatch tests bench topologies
 	$(VENV)/bin/ruff check --fix netlab labdns mesh labwatch tests bench topologies
 
-bench: bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh bench-failover bench-api bench-containers
+bench: bench-bringup bench-overlay bench-dns bench-endpoints bench-inspect bench-sidecar bench-mesh bench-failover bench-api bench-containers bench-volumes
 
 bench-bringup: bootstrap
 	$(SUDO) $(PY) bench/bringup.py
@@ -68,6 +68,10 @@ bench-containers: bootstrap
 	@command -v podman >/dev/null || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends podman; }
 	$(SUDO) $(PY) bench/containers.py
+
+# loop disks, mounts and a lab (busybox image); the references are util-linux's losetup/mount
+bench-volumes: bootstrap
+	$(SUDO) $(PY) bench/volumes.py
 
 clean:
 	@if [ -x $(VENV)/bin/netlab ]; then $(SUDO) $(VENV)/bin/netlab clean --all; fi
