@@ -26,7 +26,6 @@ from netlab import paths
 from netlab.errors import NetlabError
 from netlab.node import cgroups, loopdisks, mounts
 from netlab.node.cni import ETC_NETNS
-from netlab.paths import state_dir
 from netlab.plan.names import PREFIX_ROOT, lab_prefix
 from netlab.realize import netns
 from netlab.realize.processes import PidRecord, alive_as_recorded, start_time
@@ -127,18 +126,21 @@ def clean_lab(lab: str, run_root: Path) -> CleanReport:
             if owned(entry.name, prefix):
                 shutil.rmtree(entry, ignore_errors=True)
                 report.files.append(str(entry))
-    # the lab's disks: every loop device backed by an image under its state dir, unmounted
-    report.files.extend(loopdisks.sweep(paths.state_dir(lab)))
+    # the lab's disks: every loop device backed by an image under its state dir, unmounted;
+    # then the nodes' disks and the images, and the cgroups. All before the run
+    # directory, whose pid file going is what `netlab down` waits for: an `up` right
+    # after finds nothing of the lab left
+    state = paths.state_dir(lab)
+    report.files.extend(loopdisks.sweep(state))
+    if state.exists():
+        report.files.extend(mounts.unmount_under(state))
+        mounts.remove_tree(state)
+        report.files.append(str(state))
+    report.files.extend(str(p) for p in remove_cgroups(prefix))
     if run_dir.exists():
         report.files.extend(mounts.unmount_under(run_dir))
         mounts.remove_tree(run_dir)
         report.files.append(str(run_dir))
-    report.files.extend(str(p) for p in remove_cgroups(prefix))
-    state = state_dir(lab)
-    if state.exists():  # the nodes' disks and the lab's PersistentVolume images
-        report.files.extend(mounts.unmount_under(state))
-        mounts.remove_tree(state)
-        report.files.append(str(state))
     return report
 
 
