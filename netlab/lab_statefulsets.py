@@ -4,17 +4,20 @@ compile a stored set, place and start named pods of it, delete the set."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 
 from netlab import objects
 from netlab.errors import ApiError, NotFound
+from netlab.paths import socket_path
 from netlab.plan import PodPlacer
 from netlab.plan.scheduler import Unschedulable
 from netlab.spec.load import parse_manifests
 from netlab.spec.model import PodTemplate
 from netlab.spec.statefulset import StatefulSetSpec
 from netlab.statefulsets import KIND, pending_pod_object, statefulset_object
+from netlab.system import inject
 
 
 class StatefulSetSide:
@@ -54,6 +57,10 @@ class StatefulSetSide:
         if key in cache and cache[key][0] == text:
             return cache[key][1]
         (sts,) = parse_manifests(text, self.spec, f"statefulset {key[1]}").statefulsets
+        # the sidecar, when the template or its namespace asks for one (as a Deployment's)
+        labels = self.namespace_labels.get(sts.namespace, {})
+        template = inject(sts.template, labels, self.spec, socket_path(self.run_dir))
+        sts = dataclasses.replace(sts, template=template)
         cache[key] = (text, sts)
         return sts
 

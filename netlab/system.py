@@ -194,7 +194,9 @@ def mesh_enabled(spec: LabSpec) -> bool:
     if spec.mesh.enabled is not None:
         return spec.mesh.enabled
     labels = {ns.name: ns.labels for ns in spec.namespaces}
-    templates = [(w.namespace, w.template) for w in (*spec.deployments, *spec.pods)]
+    templates = [
+        (w.namespace, w.template) for w in (*spec.deployments, *spec.pods, *spec.statefulsets)
+    ]
     return bool(spec.policies) or any(injected(t.labels, labels.get(ns, {})) for ns, t in templates)
 
 

@@ -18,6 +18,7 @@ from netlab import meshview
 from netlab.lab import Lab
 from netlab.realize import netns, nftables
 from netlab.spec import parse_lab
+from netlab.system import SIDECAR_CONTAINER
 from tests.root.conftest import lab_namespaces, wait_for
 
 pytestmark = pytest.mark.root
@@ -441,3 +442,51 @@ def test_trace_and_top_commands_show_a_request(mlab, tmp_path):
     rows = json.loads(netlab_cli("top", "-o", "json"))
     pair = next(r for r in rows if r["destination"].startswith("productpage.default"))
     assert pair["source"] == "client.default" and pair["codes"].get("200", 0) >= 1
+
+
+def test_a_statefulsets_pods_get_their_sidecar_in_a_meshed_namespace(mlab):
+    apply(
+        mlab,
+        """
+        apiVersion: apps/v1
+        kind: StatefulSet
+        metadata: {name: cache}
+        spec:
+          replicas: 1
+          serviceName: cache
+          selector: {matchLabels: {app: cache}}
+          template:
+            metadata: {labels: {app: cache}}
+            spec:
+              containers:
+              - name: cache
+                command: [python3, -m, netlab.apps.echo, "8080"]
+                ports: [{containerPort: 8080}]
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: cache}
+        spec: {selector: {app: cache}, ports: [{port: 80, targetPort: 8080}]}
+        """,
+    )
+    try:
+        mlab.wait_endpoints("default", "cache", timeout=30)
+        pod = mlab.store.get("pods", "default", "cache-0")
+        assert [c["name"] for c in pod["spec"]["containers"]] == ["cache", SIDECAR_CONTAINER]
+
+        def answered() -> str:  # the echo app's first word: the pod that answered
+            out = mlab.exec("client", ["curl", "-s", "--noproxy", "*", "-m", "5", "http://cache/"])
+            return out.stdout.split()[0] if out.stdout.split() else ""
+
+        assert wait_for(lambda: answered() == "cache-0", 10, 0.2)
+        # its sidecar took the request in (the inbound side counts it)
+        samples = meshview.scrape([mlab.store.get("pods", "default", "cache-0")])
+        received = [
+            value
+            for name, labels, value in samples
+            if name == "istio_requests_total" and labels["reporter"] == "destination"
+        ]
+        assert sum(received) >= 1, samples
+    finally:
+        mlab.store.delete("statefulsets", "default", "cache")
+        mlab.delete_service("cache")
