@@ -565,9 +565,11 @@ def parser() -> argparse.ArgumentParser:
     get.set_defaults(func=cmd_get)
 
     scale = sub.add_parser(
-        "scale", help="set a Deployment's replicas: netlab scale deployment/web --replicas 5"
+        "scale",
+        help="set a Deployment's or StatefulSet's replicas: netlab scale deployment/web "
+        "--replicas 5, netlab scale sts/db --replicas 3",
     )
-    scale.add_argument("target", help="deployment/NAME")
+    scale.add_argument("target", help="deployment/NAME or statefulset/NAME (sts/NAME)")
     scale.add_argument("--replicas", type=int, required=True)
     scale.add_argument("-n", "--namespace", default="default")
     scale.set_defaults(func=cmd_scale)

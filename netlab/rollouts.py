@@ -28,14 +28,30 @@ def split_target(target: str, name: str | None = None) -> str:
     return rest
 
 
+SCALABLE = {  # what `netlab scale` takes, as kubectl names it: plural, kubectl's word
+    "deployment": ("deployments", "deployment"),
+    "deployments": ("deployments", "deployment"),
+    "deploy": ("deployments", "deployment"),
+    "statefulset": ("statefulsets", "statefulset"),
+    "statefulsets": ("statefulsets", "statefulset"),
+    "sts": ("statefulsets", "statefulset"),
+}
+
+
 def scale(client: LabClient, target: str, replicas: int, namespace: str) -> str:
-    name = split_target(target)
+    """`deployment/NAME` or `statefulset/NAME` (`sts/NAME`) to `replicas`, through the
+    scale subresource, as kubectl scales them."""
+    kind, _, name = target.partition("/")
+    if kind not in SCALABLE or not name:
+        raise NetlabError(
+            f"{target!r}: netlab scales Deployments and StatefulSets: write deployment/NAME "
+            "or statefulset/NAME"
+        )
     if replicas < 0:
         raise NetlabError(f"--replicas must be 0 or more, got {replicas}")
-    client.patch(
-        "deployments", name, {"spec": {"replicas": replicas}}, namespace, subresource="scale"
-    )
-    return f"deployment.apps/{name} scaled"
+    plural, word = SCALABLE[kind]
+    client.patch(plural, name, {"spec": {"replicas": replicas}}, namespace, subresource="scale")
+    return f"{word}.apps/{name} scaled"
 
 
 def rollout_state(deployment: dict[str, Any]) -> tuple[bool, str]:

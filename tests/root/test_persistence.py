@@ -14,6 +14,7 @@ from netlab.paths import disks_dir
 from netlab.plan.scheduler import Unschedulable
 from tests.root.conftest import module_lab_name, two_rack_builder, wait_for
 from tests.root.leftovers import leftovers
+from tests.root.test_cli import netlab
 
 pytestmark = pytest.mark.root
 
@@ -238,7 +239,8 @@ def test_a_replicas_disk_is_kept_on_scale_down_and_comes_back_on_scale_up(plab):
     assert wait_for(lambda: running_on(plab, "web-1"), 20)
     pv = volume_of(plab, "data-web-1")
     plab.exec("web-1", ["sh", "-c", "echo mine > /data/note"])
-    _scale(plab, 1)
+    scaled = netlab("--lab", plab.spec.name, "scale", "sts/web", "--replicas", "1")
+    assert scaled.stdout.strip() == "statefulset.apps/web scaled"
     assert wait_for(lambda: pod_obj(plab, "web-1") is None, 20)
     assert wait_for(lambda: pv not in attachments(plab), 10)  # detached, not deleted
     kept = plab.store.get("persistentvolumeclaims", "default", "data-web-1")
