@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netlab.errors import RealizeError
+from netlab.realize.netns import netns_path
 from netlab.realize.processes import Orphan
 from netlab.unixhttp import UnixHTTPConnection
 
@@ -97,8 +98,9 @@ class EtcdMember:
             "--election-timeout", "500",
             "--log-level", "error",
         ]  # fmt: skip
-        if plan.netns:
-            argv = ["ip", "netns", "exec", plan.netns, *argv]
+        if plan.netns:  # its network only: `ip netns exec` would also give it a mount
+            # namespace, a copy of the host's that would pin the pods' volumes while it runs
+            argv = ["nsenter", f"--net={netns_path(plan.netns)}", "--", *argv]
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv, cwd=plan.data_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
