@@ -335,3 +335,36 @@ def test_a_pod_waits_for_a_config_map_it_needs(vlab):
     assert wait_for(lambda: running(vlab, "waiting"), 10)
     assert vlab.exec("waiting", ["sh", "-c", "echo $GREETING"]).stdout == "hello\n"
     vlab.delete_pod("waiting")
+
+
+def test_kubectl_applies_describes_and_execs_a_pod_with_volumes(vlab):
+    from tests.root.test_configdata import kubectl
+
+    kubectl(vlab, "create", "configmap", "motd", "--from-literal=text=hi from kubectl")
+    pod = bare_pod(
+        "kube",
+        "n4",
+        """  - {name: motd, configMap: {name: motd}}
+  - {name: scratch, emptyDir: {sizeLimit: 16Mi}}""",
+        """  - name: app
+    image: busybox
+    command: [sleep, "3600"]
+    env:
+    - name: TEXT
+      valueFrom: {configMapKeyRef: {name: motd, key: text}}
+    volumeMounts:
+    - {name: motd, mountPath: /etc/motd.d}
+    - {name: scratch, mountPath: /scratch}""",
+    )
+    assert "pod/kube created" in kubectl(vlab, "apply", "-f", "-", stdin=pod).stdout
+    kubectl(vlab, "wait", "--for=condition=Ready", "pod/kube", "--timeout=30s")
+    assert "pod/kube unchanged" in kubectl(vlab, "apply", "-f", "-", stdin=pod).stdout
+    described = kubectl(vlab, "describe", "pod", "kube").stdout
+    assert "ConfigMap (a volume populated by a ConfigMap)" in described
+    assert "EmptyDir (a temporary directory that shares a pod's lifetime)" in described
+    # as written (kubelet makes a configMap read-only whatever the spec says)
+    assert "/etc/motd.d from motd (rw)" in described and "/scratch from scratch (rw)" in described
+    shown = kubectl(vlab, "exec", "kube", "--", "sh", "-c", 'cat /etc/motd.d/text; echo " $TEXT"')
+    assert shown.stdout == "hi from kubectl hi from kubectl\n"
+    kubectl(vlab, "delete", "pod", "kube", "--wait=true")
+    kubectl(vlab, "delete", "configmap", "motd")
