@@ -337,7 +337,13 @@ def cmd_logs(args) -> int:
 
 
 def cmd_exec(args) -> int:
-    from netlab.node.containers import container_pid, enter_argv
+    from netlab.node.cgroups import CgroupLayout
+    from netlab.node.containers import (
+        container_pid,
+        enter_argv,
+        process_cgroup_procs,
+        read_environ,
+    )
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -365,8 +371,14 @@ def cmd_exec(args) -> int:
         {},
     )
     pid = container_pid(RUN_ROOT / _pick_lab(args.lab), status.get("containerID", ""))
-    if pid is not None:  # into the container: all its namespaces
-        argv = [*enter_argv(pid), "env", f"HOSTNAME={args.pod}", *env, *command]
+    if pid is not None:  # into the container: its namespaces, cgroups and environment
+        started = read_environ(pid)
+        procs = process_cgroup_procs(CgroupLayout.detect(), pid)
+        sys.stdout.flush()
+        if started:  # as it was started (ConfigMaps' and Secrets' values too)
+            argv = [*enter_argv(pid, procs), *command]
+            os.execve(argv[0], argv, started)
+        argv = [*enter_argv(pid, procs), "env", f"HOSTNAME={args.pod}", *env, *command]
     elif status.get("containerID", "").startswith("runc://"):
         raise NetlabError(
             f"container {chosen} of pod {args.pod} is not running; "

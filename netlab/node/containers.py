@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 import netlab
 from netlab.errors import NetlabError
 from netlab.node import bundle as oci
-from netlab.node.cgroups import CgroupLayout, cgroups_path
+from netlab.node.cgroups import CgroupError, CgroupLayout, cgroups_path, own_cgroups
 from netlab.node.cni import etc_dir
 from netlab.node.imagepolicy import HOST_IMAGES
 from netlab.node.images import ImageConfig
@@ -83,11 +84,48 @@ def oci_resources(resources: Resources, layout: CgroupLayout) -> dict:
     return out
 
 
-def enter_argv(pid: int) -> list[str]:
-    """A command prefix that enters every namespace of a container's process, as
-    `runc exec` does (nsenter forks into its PID namespace; entering the mount
-    namespace puts the command at the container's root)."""
-    return ["nsenter", "--target", str(pid), "--all", "--"]
+NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"  # found with the host's PATH, not
+# the container's (its environment is the command's)
+# joins the cgroups named before `--` (its own pid into each cgroup.procs), then execs the
+# rest: what is exec'd into a container counts against its limits, as with `runc exec`
+_JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 126; shift; done; shift; exec "$@"'
+
+
+def enter_argv(pid: int, cgroup_procs: Sequence[Path] = ()) -> list[str]:
+    """A command prefix that enters every namespace of a container's process, and its
+    cgroups (their `cgroup.procs` files), as `runc exec` does (nsenter forks into its
+    PID namespace; entering the mount namespace puts the command at the container's
+    root)."""
+    argv = [NSENTER, "--target", str(pid), "--all", "--"]
+    if not cgroup_procs:
+        return argv
+    return ["/bin/sh", "-c", _JOIN_CGROUPS, "netlab-exec", *map(str, cgroup_procs), "--", *argv]
+
+
+def process_cgroup_procs(layout: CgroupLayout, pid: int) -> list[Path]:
+    """The `cgroup.procs` file of process `pid`'s cgroup in each hierarchy runc puts
+    containers in ([] if it is gone)."""
+    try:
+        own = own_cgroups(pid)
+    except CgroupError:
+        return []
+    found: list[Path] = []
+    for h in layout.container_hierarchies:
+        path = next((own[k] for k in h.keys if k in own), None)
+        directory = h.directory(path) if path is not None else None
+        if directory is not None and (directory / "cgroup.procs") not in found:
+            found.append(directory / "cgroup.procs")
+    return found
+
+
+def read_environ(pid: int) -> dict[str, str]:
+    """The environment process `pid` was started with ({} if it is gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (entry.split(b"=", 1) for entry in raw.split(b"\0") if b"=" in entry)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
 
 
 def image_command(

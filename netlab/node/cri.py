@@ -20,6 +20,7 @@ from netlab.node.containers import (
     enter_argv,
     image_command,
     pause_ident,
+    process_cgroup_procs,
     runc_id,
 )
 from netlab.node.images import ImageError, ImagePullError, ImageStore
@@ -204,10 +205,10 @@ class ContainerRuntimeService:
     def container_id(pod: PodPlan, container: str, forked: bool) -> str:
         return f"{'zygote' if forked else 'runc'}://{runc_id(pod.netns, container)}"
 
-    @staticmethod
-    def entry(pid: int) -> list[str]:
-        """The command prefix that enters a running container (exec, exec probes)."""
-        return enter_argv(pid)
+    def entry(self, pid: int) -> list[str]:
+        """The command prefix that enters a running container (exec, exec probes): its
+        namespaces and its cgroups."""
+        return enter_argv(pid, process_cgroup_procs(self.bundles.cgroups, pid))
 
     def container_cgroups(self, running: Iterable[tuple[PodPlan, str]]) -> list[ContainerCgroup]:
         """The cgroups of these running runc containers, (pod, container name) each."""

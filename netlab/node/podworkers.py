@@ -19,7 +19,12 @@ from typing import Protocol
 from netlab import objects
 from netlab.events import EventRecorder
 from netlab.node.bundle import Bind
-from netlab.node.containers import PAUSE_NAME, PULL_FAILURES, ContainerConfigError
+from netlab.node.containers import (
+    PAUSE_NAME,
+    PULL_FAILURES,
+    ContainerConfigError,
+    read_environ,
+)
 from netlab.node.cri import ContainerRuntimeService, ContainerStart
 from netlab.node.metrics import ContainerCgroup
 from netlab.node.volumeplugin import VolumeNotReady
@@ -340,12 +345,7 @@ class PodWorkers:
         proc = rt.procs.get(container)
         if proc is None or proc.poll() is not None:
             return {}
-        try:
-            raw = Path(f"/proc/{proc.pid}/environ").read_bytes()
-        except OSError:
-            return {}
-        pairs = (entry.split(b"=", 1) for entry in raw.split(b"\0") if b"=" in entry)
-        return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+        return read_environ(proc.pid)
 
     def cgroups(self, runtimes: Sequence[PodRuntime]) -> list[ContainerCgroup]:
         """The running containers' cgroups (the forked sidecars have none of their own)."""

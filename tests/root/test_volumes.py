@@ -15,6 +15,7 @@ from netlab.node.mounts import mounted_under
 from netlab.paths import node_disk
 from tests.root.conftest import module_lab_name, two_rack_builder, wait_for
 from tests.root.leftovers import leftovers
+from tests.root.test_cli import netlab
 
 pytestmark = pytest.mark.root
 
@@ -130,6 +131,11 @@ def test_a_memory_empty_dir_is_a_tmpfs_its_writer_pays_for(vlab):
     vlab.exec("ram", ["touch", "/cache/go"])
     assert wait_for(lambda: vlab.exec("ram", ["test", "-e", "/cache/done"]).returncode == 0, 10)
     assert memory_usage(vlab, "ram") - before >= 30 << 20
+    # what is exec'd into the container is in its cgroup too (as with runc exec)
+    before = memory_usage(vlab, "ram")
+    wrote = vlab.exec("ram", ["dd", "if=/dev/zero", "of=/cache/e", "bs=1M", "count=8"])
+    assert wrote.returncode == 0, wrote.stderr
+    assert memory_usage(vlab, "ram") - before >= 7 << 20
     # no more than its sizeLimit
     full = vlab.exec("ram", ["dd", "if=/dev/zero", "of=/cache/g", "bs=1M", "count=32"])
     assert "No space left on device" in full.stderr
@@ -283,6 +289,11 @@ def test_config_maps_and_secrets_as_files_and_env_and_a_change_reaching_the_file
     env = dict(line.split("=", 1) for line in lines if "=" in line)  # app.conf: two lines
     assert env["LEVEL"] == "debug" and env["PASSWORD"] == "s3cret" and env["NODE"] == "n3"
     assert env["CFG_level"] == "debug" and "MISSING" not in env
+    # `netlab exec` too: the environment the container was started with, no more
+    shown = netlab("--lab", vlab.spec.name, "exec", "configured", "--", "env").stdout
+    cli_env = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+    assert cli_env["LEVEL"] == "debug" and cli_env["PASSWORD"] == "s3cret"
+    assert "SUDO_USER" not in cli_env and "PYTEST_CURRENT_TEST" not in cli_env
     assert vlab.exec("configured", ["cat", "/etc/app/app.conf"]).stdout == "port=8080\n"
     assert vlab.exec("configured", ["cat", "/secrets/db/password"]).stdout == "s3cret"
     mode = vlab.exec("configured", ["stat", "-L", "-c", "%a", "/secrets/db/password"])
