@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from netlab import objects
 from netlab.errors import ApiError, NotFound
+from netlab.node.attachments import RWOP_CONFLICT, rwop_claims, volume_claims
 from netlab.paths import socket_path
 from netlab.plan import PodPlacer
 from netlab.plan.scheduler import Unschedulable
@@ -80,7 +81,7 @@ class StatefulSetSide:
                 return
             excluded: dict[str, int] = {}
             try:
-                nodes, nowhere = self.schedulable_nodes(pods[0][1], excluded), None
+                nodes, nowhere = self.schedulable_nodes(pods[0][1], excluded, namespace), None
             except Unschedulable as exc:
                 nodes, nowhere = [], exc
             placer = PodPlacer(
@@ -88,13 +89,23 @@ class StatefulSetSide:
             )
             placer.excluded = excluded
             created, full = [], None
+            taken: set[str] = set()  # ReadWriteOncePod claims a pod of this batch has
             for name, template in pods:
                 if (namespace, name) in self.pods:
                     continue
                 try:
                     if nowhere is not None:
                         raise nowhere
+                    claims = volume_claims(template.volumes)
+                    once = {
+                        c["metadata"]["name"] for c in rwop_claims(self.store, namespace, claims)
+                    }
+                    if once & taken:
+                        raise Unschedulable(
+                            f"0/{len(self.nodes)} nodes are available: {RWOP_CONFLICT}."
+                        )
                     plan = placer.add_owned(name, namespace, template, owner, KIND)
+                    taken |= once
                 except Unschedulable as exc:
                     full = exc
                     self.store.apply(pending_pod_object(namespace, name, template, owner, str(exc)))

@@ -99,20 +99,23 @@ def pods_using(store: Store, claim: dict) -> list[dict]:
     )
 
 
-def rwop_conflicts(store: Store, namespace: str, claim_names: Iterable[str]) -> str | None:
-    """kube-scheduler's reason (VolumeRestrictions) when a new pod may not be scheduled
-    because a scheduled pod already uses one of its ReadWriteOncePod claims; None if
-    none does."""
-    names = list(dict.fromkeys(claim_names))
-    rwop = []
-    for name in names:
+def rwop_claims(store: Store, namespace: str, claim_names: Iterable[str]) -> list[dict]:
+    """Those of these claims whose access mode is ReadWriteOncePod."""
+    found = []
+    for name in dict.fromkeys(claim_names):
         try:
             claim = store.get("persistentvolumeclaims", namespace, name)
         except ApiError:
             continue
-        modes = (claim.get("spec") or {}).get("accessModes") or ()
-        if READ_WRITE_ONCE_POD in modes:
-            rwop.append(claim)
-    if any(pods_using(store, claim) for claim in rwop):
+        if READ_WRITE_ONCE_POD in ((claim.get("spec") or {}).get("accessModes") or ()):
+            found.append(claim)
+    return found
+
+
+def rwop_conflicts(store: Store, namespace: str, claim_names: Iterable[str]) -> str | None:
+    """kube-scheduler's reason (VolumeRestrictions) when a new pod may not be scheduled
+    because a scheduled pod already uses one of its ReadWriteOncePod claims; None if
+    none does."""
+    if any(pods_using(store, claim) for claim in rwop_claims(store, namespace, claim_names)):
         return RWOP_CONFLICT
     return None

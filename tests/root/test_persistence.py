@@ -257,3 +257,39 @@ def _scale(lab: Lab, replicas: int) -> None:
     sts = lab.store.get("statefulsets", "default", "web")
     sts["spec"]["replicas"] = replicas
     lab.store.update(sts)
+
+
+def test_two_replicas_of_one_batch_do_not_share_a_read_write_once_pod_claim(plab):
+    plab.apply_text(claim("pair", "ReadWriteOncePod"))
+    plab.apply_text(
+        """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: pair}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: pair}}
+  template:
+    metadata: {labels: {app: pair}}
+    spec:
+      volumes: [{name: data, persistentVolumeClaim: {claimName: pair}}]
+      containers:
+      - {name: app, image: busybox, command: [sleep, "3600"],
+         volumeMounts: [{name: data, mountPath: /data}]}
+"""
+    )
+
+    def phases() -> list[str]:
+        pods = plab.store.list("pods", "default", label_selector="app=pair")[0]
+        return sorted(p["status"]["phase"] for p in pods)
+
+    assert wait_for(lambda: phases() == ["Pending", "Running"], 20), phases()
+    (waiting,) = [
+        p
+        for p in plab.store.list("pods", "default", label_selector="app=pair")[0]
+        if p["status"]["phase"] == "Pending"
+    ]
+    (condition,) = [c for c in waiting["status"]["conditions"] if c["type"] == "PodScheduled"]
+    assert "ReadWriteOncePod access mode" in condition["message"]
+    plab.delete_deployment("pair")
+    assert wait_for(lambda: phases() == [], 20)
