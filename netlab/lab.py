@@ -39,17 +39,14 @@ from netlab.lab_workloads import (
     check_autoscaled,
 )
 from netlab.node import cni
-from netlab.node.claimvolumes import ClaimVolumes
-from netlab.node.configvolumes import ConfigVolumes
 from netlab.node.cri import ContainerRuntimeService
 from netlab.node.images import ImageError
 from netlab.node.inputs import PodInputs
-from netlab.node.localvolumes import EmptyDirPlugin, HostPathPlugin
 from netlab.node.metrics import ContainerCgroup, MetricsSampler
 from netlab.node.parts import Parts
 from netlab.node.podworkers import PodRuntime, PodWorkers, processes_of
 from netlab.node.prober import Prober, Target, checks_for
-from netlab.node.volumes import VolumeManager
+from netlab.node.volumes import kubelet_volumes
 from netlab.nodeinfo import host_allocatable
 from netlab.paths import RUN_ROOT, socket_path
 from netlab.plan import (
@@ -140,19 +137,8 @@ class Lab(WorkloadRuntime, StatefulSetSide, NodeRuntime, Adoption):
         self.prober: Prober | None = None
         self.events = EventRecorder(self.store)  # kubelet's and the scheduler's events
         # kubelet's volume manager: a pod's volumes ready before its containers start
-        self.volumes = VolumeManager(
-            self.spec.name,
-            self.run_dir,
-            [
-                EmptyDirPlugin(),
-                HostPathPlugin(),
-                ConfigVolumes(self.store),
-                ClaimVolumes(self.store),
-            ],
-            self._evict,
-            failed=lambda pod, exc: self.events.pod(
-                pod.namespace, pod.name, exc.event, exc.message, type_="Warning"
-            ),
+        self.volumes = kubelet_volumes(
+            self.spec.name, self.run_dir, self.store, self.events, self._evict
         )
         # kubelet's pod workers: containers started, restarted with back-off, stopped
         self.workers = PodWorkers(
@@ -772,26 +758,17 @@ class Lab(WorkloadRuntime, StatefulSetSide, NodeRuntime, Adoption):
             rt = self.pods.get(pod.key)
             if rt is None or rt.plan is not pod or rt.deleted or rt.status.evicted is not None:
                 return
-            self.events.pod(pod.namespace, pod.name, "Evicted", message, type_="Warning")
+            if self.prober is not None:
+                self.prober.remove(pod.key)
+            rt.status.probes_ready = False
+            self.volumes.forget(pod)
+            self.workers.evict(rt, message)
+            self.volumes.tear_down(pod)
             if rt.owned:  # its Deployment or StatefulSet makes another
                 self._delete_pod(rt, grace=0.0)
                 return
-            rt.status.evicted = message
-            self._withdraw_ready(rt)
-            self.volumes.forget(pod)
-            self.workers.stop(rt, 0.0)
-            stamp = objects.now()
-            for state in rt.status.containers:
-                if state.state == "running":
-                    state.end(137, stamp)
-            self.volumes.tear_down(pod)
             self._publish_pod(rt)
             self._sync_services()
-
-    def _withdraw_ready(self, rt: PodRuntime) -> None:
-        if self.prober is not None:
-            self.prober.remove(rt.plan.key)
-        rt.status.probes_ready = False
 
     # -- exec -------------------------------------------------------------
 

@@ -305,6 +305,17 @@ class PodWorkers:
 
     # -- stopping ---------------------------------------------------------
 
+    def evict(self, rt: PodRuntime, message: str) -> None:
+        """kubelet's eviction manager: the pod's containers are killed and stay down, it
+        is Failed with reason Evicted and the manager's `message` (an event says so)."""
+        self.events.pod(rt.plan.namespace, rt.plan.name, "Evicted", message, type_="Warning")
+        rt.status.evicted = message
+        self.stop(rt, 0.0)
+        stamp = objects.now()
+        for state in rt.status.containers:
+            if state.state == "running":
+                state.end(137, stamp)
+
     def stop(self, rt: PodRuntime, grace: float) -> None:
         """Stop the pod's containers (SIGTERM, then SIGKILL after `grace`)."""
         for name in rt.procs:

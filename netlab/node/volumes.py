@@ -16,9 +16,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from netlab.events import EventRecorder
 from netlab.node import mounts
 from netlab.node.bundle import Bind
-from netlab.node.localvolumes import EmptyDirPlugin
+from netlab.node.claimvolumes import ClaimVolumes
+from netlab.node.configvolumes import ConfigVolumes
+from netlab.node.localvolumes import EmptyDirPlugin, HostPathPlugin
 from netlab.node.volumeplugin import VolumeContext, VolumeNotReady, VolumePlugin
 from netlab.paths import node_disk
 from netlab.plan import PodPlan
@@ -275,3 +278,21 @@ def _quantity(count: int) -> str:
         if count % factor == 0:
             return f"{count // factor}{suffix}"
     return str(count)
+
+
+def kubelet_volumes(
+    lab: str,
+    run_dir: Path,
+    store: object,
+    events: EventRecorder,
+    evict: Callable[[PodPlan, str], None],
+) -> VolumeManager:
+    """The lab's volume manager with every kind of volume it mounts: emptyDir, hostPath,
+    configMap and secret (read from `store`), persistentVolumeClaim (attached by the
+    attach/detach controller); a refresh that fails is kubelet's Warning event."""
+    plugins = [EmptyDirPlugin(), HostPathPlugin(), ConfigVolumes(store), ClaimVolumes(store)]
+
+    def failed(pod: PodPlan, exc: VolumeNotReady) -> None:
+        events.pod(pod.namespace, pod.name, exc.event, exc.message, type_="Warning")
+
+    return VolumeManager(lab, run_dir, plugins, evict, failed=failed)
