@@ -4,6 +4,7 @@ found in the logs of pods on different racks by `netlab logs --all --grep`, --si
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -119,6 +120,7 @@ def test_follow_picks_up_new_lines_and_a_replacement_pod(lab):
         stderr=subprocess.PIPE,
         text=True,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT: every thread's stack
     )
     lines: list[str] = []
 
@@ -148,7 +150,11 @@ def test_follow_picks_up_new_lines_and_a_replacement_pod(lab):
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(10)
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # say where it hangs
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(5)
+            raise AssertionError(f"no exit after SIGINT: {proc.stderr.read()[-4000:]}") from None
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -204,7 +204,11 @@ def test_delete_and_apply_again(slab):
     assert api.read_namespaced_stateful_set("web", "default").spec.replicas == 3
     kubectl(slab, "delete", "sts", "web")
     assert wait_for(lambda: not pods_of(slab, "web"), 30)
-    assert not slab.store.list("controllerrevisions", "default", label_selector="app=web")[0]
+    # its history goes too (the garbage collector's pass may come after the pods')
+    assert wait_for(
+        lambda: not slab.store.list("controllerrevisions", "default", label_selector="app=web")[0],
+        10,
+    )
     # and applied again from a manifest
     manifest = copy.deepcopy(statefulset("web", 1))
     out = kubectl(slab, "apply", "-f", "-", stdin=json.dumps(manifest)).stdout
