@@ -66,6 +66,9 @@ class VolumeManager:
         self.interval = interval
         self._pods: dict[tuple[str, str], PodVolumes] = {}
         self._lock = threading.Lock()
+        # a pod's volumes are refreshed or taken down, never both at once (a refresh
+        # after the teardown would write its files again)
+        self._taking_down = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -175,24 +178,33 @@ class VolumeManager:
         with self._lock:
             states = list(self._pods.values())
         for state in states:
-            for volume in state.pod.template.volumes:
-                if volume.name not in state.paths:
-                    continue
-                plugin = self.plugins[volume.kind]
-                key = (state.pod.key, volume.name)
-                try:
-                    plugin.resync(state.ctx, volume)
-                    self._failing.pop(key, None)
-                except VolumeNotReady as exc:  # the files stay as they were
-                    if self._failing.get(key) != exc.message and self.failed is not None:
-                        self.failed(state.pod, exc)
-                    self._failing[key] = exc.message
-                except Exception as exc:
-                    log.warning("resync of %s/%s volume %s: %s", *state.pod.key, volume.name, exc)
-                message = self._over_limit(state, volume, plugin)
-                if message is not None and self.evict is not None:
-                    self.evict(state.pod, message)
-                    break
+            with self._taking_down:  # not while the pod's volumes are being taken down
+                if self._pods.get(state.pod.key) is not state:
+                    continue  # gone meanwhile: its files are not written again
+                message = self._resync_pod(state)
+            if message is not None and self.evict is not None:  # outside: it takes the lab
+                self.evict(state.pod, message)
+
+    def _resync_pod(self, state: PodVolumes) -> str | None:
+        """Refresh one pod's volumes; the eviction message if one is past its sizeLimit."""
+        for volume in state.pod.template.volumes:
+            if volume.name not in state.paths:
+                continue
+            plugin = self.plugins[volume.kind]
+            key = (state.pod.key, volume.name)
+            try:
+                plugin.resync(state.ctx, volume)
+                self._failing.pop(key, None)
+            except VolumeNotReady as exc:  # the files stay as they were
+                if self._failing.get(key) != exc.message and self.failed is not None:
+                    self.failed(state.pod, exc)
+                self._failing[key] = exc.message
+            except Exception as exc:
+                log.warning("resync of %s/%s volume %s: %s", *state.pod.key, volume.name, exc)
+            message = self._over_limit(state, volume, plugin)
+            if message is not None:
+                return message
+        return None
 
     @staticmethod
     def _over_limit(state: PodVolumes, volume: VolumeSpec, plugin: VolumePlugin) -> str | None:
@@ -221,20 +233,21 @@ class VolumeManager:
     def tear_down(self, pod: PodPlan) -> None:
         """The pod's containers have ended: remove its volumes (each plugin its own),
         then its directories."""
-        self.forget(pod)
-        ctx = self.context(pod)
-        for volume in reversed(pod.template.volumes):
-            plugin = self.plugins.get(volume.kind)
-            if plugin is None:
-                continue
-            try:
-                plugin.teardown(ctx, volume)
-            except Exception as exc:  # the rest still go; cleanup sweeps what is left
-                log.warning("teardown of %s/%s volume %s: %s", *pod.key, volume.name, exc)
-        for root in (ctx.pod_dir.parent, ctx.node_disk / "pods" / pod.netns):
-            if root.exists():
-                mounts.unmount_under(root)
-                mounts.remove_tree(root)
+        with self._taking_down:
+            self.forget(pod)
+            ctx = self.context(pod)
+            for volume in reversed(pod.template.volumes):
+                plugin = self.plugins.get(volume.kind)
+                if plugin is None:
+                    continue
+                try:
+                    plugin.teardown(ctx, volume)
+                except Exception as exc:  # the rest still go; cleanup sweeps what is left
+                    log.warning("teardown of %s/%s volume %s: %s", *pod.key, volume.name, exc)
+            for root in (ctx.pod_dir.parent, ctx.node_disk / "pods" / pod.netns):
+                if root.exists():
+                    mounts.unmount_under(root)
+                    mounts.remove_tree(root)
 
     def adopt(self, pods: Sequence[PodPlan]) -> None:
         """Pods that were running when the supervisor started: their volumes are set up
