@@ -17,11 +17,6 @@ EMPTY_DIR = "empty-dir"
 HOST_PATH_DIR = "hostpath"  # under the node's disk: a hostPath /data is <node disk>/hostpath/data
 
 
-def memory_default(volume: VolumeSpec) -> int | None:
-    """A memory emptyDir's tmpfs size: its sizeLimit (kubelet's SizeMemoryBackedVolumes)."""
-    return volume.source.size_limit if isinstance(volume.source, EmptyDirSource) else None
-
-
 class EmptyDirPlugin:
     """kubernetes.io~empty-dir: a directory made for the pod, world-writable as kubelet
     makes it, removed with the pod. On disk it is a plain directory (no mount: runc
@@ -42,7 +37,7 @@ class EmptyDirPlugin:
         target.mkdir(parents=True, exist_ok=True)
         source = volume.source
         assert isinstance(source, EmptyDirSource)
-        if source.medium == "Memory" and not _is_mount(target):
+        if source.medium == "Memory" and not os.path.ismount(target):
             size = f",size={source.size_limit}" if source.size_limit else ""
             mounts.mount("tmpfs", target, "tmpfs", f"mode=0777{size}")
         os.chmod(target, 0o777)
@@ -114,10 +109,6 @@ class HostPathPlugin:
 
     def teardown(self, ctx: VolumeContext, volume: VolumeSpec) -> None:
         return None  # the node's files stay, as a machine's would
-
-
-def _is_mount(path: Path) -> bool:
-    return os.path.ismount(path)
 
 
 def disk_usage(root: Path) -> int:

@@ -26,6 +26,7 @@ from netlab.node.volumeplugin import VolumeContext, VolumeNotReady, VolumePlugin
 from netlab.paths import node_disk
 from netlab.plan import PodPlan
 from netlab.spec.model import ContainerSpec
+from netlab.spec.quantity import format_memory
 from netlab.spec.volumes import EmptyDirSource, VolumeSpec
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ class VolumeManager:
             return None
         return (
             f'Usage of EmptyDir volume "{volume.name}" exceeds the limit '
-            f'"{_quantity(source.size_limit)}". '
+            f'"{format_memory(source.size_limit)}". '
         )
 
     # -- taking down --------------------------------------------------------
@@ -284,13 +285,6 @@ def _read_only(volume: VolumeSpec) -> bool:
     if volume.kind in ("configMap", "secret"):
         return True
     return bool(getattr(volume.source, "read_only", False))
-
-
-def _quantity(count: int) -> str:
-    for suffix, factor in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
-        if count % factor == 0:
-            return f"{count // factor}{suffix}"
-    return str(count)
 
 
 def kubelet_volumes(

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from netlab.spec.quantity import QuantityError, bytes_, fix_for, format_memory
+from netlab.spec.validate import DNS_LABEL_MAX, DNS_LABEL_RE, Checker
+
 VOLUME_KINDS = ("emptyDir", "hostPath", "configMap", "secret", "persistentVolumeClaim")
 HOST_PATH_TYPES = (
     "",
@@ -164,7 +167,7 @@ MODE_MAX = 0o777
 _SUPPORTED = "emptyDir, hostPath, configMap, secret or persistentVolumeClaim"
 
 
-def _relative(value: str, path: str, checker, what: str) -> bool:
+def _relative(value: str, path: str, checker: Checker, what: str) -> bool:
     """kube-apiserver's validateLocalDescendingPath: relative, no '..' element."""
     if value.startswith("/"):
         checker.add(path, f"{what} {value!r} must be a relative path", "remove the leading '/'")
@@ -177,7 +180,7 @@ def _relative(value: str, path: str, checker, what: str) -> bool:
     return True
 
 
-def _mode(obj: dict, key: str, path: str, checker) -> int | None:
+def _mode(obj: dict, key: str, path: str, checker: Checker) -> int | None:
     value = checker.take(obj, key, path, "integer")
     if value is not None and not 0 <= value <= MODE_MAX:
         checker.add(
@@ -189,7 +192,7 @@ def _mode(obj: dict, key: str, path: str, checker) -> int | None:
     return value
 
 
-def _items(obj: dict, path: str, checker) -> tuple[KeyToPath, ...]:
+def _items(obj: dict, path: str, checker: Checker) -> tuple[KeyToPath, ...]:
     out = []
     for i, entry in enumerate(checker.take(obj, "items", path, "list", default=[]) or []):
         here = f"{path}.items[{i}]"
@@ -205,9 +208,7 @@ def _items(obj: dict, path: str, checker) -> tuple[KeyToPath, ...]:
     return tuple(out)
 
 
-def _source(kind: str, spec: dict, path: str, checker) -> VolumeSource | None:
-    from netlab.spec.quantity import QuantityError, bytes_, fix_for
-
+def _source(kind: str, spec: dict, path: str, checker: Checker) -> VolumeSource | None:
     here = f"{path}.{kind}"
     fields = SOURCE_FIELDS[kind]
     required = {"hostPath": ("path",), "persistentVolumeClaim": ("claimName",)}.get(kind, ())
@@ -272,10 +273,8 @@ def _source(kind: str, spec: dict, path: str, checker) -> VolumeSource | None:
     return ObjectSource(kind, name, items, DEFAULT_MODE if mode is None else mode, bool(optional))
 
 
-def read_volumes(value: Any, path: str, checker) -> tuple[VolumeSpec, ...]:
+def read_volumes(value: Any, path: str, checker: Checker) -> tuple[VolumeSpec, ...]:
     """A pod spec's `volumes`: each named once, with exactly one source the lab mounts."""
-    from netlab.spec.validate import DNS_LABEL_MAX, DNS_LABEL_RE
-
     if value is None or not checker.check_type(value, path, "list"):
         return ()
     volumes: list[VolumeSpec] = []
@@ -324,7 +323,7 @@ def read_volumes(value: Any, path: str, checker) -> tuple[VolumeSpec, ...]:
 
 
 def read_mounts(
-    container: dict, path: str, volumes: dict[str, VolumeSpec] | None, checker
+    container: dict, path: str, volumes: dict[str, VolumeSpec] | None, checker: Checker
 ) -> tuple[VolumeMount, ...]:
     """A container's `volumeMounts`: each names a volume of the pod (`volumes`; None: the
     pod's volumes could not be read, so names are not checked), at its own mountPath."""
@@ -395,7 +394,7 @@ def read_mounts(
     return tuple(mounts)
 
 
-def _key_ref(kind: str, value: Any, here: str, checker) -> KeyRef | None:
+def _key_ref(kind: str, value: Any, here: str, checker: Checker) -> KeyRef | None:
     spec = checker.mapping(value, here, KEY_REF_FIELDS, required=("name", "key"))
     if spec is None:
         return None
@@ -408,7 +407,7 @@ def _key_ref(kind: str, value: Any, here: str, checker) -> KeyRef | None:
 
 
 def read_env(
-    container: dict, path: str, checker
+    container: dict, path: str, checker: Checker
 ) -> tuple[tuple[tuple[str, str], ...], tuple[EnvRef, ...]]:
     """A container's `env`: (name, value) pairs, and the entries whose value comes from a
     ConfigMap, a Secret or the pod's own fields (valueFrom)."""
@@ -485,7 +484,7 @@ def _label_path(field_path: str) -> bool:
     return False
 
 
-def read_env_from(container: dict, path: str, checker) -> tuple[EnvFromSource, ...]:
+def read_env_from(container: dict, path: str, checker: Checker) -> tuple[EnvFromSource, ...]:
     """A container's `envFrom`: every key of a ConfigMap or Secret, with a prefix."""
     out: list[EnvFromSource] = []
     for i, entry in enumerate(checker.take(container, "envFrom", path, "list", default=[]) or []):
@@ -526,7 +525,7 @@ def volume_manifest(volume: VolumeSpec) -> dict[str, Any]:
         if source.medium:
             body["medium"] = source.medium
         if source.size_limit is not None:
-            body["sizeLimit"] = _size(source.size_limit)
+            body["sizeLimit"] = format_memory(source.size_limit)
     elif isinstance(source, HostPathSource):
         body = {"path": source.path, "type": source.type}
     elif isinstance(source, ClaimSource):
@@ -544,13 +543,6 @@ def volume_manifest(volume: VolumeSpec) -> dict[str, Any]:
         if source.optional:
             body["optional"] = True
     return {"name": volume.name, volume.kind: body}
-
-
-def _size(count: int) -> str:
-    for suffix, factor in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
-        if count % factor == 0:
-            return f"{count // factor}{suffix}"
-    return str(count)
 
 
 def mount_manifest(mount: VolumeMount) -> dict[str, Any]:
