@@ -394,35 +394,36 @@ def pod_object(
     }
 
 
-def pending_pod_object(
-    deployment: DeploymentSpec, name: str, pod_hash: str, message: str
+def unschedulable_pod_object(
+    namespace: str,
+    name: str,
+    template: PodTemplate,
+    labels: Mapping[str, str],
+    owner: dict[str, Any],
+    message: str,
 ) -> dict[str, Any]:
-    """A Deployment's pod that fits on no node: in the store, Pending, with the scheduler's
-    reason (as kube-scheduler leaves it), until a node has room."""
-    labels = dict(deployment.template.labels, **{"pod-template-hash": pod_hash})
+    """A controller's pod that fits on no node (`owner`: its ownerReference): in the
+    store, Pending, with the scheduler's reason (as kube-scheduler leaves it), until a
+    node has room."""
+    spec: dict[str, Any] = {
+        "containers": [container_manifest(c) for c in template.containers],
+        "restartPolicy": template.restart_policy,
+    }
+    if template.volumes:
+        spec["volumes"] = [volumes.volume_manifest(v) for v in template.volumes]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": name,
-            "namespace": deployment.namespace,
-            "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": deployment.name,
-                    "controller": True,
-                }
-            ],
+            "namespace": namespace,
+            "labels": dict(labels),
+            "ownerReferences": [{**owner, "controller": True}],
         },
-        "spec": {
-            "containers": [container_manifest(c) for c in deployment.template.containers],
-            "restartPolicy": deployment.template.restart_policy,
-        },
+        "spec": spec,
         "status": {
             "phase": "Pending",
-            "qosClass": qos_class(deployment.template.containers),
+            "qosClass": qos_class(template.containers),
             "conditions": [
                 {
                     "type": "PodScheduled",
@@ -433,6 +434,17 @@ def pending_pod_object(
             ],
         },
     }
+
+
+def pending_pod_object(
+    deployment: DeploymentSpec, name: str, pod_hash: str, message: str
+) -> dict[str, Any]:
+    """A Deployment's pod that fits on no node, Pending until a node has room."""
+    labels = dict(deployment.template.labels, **{"pod-template-hash": pod_hash})
+    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment.name}
+    return unschedulable_pod_object(
+        deployment.namespace, name, deployment.template, labels, owner, message
+    )
 
 
 def unscheduled(pod: dict[str, Any]) -> bool:

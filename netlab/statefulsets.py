@@ -12,9 +12,8 @@ import json
 import re
 from typing import Any
 
-from netlab.objects import container_manifest
+from netlab.objects import unschedulable_pod_object
 from netlab.plan.scheduler import template_hash
-from netlab.spec.compute import qos_class
 from netlab.spec.model import PodTemplate, frozen_map
 from netlab.spec.statefulset import ClaimTemplate, StatefulSetSpec
 from netlab.spec.volumes import ClaimSource, VolumeSpec
@@ -176,35 +175,9 @@ def template_of_revision(revision: dict) -> dict:
 def pending_pod_object(
     namespace: str, name: str, template: PodTemplate, owner: str, message: str
 ) -> dict[str, Any]:
-    """A replica that fits on no node: in the store, Pending, with the scheduler's
-    reason (as kube-scheduler leaves it), until a node has room."""
-    spec: dict[str, Any] = {
-        "containers": [container_manifest(c) for c in template.containers],
-        "restartPolicy": template.restart_policy,
-    }
-    spec.update(template.recorded)
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": dict(template.labels),
-            "ownerReferences": [
-                {"apiVersion": API_VERSION, "kind": KIND, "name": owner, "controller": True}
-            ],
-        },
-        "spec": spec,
-        "status": {
-            "phase": "Pending",
-            "qosClass": qos_class(template.containers),
-            "conditions": [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": message,
-                }
-            ],
-        },
-    }
+    """A replica that fits on no node, Pending until a node has room (its template's
+    recorded fields kept, as the pods of the set show them)."""
+    ref = {"apiVersion": API_VERSION, "kind": KIND, "name": owner}
+    obj = unschedulable_pod_object(namespace, name, template, template.labels, ref, message)
+    obj["spec"].update(template.recorded)
+    return obj
