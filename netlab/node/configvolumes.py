@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from netlab.errors import ApiError, NetlabError
+from netlab.node import mounts
 from netlab.node.volumeplugin import VolumeContext, VolumeNotReady
 from netlab.spec.configdata import decoded
 from netlab.spec.volumes import ObjectSource, VolumeSpec
@@ -169,24 +170,11 @@ class AtomicWriter:
             return path
 
 
-def _mount_points() -> list[Path]:
-    try:
-        text = Path("/proc/self/mountinfo").read_text()
-    except OSError:
-        return []
-    points = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) > 4:
-            points.append(Path(fields[4].replace("\\040", " ")))
-    return points
-
-
 def remove_volume_dir(path: Path) -> None:
     """Remove a volume directory, never across a mount (NetlabError if one is below)."""
     if not path.exists() and not path.is_symlink():
         return
-    mounted = [p for p in _mount_points() if p == path or path in p.parents]
+    mounted = mounts.mounted_under(path)
     if mounted:
         raise NetlabError(f"{path} still has {mounted[0]} mounted; unmount it first")
     shutil.rmtree(path)
@@ -204,38 +192,42 @@ class ConfigVolumes:
 
     def __init__(self, store: Any) -> None:
         self.store = store  # read only
+        # each volume's object version its files were last written from (None: none)
+        self._written: dict[Path, str | None] = {}
 
-    def _payload(self, ctx: VolumeContext, volume: VolumeSpec) -> dict[str, FileProjection]:
+    def _object(self, ctx: VolumeContext, volume: VolumeSpec) -> dict | None:
+        """The volume's ConfigMap or Secret (None: missing, and the volume optional)."""
         source = volume.source
         assert isinstance(source, ObjectSource), volume
-        kind = KINDS[source.kind]
         try:
-            obj = self.store.get(kind.plural, ctx.pod.namespace, source.name)
+            return self.store.get(KINDS[source.kind].plural, ctx.pod.namespace, source.name)
         except ApiError as exc:
             if exc.status != 404:
                 raise
             if not source.optional:
                 raise _failed(volume, not_found(source.kind, source.name)) from None
-            obj = None
-        try:
-            return payload_of(obj, source)
-        except ValueError as exc:
-            raise _failed(volume, str(exc)) from None
+            return None
 
     def setup(self, ctx: VolumeContext, volume: VolumeSpec) -> Path:
         target = ctx.volume_dir(volume.kind, volume.name)
-        payload = self._payload(ctx, volume)
+        obj = self._object(ctx, volume)
+        version = obj["metadata"].get("resourceVersion") if obj is not None else None
+        if target in self._written and self._written[target] == version:
+            return target  # written from this very version already: nothing to compare
         try:
-            AtomicWriter(target).write(payload)
-        except ValueError as exc:  # an items path that leaves the volume
+            AtomicWriter(target).write(payload_of(obj, volume.source))
+        except ValueError as exc:  # a missing key in items, a path that leaves the volume
             raise _failed(volume, str(exc)) from None
+        self._written[target] = version
         return target
 
     def resync(self, ctx: VolumeContext, volume: VolumeSpec) -> None:
         self.setup(ctx, volume)
 
     def teardown(self, ctx: VolumeContext, volume: VolumeSpec) -> None:
-        remove_volume_dir(ctx.volume_dir(volume.kind, volume.name))
+        target = ctx.volume_dir(volume.kind, volume.name)
+        self._written.pop(target, None)
+        remove_volume_dir(target)
 
 
 def _failed(volume: VolumeSpec, reason: str) -> VolumeNotReady:
