@@ -17,6 +17,7 @@ from pathlib import Path
 
 from netlab import paths
 from netlab.errors import NetlabError
+from netlab.node import loopdisks
 
 SUFFIX = ".img"
 ROUND = 1 << 20  # images are whole MiB (mkfs works in blocks)
@@ -26,7 +27,6 @@ MKFS_OPTIONS = (
     "-m", "0",  # no blocks reserved for root: the claim gets what it asked for
     "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
 )  # fmt: skip
-SYS_BLOCK = Path("/sys/block")
 
 
 class DiskError(NetlabError):
@@ -45,15 +45,9 @@ def rounded(size_bytes: int) -> int:
 def backing_loops(path: Path) -> list[str]:
     """The loop devices (`loop3`) the kernel has on this file."""
     wanted = os.path.realpath(path)
-    found = []
-    for entry in SYS_BLOCK.glob("loop*/loop/backing_file"):
-        try:
-            backing = entry.read_text().strip()
-        except OSError:  # detached meanwhile
-            continue
-        if backing.removesuffix(" (deleted)") == wanted:
-            found.append(entry.parent.parent.name)
-    return sorted(found)
+    return sorted(
+        d.device.removeprefix("/dev/") for d in loopdisks.loop_devices() if d.backing_file == wanted
+    )
 
 
 def create(path: Path, size_bytes: int) -> int:
