@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from netlab.controllers import ControllerManager
 from netlab.controllers.attachdetach import AttachDetachController
@@ -19,7 +19,7 @@ from netlab.controllers.persistentvolume import PersistentVolumeController
 from netlab.controllers.statefulset import StatefulSetController
 from netlab.errors import ApiError, NetlabError, NotFound
 from netlab.etcdstore import EtcdClient, EtcdStore, endpoints_of
-from netlab.node.attachments import rwop_conflicts, volume_claims
+from netlab.node.attachments import rwop_check, volume_claims
 from netlab.node.diskimages import DiskImages
 from netlab.node.loopdisks import LabDisks
 from netlab.nodeinfo import host_allocatable
@@ -108,12 +108,23 @@ class NodeRuntime:
         )
         self.parts.start("controllers", self.controllers.start, self.controllers.stop)
 
-    def check_claims_free(self, template: PodTemplate, namespace: str, waits: bool = True) -> None:
+    def check_claims_free(
+        self,
+        template: PodTemplate,
+        namespace: str,
+        waits: bool = True,
+        taken: Collection[str] = (),
+    ) -> set[str]:
         """kube-scheduler's VolumeRestrictions PreFilter: Unschedulable if a
-        ReadWriteOncePod claim of the pod is another pod's. `waits`: the pod is queued
-        until it is free (an owned pod); a bare pod is refused instead."""
+        ReadWriteOncePod claim of the pod is another pod's, in the store or placed
+        earlier in this batch (`taken`); the pod's own ReadWriteOncePod claims, for the
+        next of the batch. `waits`: the pod is queued until it is free (an owned pod); a
+        bare pod is refused instead."""
         claims = volume_claims(template.volumes)
-        if claims and (conflict := rwop_conflicts(self.store, namespace, claims)):
+        if not claims:
+            return set()
+        conflict, once = rwop_check(self.store, namespace, claims, taken)
+        if conflict:
             fix = (
                 "A ReadWriteOncePod claim is one pod's at a time: the pod waits until the "
                 "one using it is gone (or give each pod its own claim)"
@@ -123,6 +134,7 @@ class NodeRuntime:
                 "Deployment's waits Pending)"
             )
             raise Unschedulable(f"0/{len(self.nodes)} nodes are available: {conflict}.", fix)
+        return once
 
     def schedulable_nodes(
         self,

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 from netlab import objects
 from netlab.errors import ApiError, NotFound
-from netlab.node.attachments import RWOP_CONFLICT, rwop_claims, volume_claims
 from netlab.paths import socket_path
 from netlab.plan import PodPlacer
 from netlab.plan.scheduler import Unschedulable
@@ -96,14 +95,7 @@ class StatefulSetSide:
                 try:
                     if nowhere is not None:
                         raise nowhere
-                    claims = volume_claims(template.volumes)
-                    once = {
-                        c["metadata"]["name"] for c in rwop_claims(self.store, namespace, claims)
-                    }
-                    if once & taken:
-                        raise Unschedulable(
-                            f"0/{len(self.nodes)} nodes are available: {RWOP_CONFLICT}."
-                        )
+                    once = self.check_claims_free(template, namespace, taken=taken)
                     plan = placer.add_owned(name, namespace, template, owner, KIND)
                     taken |= once
                 except Unschedulable as exc:

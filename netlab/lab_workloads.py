@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from netlab import objects
 from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
 from netlab.meshview import pod_get
-from netlab.node.attachments import RWOP_CONFLICT, rwop_claims, volume_claims
 from netlab.node.podworkers import PodRuntime
 from netlab.plan import PodPlacer
 from netlab.plan.build import deployment_hash
@@ -254,19 +253,14 @@ class WorkloadRuntime:
                 p["metadata"]["name"] for p in self.store.list("pods", spec.namespace)[0]
             }
             created, full = [], None
-            # a ReadWriteOncePod claim is one pod's: the first of this batch takes it
-            one_only = bool(
-                rwop_claims(self.store, spec.namespace, volume_claims(spec.template.volumes))
-            )
+            taken: set[str] = set()  # ReadWriteOncePod claims a pod of this batch holds
             for name in [*pending, *[None] * count]:  # as many as fit: the rest wait, Pending
                 try:
                     if nowhere is not None:
                         raise nowhere
-                    if one_only and created:
-                        raise Unschedulable(
-                            f"0/{len(self.nodes)} nodes are available: {RWOP_CONFLICT}."
-                        )
+                    once = self.check_claims_free(spec.template, spec.namespace, taken=taken)
                     plan = placer.add_replica(spec, pod_hash, runtime.rng, name)
+                    taken |= once
                 except Unschedulable as exc:
                     full = exc
                     if name is None:

@@ -7,7 +7,7 @@ to, a VolumeAttachment's name, a node's global mount of a PV. Reads only.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -112,10 +112,21 @@ def rwop_claims(store: Store, namespace: str, claim_names: Iterable[str]) -> lis
     return found
 
 
+def rwop_check(
+    store: Store, namespace: str, claim_names: Iterable[str], taken: Collection[str] = ()
+) -> tuple[str | None, set[str]]:
+    """(kube-scheduler's reason (VolumeRestrictions) when a new pod may not be scheduled
+    because a scheduled pod, or one of `taken` (the ReadWriteOncePod claims of pods
+    placed earlier in the same batch, not in the store yet), already uses one of its
+    ReadWriteOncePod claims, else None; the names of its ReadWriteOncePod claims)."""
+    once = rwop_claims(store, namespace, claim_names)
+    names = {claim["metadata"]["name"] for claim in once}
+    if names & set(taken) or any(pods_using(store, claim) for claim in once):
+        return RWOP_CONFLICT, names
+    return None, names
+
+
 def rwop_conflicts(store: Store, namespace: str, claim_names: Iterable[str]) -> str | None:
-    """kube-scheduler's reason (VolumeRestrictions) when a new pod may not be scheduled
-    because a scheduled pod already uses one of its ReadWriteOncePod claims; None if
-    none does."""
-    if any(pods_using(store, claim) for claim in rwop_claims(store, namespace, claim_names)):
-        return RWOP_CONFLICT
-    return None
+    """kube-scheduler's reason when a scheduled pod already uses one of these
+    ReadWriteOncePod claims; None if none does."""
+    return rwop_check(store, namespace, claim_names)[0]
