@@ -171,12 +171,31 @@ def host_binds() -> tuple[oci.Bind, ...]:
     )
 
 
+BACKOFF_START = 0.5  # seconds before a container's first restart or retry; doubles
+BACKOFF_MAX = 30.0  # up to this (kubelet's back-off)
+
+
 class ContainerConfigError(NetlabError):
-    """kubelet would not create the container: `reason` for its waiting state."""
+    """kubelet would not create the container: `reason` for its waiting state. How it
+    waits is the error's to say (a volume not ready yet waits otherwise)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+    @property
+    def waiting_message(self) -> str | None:
+        """The message of the container's waiting state."""
+        return str(self)
+
+    @property
+    def warning(self) -> tuple[str, str]:
+        """kubelet's Warning event: (reason, message)."""
+        return "Failed", f"Error: {self}"
+
+    def retry_after(self, holds: int) -> float:
+        """Seconds before the `holds`-th try again."""
+        return min(BACKOFF_MAX, BACKOFF_START * 2**holds)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from netlab import objects
 from netlab.events import EventRecorder
 from netlab.node.bundle import Bind
 from netlab.node.containers import (
+    BACKOFF_MAX,
+    BACKOFF_START,
     PAUSE_NAME,
     PULL_FAILURES,
     ContainerConfigError,
@@ -27,16 +29,11 @@ from netlab.node.containers import (
 )
 from netlab.node.cri import ContainerRuntimeService, ContainerStart
 from netlab.node.metrics import ContainerCgroup
-from netlab.node.volumeplugin import VolumeNotReady
 from netlab.plan import PodPlan
 from netlab.realize.processes import stop_processes
 from netlab.realize.runtime import ContainerRequest, RuntimeProcess
 from netlab.spec.model import ContainerSpec
 from netlab.system import SIDECAR_CONTAINER
-
-BACKOFF_START = 0.5  # seconds before the first restart; doubles up to BACKOFF_MAX
-BACKOFF_MAX = 30.0
-VOLUME_RETRY_MAX = 2.0  # a pod waiting for its volumes is tried at least this often
 
 
 class ContainerInputs(Protocol):
@@ -239,20 +236,11 @@ class PodWorkers:
         """The container cannot be created yet (its image, its configuration): it waits
         with kubelet's reason, and is tried again after a back-off."""
         state = rt.status.containers[index]
-        state.state, state.reason, state.message = "waiting", exc.reason, str(exc)
+        state.state, state.reason, state.message = "waiting", exc.reason, exc.waiting_message
         state.holds += 1
-        if isinstance(exc, VolumeNotReady):  # kubelet's FailedMount, retried soon
-            state.message = None  # ContainerCreating, as kubelet shows it; the event says why
-            self.events.pod(
-                rt.plan.namespace, rt.plan.name, exc.event, exc.message, type_="Warning"
-            )
-            delay = min(VOLUME_RETRY_MAX, exc.retry * 2 ** (state.holds // 10))
-        else:
-            self.events.pod(
-                rt.plan.namespace, rt.plan.name, "Failed", f"Error: {exc}", type_="Warning"
-            )
-            delay = min(BACKOFF_MAX, BACKOFF_START * 2**state.holds)
-        self._later(delay, self._retry, rt, index)
+        reason, message = exc.warning
+        self.events.pod(rt.plan.namespace, rt.plan.name, reason, message, type_="Warning")
+        self._later(exc.retry_after(state.holds), self._retry, rt, index)
         self.published(rt)
 
     def _retry(self, rt: PodRuntime, index: int) -> None:

@@ -23,9 +23,22 @@ class VolumeNotReady(ContainerConfigError):
     a Warning event `event` (kubelet's FailedMount, the attach/detach controller's
     FailedAttachVolume) says why with `message`."""
 
+    RETRY_MAX = 2.0  # a pod waiting for its volumes is tried at least this often
+
     def __init__(self, message: str, event: str = "FailedMount", retry: float = 0.2) -> None:
         super().__init__("ContainerCreating", message)
         self.message, self.event, self.retry = message, event, retry
+
+    @property
+    def waiting_message(self) -> str | None:
+        return None  # ContainerCreating, as kubelet shows it; the event says why
+
+    @property
+    def warning(self) -> tuple[str, str]:
+        return self.event, self.message
+
+    def retry_after(self, holds: int) -> float:
+        return min(self.RETRY_MAX, self.retry * 2 ** (holds // 10))
 
 
 @dataclass(frozen=True)

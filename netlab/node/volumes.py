@@ -300,6 +300,7 @@ def kubelet_volumes(
     plugins = [EmptyDirPlugin(), HostPathPlugin(), ConfigVolumes(store), ClaimVolumes(store)]
 
     def failed(pod: PodPlan, exc: VolumeNotReady) -> None:
-        events.pod(pod.namespace, pod.name, exc.event, exc.message, type_="Warning")
+        reason, message = exc.warning
+        events.pod(pod.namespace, pod.name, reason, message, type_="Warning")
 
     return VolumeManager(lab, run_dir, plugins, evict, failed=failed)
