@@ -30,7 +30,6 @@ from netlab.realize import cleanup, etcd, netlink, netns, preflight
 from netlab.realize.checkpoint import pod_key
 from netlab.realize.processes import PidRecord, alive_as_recorded
 from netlab.spec.load import parse_manifests
-from netlab.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +146,8 @@ class Adoption:
     def _adopt_store(self) -> None:
         if not isinstance(self.store, EtcdStore):
             journal = Journal(self.run_dir / "store")
-            self.store = Store.restore(journal)
+            self.store.load(journal)  # the one every part was given
             self.store.persist(journal)
-            self.services.store = self.events.store = self.store
-            self.volumes.use_store(self.store)  # kubelet's readers of ConfigMaps, claims
-            self.workers.inputs.store = self.store
             return
         if self.spec.store == "etcd":  # the lab's own members kept running: find them
             recorded = {

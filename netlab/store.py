@@ -168,14 +168,20 @@ class Store:
         """A store holding what `journal` recorded, at its revision. Watches from
         before it get 410 (the history itself is not kept) and relist."""
         store = cls(**kwargs)
-        revision, objects = journal.replay()
-        for name, items in objects.items():
-            if name in store._objects:
-                store._objects[name].update(items)
-        store._revision = max(store._revision, revision)
-        for name in store._compacted:
-            store._compacted[name] = store._revision
+        store.load(journal)
         return store
+
+    def load(self, journal: Journal) -> None:
+        """Take what `journal` recorded, at its revision, into this store (one nothing
+        has written to yet): whoever holds it already reads the restored objects."""
+        revision, objects = journal.replay()
+        with self._lock:
+            for name, items in objects.items():
+                if name in self._objects:
+                    self._objects[name].update(items)
+            self._revision = max(self._revision, revision)
+            for name in self._compacted:
+                self._compacted[name] = self._revision
 
     # -- reads ---------------------------------------------------------------
 

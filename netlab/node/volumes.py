@@ -73,13 +73,6 @@ class VolumeManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def use_store(self, store: object) -> None:
-        """The lab's store was replaced (a supervisor took the lab over): the plugins
-        that read objects (ConfigMaps, Secrets, claims) read the new one."""
-        for plugin in set(self.plugins.values()):
-            if hasattr(plugin, "store"):
-                plugin.store = store
-
     # -- paths --------------------------------------------------------------
 
     def pods_root(self) -> Path:
