@@ -758,15 +758,14 @@ class Lab(WorkloadRuntime, StatefulSetSide, NodeRuntime, Adoption):
             rt = self.pods.get(pod.key)
             if rt is None or rt.plan is not pod or rt.deleted or rt.status.evicted is not None:
                 return
+            self.workers.evict(rt, message)
+            if rt.owned:  # its Deployment or StatefulSet makes another: it goes, as deleted
+                self._delete_pod(rt, grace=0.0)
+                return
             if self.prober is not None:
                 self.prober.remove(pod.key)
             rt.status.probes_ready = False
-            self.volumes.forget(pod)
-            self.workers.evict(rt, message)
-            self.volumes.tear_down(pod)
-            if rt.owned:  # its Deployment or StatefulSet makes another
-                self._delete_pod(rt, grace=0.0)
-                return
+            self.volumes.tear_down(pod)  # its containers have ended
             self._publish_pod(rt)
             self._sync_services()
 

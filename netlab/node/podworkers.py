@@ -299,6 +299,7 @@ class PodWorkers:
         self.events.pod(rt.plan.namespace, rt.plan.name, "Evicted", message, type_="Warning")
         rt.status.evicted = message
         self.stop(rt, 0.0)
+        rt.procs.clear()  # ended: nothing of them is stopped again
         stamp = objects.now()
         for state in rt.status.containers:
             if state.state == "running":
