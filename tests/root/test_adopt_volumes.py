@@ -20,6 +20,7 @@ from tests.root.conftest import wait_for
 from tests.root.leftovers import leftovers
 from tests.root.test_adopt import containers, supervisor
 from tests.root.test_cli import netlab
+from tests.root.test_persistence import statefulset
 
 pytestmark = pytest.mark.root
 
@@ -53,32 +54,8 @@ LAB = textwrap.dedent(
             - {{name: disk, mountPath: /disk}}
             - {{name: ram, mountPath: /ram}}
             - {{name: settings, mountPath: /etc/settings}}
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: db}}
-    spec: {{clusterIP: None, selector: {{app: db}}}}
-    ---
-    apiVersion: apps/v1
-    kind: StatefulSet
-    metadata: {{name: db}}
-    spec:
-      replicas: 1
-      serviceName: db
-      selector: {{matchLabels: {{app: db}}}}
-      template:
-        metadata: {{labels: {{app: db}}}}
-        spec:
-          containers:
-            - name: db
-              image: busybox
-              command: [sh, -c, "n=$(cat /data/count 2>/dev/null || echo 0); echo $((n+1)) > /data/count; exec sleep 3600"]
-              volumeMounts: [{{name: data, mountPath: /data}}]
-      volumeClaimTemplates:
-        - metadata: {{name: data}}
-          spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 16Mi}}}}}}
     """
-)
+) + "---" + statefulset("db", 1)  # db-0 counts its starts on its disk
 
 
 def running(pod: str) -> bool:

@@ -16,6 +16,7 @@ from netlab.paths import node_disk
 from tests.root.conftest import module_lab_name, two_rack_builder, wait_for
 from tests.root.leftovers import leftovers
 from tests.root.test_cli import netlab
+from tests.root.test_persistence import running_on
 
 pytestmark = pytest.mark.root
 
@@ -51,12 +52,7 @@ def events_of(lab: Lab, pod: str) -> list[tuple[str, str]]:
 
 
 def running(lab: Lab, pod: str) -> bool:
-    try:
-        obj = lab.store.get("pods", "default", pod)
-    except Exception:
-        return False
-    states = obj["status"].get("containerStatuses") or []
-    return bool(states) and all("running" in s["state"] for s in states)
+    return running_on(lab, pod) is not None
 
 
 SHARED = bare_pod(
