@@ -365,14 +365,8 @@ def _containers(
                     str(exc),
                     "name an image as Docker does, e.g. busybox or busybox:1.36",
                 )
-        policy = spec.get("imagePullPolicy")
-        if isinstance(policy, str) and policy not in PULL_POLICIES:
-            checker.add(
-                join(here, "imagePullPolicy"),
-                f'Unsupported value: "{policy}": supported values: '
-                + ", ".join(f'"{p}"' for p in PULL_POLICIES),
-                did_you_mean(policy, PULL_POLICIES, "use one of"),
-            )
+        if isinstance(spec.get("imagePullPolicy"), str):  # its type is checked where it is kept
+            checker.choice(spec, "imagePullPolicy", here, PULL_POLICIES)
         command = checker.str_list(spec, "command", here)
         args = checker.str_list(spec, "args", here)
         if command == [] and args == [] and is_host_image(image):

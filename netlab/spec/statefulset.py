@@ -21,7 +21,6 @@ from netlab.spec.validate import (
     DNS_NAME_MAX,
     DNS_SUBDOMAIN_RE,
     Checker,
-    did_you_mean,
     item,
     join,
 )
@@ -97,19 +96,6 @@ class StatefulSetSpec:
         return f"{claim}-{self.name}-{ordinal}"
 
 
-def _choice(spec: dict, key: str, path: str, allowed: tuple, default: str, checker: Checker):
-    value = checker.take(spec, key, path, "string", default=default)
-    if value is not None and value not in allowed:
-        checker.add(
-            join(path, key),
-            f'Unsupported value: "{value}": supported values: '
-            + ", ".join(f'"{v}"' for v in allowed),
-            did_you_mean(value, allowed, "use one of"),
-        )
-        return None
-    return value
-
-
 def read_claim_template(value: Any, path: str, checker: Checker) -> ClaimTemplate | None:
     """One volumeClaimTemplates entry, checked lightly: a name, access modes Kubernetes
     knows, a storage request that is a quantity, a class name that is a string."""
@@ -168,7 +154,7 @@ def _update_strategy(spec: dict, path: str, checker: Checker) -> tuple[str | Non
     strategy = checker.take(spec, "updateStrategy", path, "mapping", default={})
     if strategy is None or checker.mapping(strategy, here, ("type", "rollingUpdate")) is None:
         return None, None
-    kind = _choice(strategy, "type", here, UPDATE_STRATEGIES, "RollingUpdate", checker)
+    kind = checker.choice(strategy, "type", here, UPDATE_STRATEGIES, "RollingUpdate")
     rolling = strategy.get("rollingUpdate")
     if rolling is None:
         return kind, 0
@@ -198,8 +184,8 @@ def _retention(spec: dict, path: str, checker: Checker) -> tuple[str | None, str
     policy = checker.take(spec, "persistentVolumeClaimRetentionPolicy", path, "mapping", {})
     if policy is None or checker.mapping(policy, here, ("whenDeleted", "whenScaled")) is None:
         return None, None
-    deleted = _choice(policy, "whenDeleted", here, RETENTION_POLICIES, "Retain", checker)
-    scaled = _choice(policy, "whenScaled", here, RETENTION_POLICIES, "Retain", checker)
+    deleted = checker.choice(policy, "whenDeleted", here, RETENTION_POLICIES, "Retain")
+    scaled = checker.choice(policy, "whenScaled", here, RETENTION_POLICIES, "Retain")
     return deleted, scaled
 
 
@@ -214,8 +200,8 @@ def read_statefulset(manifest, value: Any, checker: Checker) -> StatefulSetSpec 
     service = checker.take(spec, "serviceName", path, "string")
     if service:
         checker.name(service, join(path, "serviceName"), "serviceName", DNS_LABEL_MAX, DNS_LABEL_RE)
-    policy = _choice(
-        spec, "podManagementPolicy", path, POD_MANAGEMENT_POLICIES, "OrderedReady", checker
+    policy = checker.choice(
+        spec, "podManagementPolicy", path, POD_MANAGEMENT_POLICIES, "OrderedReady"
     )
     strategy, partition = _update_strategy(spec, path, checker)
     when_deleted, when_scaled = _retention(spec, path, checker)

@@ -280,14 +280,8 @@ def read_claim_spec(value: Any, path: str, checker: Checker) -> ClaimSpec | None
         if limits.get("storage") is not None:
             _storage(limits["storage"], join(here, "limits.storage"), checker, "storage")
     storage_class = checker.take(spec, "storageClassName", path, "string")
-    volume_mode = checker.take(spec, "volumeMode", path, "string", default="Filesystem")
-    if volume_mode is not None and volume_mode not in VOLUME_MODES:
-        checker.add(
-            join(path, "volumeMode"),
-            f'Unsupported value: "{volume_mode}": supported values: "Block", "Filesystem"',
-            did_you_mean(volume_mode, VOLUME_MODES, "use"),
-        )
-    elif volume_mode == "Block":
+    volume_mode = checker.choice(spec, "volumeMode", path, VOLUME_MODES, "Filesystem", "use")
+    if volume_mode == "Block":
         checker.add(
             join(path, "volumeMode"),
             "raw block volumes are not emulated",
@@ -374,20 +368,8 @@ def read_storage_class(manifest, _value: Any, checker: Checker) -> StorageClassS
             f"write provisioner: {PROVISIONER} (an ext4 disk image that one node at a time "
             "attaches, as a cloud persistent disk)",
         )
-    policy = checker.take(body, "reclaimPolicy", path, "string", default="Delete")
-    if policy is not None and policy not in RECLAIM_POLICIES:
-        checker.add(
-            join(path, "reclaimPolicy"),
-            f'Unsupported value: "{policy}": supported values: "Delete", "Retain"',
-            did_you_mean(policy, RECLAIM_POLICIES, "use"),
-        )
-    mode = checker.take(body, "volumeBindingMode", path, "string", default="Immediate")
-    if mode is not None and mode not in BINDING_MODES:
-        checker.add(
-            join(path, "volumeBindingMode"),
-            f'Unsupported value: "{mode}": supported values: "Immediate", "WaitForFirstConsumer"',
-            did_you_mean(mode, BINDING_MODES, "use"),
-        )
+    policy = checker.choice(body, "reclaimPolicy", path, RECLAIM_POLICIES, "Delete", "use")
+    mode = checker.choice(body, "volumeBindingMode", path, BINDING_MODES, "Immediate", "use")
     expand = checker.take(body, "allowVolumeExpansion", path, "boolean", default=False)
     parameters = checker.take(body, "parameters", path, "mapping", default={}) or {}
     for key, value in parameters.items():

@@ -165,6 +165,30 @@ class Checker:
             return default
         return value if self.check_type(value, join(path, key), kind) else None
 
+    def choice(
+        self,
+        obj: dict,
+        key: str,
+        path: str,
+        allowed: Sequence[str],
+        default: str | None = None,
+        what: str = "use one of",
+        fix: str | None = None,
+    ) -> str | None:
+        """obj[key], a string among `allowed` (default if absent); None, with
+        kube-apiserver's `Unsupported value` recorded, if it is not. The fix: `fix`, or
+        the closest allowed value, or the list of them after `what`."""
+        value = self.take(obj, key, path, "string", default=default)
+        if value is not None and value not in allowed:
+            self.add(
+                join(path, key),
+                f'Unsupported value: "{value}": supported values: '
+                + ", ".join(f'"{v}"' for v in allowed),
+                fix if fix is not None else did_you_mean(value, allowed, what),
+            )
+            return None
+        return value
+
     def int_in(
         self, obj: dict, key: str, path: str, low: int, high: int, default: Any = None
     ) -> Any:

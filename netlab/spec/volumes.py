@@ -220,13 +220,10 @@ def _source(kind: str, spec: dict, path: str, checker: Checker) -> VolumeSource 
     if body is None:
         return None
     if kind == "emptyDir":
-        medium = checker.take(body, "medium", here, "string", default="")
-        if medium is not None and medium not in STORAGE_MEDIA:
-            checker.add(
-                f"{here}.medium",
-                f'Unsupported value: "{medium}": supported values: "", "Memory"',
-                "leave it out for the node's disk, or write medium: Memory for a tmpfs",
-            )
+        medium = checker.choice(
+            body, "medium", here, STORAGE_MEDIA, "",
+            fix="leave it out for the node's disk, or write medium: Memory for a tmpfs",
+        )  # fmt: skip
         size = body.get("sizeLimit")
         limit = None
         if size is not None:
@@ -244,14 +241,10 @@ def _source(kind: str, spec: dict, path: str, checker: Checker) -> VolumeSource 
         return EmptyDirSource(medium or "", limit)
     if kind == "hostPath":
         where = checker.take(body, "path", here, "string")
-        type_ = checker.take(body, "type", here, "string", default="")
-        if type_ is not None and type_ not in HOST_PATH_TYPES:
-            checker.add(
-                f"{here}.type",
-                f'Unsupported value: "{type_}": supported values: '
-                + ", ".join(f'"{t}"' for t in HOST_PATH_TYPES),
-                "use one of them, e.g. DirectoryOrCreate",
-            )
+        type_ = checker.choice(
+            body, "type", here, HOST_PATH_TYPES, "", fix="use one of them, e.g. DirectoryOrCreate"
+        )
+        if type_ is None:
             return None
         if isinstance(where, str) and not where.startswith("/"):
             checker.add(f"{here}.path", f"{where!r} must be an absolute path", "start it with '/'")
