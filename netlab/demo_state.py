@@ -109,6 +109,7 @@ def show_state(lab: Lab) -> None:
         return
     show(_netlab(lab.spec.name, "get", "pvc,pv"))
     console.print(f"db-0 runs on {node} ({rack_of[node]}); its counter:")
+    _wait(lambda: lab.exec("db-0", ["cat", "/data/count"]).stdout.strip() != "", 5)
     show(lab.exec("db-0", ["cat", "/data/count"]))
 
     others = [n.name for n in lab.node_list() if n.name != node]
@@ -151,7 +152,7 @@ spec:
     try:
         _wait(lambda: _running_on(lab, "db-0") not in (None, node), 30)
         landed = _running_on(lab, "db-0")
-        _wait(lambda: lab.exec("db-0", ["cat", "/data/count"]).returncode == 0, 5)
+        _wait(lambda: lab.exec("db-0", ["cat", "/data/count"]).stdout.strip() not in ("", "1"), 5)
         took = time.monotonic() - failed
         if landed is None:
             console.print("db-0 has not come back yet")

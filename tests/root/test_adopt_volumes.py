@@ -25,8 +25,9 @@ from tests.root.test_persistence import statefulset
 pytestmark = pytest.mark.root
 
 NAME = "tadoptv"
-LAB = textwrap.dedent(
-    f"""\
+LAB = (
+    textwrap.dedent(
+        f"""\
     lab:
       name: {NAME}
       racks:
@@ -55,7 +56,10 @@ LAB = textwrap.dedent(
             - {{name: ram, mountPath: /ram}}
             - {{name: settings, mountPath: /etc/settings}}
     """
-) + "---" + statefulset("db", 1)  # db-0 counts its starts on its disk
+    )
+    + "---"
+    + statefulset("db", 1)
+)  # db-0 counts its starts on its disk
 
 
 def running(pod: str) -> bool:
@@ -83,7 +87,7 @@ def test_volumes_outlive_a_supervisor_kill_and_are_adopted(tmp_path):
     netlab("up", "-d", str(path))
     try:
         assert wait_for(lambda: running("scratch") and running("db-0"), 30, 0.2)
-        assert cat("db-0", "/data/count") == "1\n"
+        assert wait_for(lambda: cat("db-0", "/data/count") == "1\n", 5, 0.2)  # as it starts
         mounted = volume_mounts()
         assert len(mounted) == 2  # the memory emptyDir's tmpfs, db-0's disk on its node
         before = containers(NAME)

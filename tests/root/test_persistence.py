@@ -102,7 +102,7 @@ def test_a_replicas_disk_follows_it_through_a_node_failure_to_another_rack(plab)
     plab.apply_text(statefulset("db", 1))
     assert wait_for(lambda: running_on(plab, "db-0"), 20)
     first = running_on(plab, "db-0")
-    assert count(plab, "db-0") == "1"
+    assert wait_for(lambda: count(plab, "db-0") == "1", 5, 0.1)  # the app writes it as it starts
     pv = volume_of(plab, "data-db-0")
     assert attachments(plab)[pv] == first
     assert (disks_dir(plab.spec.name) / f"{pv}.img").exists()
@@ -115,7 +115,7 @@ def test_a_replicas_disk_follows_it_through_a_node_failure_to_another_rack(plab)
     try:
         assert wait_for(lambda: running_on(plab, "db-0") in rack2, 20)
         landed = running_on(plab, "db-0")
-        assert count(plab, "db-0") == "2"  # its data, intact, on the other rack
+        assert wait_for(lambda: count(plab, "db-0") == "2", 5, 0.1)  # its data, intact, elsewhere
         assert attachments(plab)[pv] == landed
         # one loop device on the image: the failed node's was detached
         image = str(disks_dir(plab.spec.name) / f"{pv}.img")
@@ -177,12 +177,12 @@ def test_a_read_write_once_disk_is_refused_to_a_second_node_and_shared_on_one(pl
     # a second pod on the same node shares it (ReadWriteOnce is one node)
     plab.apply_text(claim_pod("w3", "n1", "shared"))
     assert wait_for(lambda: running_on(plab, "w3") == "n1", 10)
-    assert count(plab, "w3") == "2" and count(plab, "w1") == "2"
+    assert wait_for(lambda: count(plab, "w3") == "2" and count(plab, "w1") == "2", 5, 0.1)
     # the node lets go of it: the waiting pod gets it, with the data
     plab.delete_pod("w1")
     plab.delete_pod("w3")
     assert wait_for(lambda: running_on(plab, "w2") == "n3", 15)
-    assert count(plab, "w2") == "3"
+    assert wait_for(lambda: count(plab, "w2") == "3", 5, 0.1)
     assert attachments(plab)[pv] == "n3"
     plab.delete_pod("w2")
     assert wait_for(lambda: pv not in attachments(plab), 10)
@@ -248,7 +248,7 @@ def test_a_replicas_disk_is_kept_on_scale_down_and_comes_back_on_scale_up(plab):
     _scale(plab, 2)
     assert wait_for(lambda: running_on(plab, "web-1"), 20)
     assert plab.exec("web-1", ["cat", "/data/note"]).stdout == "mine\n"
-    assert count(plab, "web-1") == "2"
+    assert wait_for(lambda: count(plab, "web-1") == "2", 5, 0.1)
     plab.store.delete("statefulsets", "default", "web")
     assert wait_for(lambda: pod_obj(plab, "web-0") is None and pod_obj(plab, "web-1") is None, 20)
 
