@@ -19,7 +19,9 @@ _CLIENT = textwrap.dedent(
             with urllib.request.urlopen(url, timeout=1.0) as r:
                 print(f"{t:.3f} ok {r.read().decode().strip()}", flush=True)
         except Exception as e:
-            print(f"{t:.3f} err {type(e).__name__}", flush=True)
+            why = getattr(e, "reason", None)  # a URLError's cause: refused, timed out, ...
+            name = type(e).__name__ + (f":{type(why).__name__}:{why}" if why else "")
+            print(f"{t:.3f} err {name}", flush=True)
         time.sleep(interval)
     """
 )
