@@ -184,6 +184,7 @@ class Sidecar:
             nodes=lists["nodes"],
         )
         self.ref.table = table
+        self.proxy.pool.retain(table.endpoint_addresses())
         self.limiter.retain(limit for port in table.inbound.values() for limit in port.rate_limits)
         self.rebuilds += 1
         self.last_rebuild_ms = (time.perf_counter() - started) * 1000

@@ -240,6 +240,16 @@ class RouteTable:
     def workload(self, ip: str) -> Workload | None:
         return self.workloads.get(ip)
 
+    def endpoint_addresses(self) -> set[tuple[str, int]]:
+        """Every (pod IP, port) a request may be sent to."""
+        return {
+            ep.address
+            for port in self.by_address.values()
+            for route in port.routes
+            for dest in route.destinations
+            for ep in dest.endpoints
+        }
+
 
 def lower_headers(pairs: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     """Header pairs as a dict of lower-case names (the first value of repeated ones)."""

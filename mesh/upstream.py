@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Container
 from typing import Any, Protocol
 
 import httptools
@@ -203,6 +204,14 @@ class Pool:
             raise
         self.opened += 1
         return up
+
+    def retain(self, addresses: Container[tuple[str, int]]) -> None:
+        """Close the idle connections to endpoints not in `addresses`: a pod that left
+        its Services is not held open by clients that will not send to it again (the lab
+        drains it until its clients' connections close)."""
+        for address in [a for a in self._idle if a not in addresses]:
+            for up in self._idle.pop(address):
+                up.close()
 
     def idle_count(self) -> int:
         return sum(len(v) for v in self._idle.values())

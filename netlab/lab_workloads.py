@@ -12,17 +12,22 @@ from dataclasses import dataclass
 from netlab import objects
 from netlab.errors import ApiError, NetlabError, NotFound, RealizeError
 from netlab.meshview import pod_get
+from netlab.node import drain
 from netlab.node.podworkers import PodRuntime
 from netlab.plan import PodPlacer
 from netlab.plan.build import deployment_hash
 from netlab.plan.interception import ADMIN_PORT
 from netlab.plan.scheduler import Unschedulable, name_rng, pod_name, template_hash
+from netlab.realize.netns import netns_path
 from netlab.spec.autoscale import settings_of
 from netlab.spec.load import parse_manifests
 from netlab.spec.model import DeploymentSpec
 from netlab.system import ACTIVATOR_NAME, ACTIVATOR_NAMESPACE, is_meshed, scales_to_zero
 
-DRAIN_SECONDS = 0.2  # a pod a controller stops has left the endpoints this long before
+# a pod a controller stops has left the endpoints this long before its processes end,
+# longer while clients that connected before still hold connections to it (node/drain.py)
+DRAIN_SECONDS = 0.2
+DRAIN_MAX_SECONDS = 1.0  # as long as SIGTERM is given before SIGKILL
 
 
 @dataclass
@@ -283,7 +288,8 @@ class WorkloadRuntime:
 
     def delete_pods(self, namespace: str, names: Sequence[str]) -> None:
         """Stop and remove these pods (those still there): all leave the endpoints, then
-        requests already on their way get DRAIN_SECONDS to finish, then they stop."""
+        requests already on their way get DRAIN_SECONDS to finish, and connections clients
+        opened before get up to DRAIN_MAX_SECONDS to close, then they stop."""
         with self.lock:
             for name in names:  # Pending ones were never anywhere but in the store
                 if (namespace, name) not in self.pods:
@@ -299,7 +305,9 @@ class WorkloadRuntime:
             if not runtimes:
                 return
             self._withdraw(runtimes)
-        time.sleep(DRAIN_SECONDS)
+        drain.wait_drained(
+            [str(netns_path(rt.plan.netns)) for rt in runtimes], DRAIN_SECONDS, DRAIN_MAX_SECONDS
+        )
         with self.lock:
             for rt in runtimes:
                 if rt.plan.key in self.pods and not self.stopping:

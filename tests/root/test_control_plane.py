@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import time
 
 import pytest
@@ -16,7 +17,9 @@ from netlab.client import LabClient
 from netlab.controllers.nodelifecycle import node_ready
 from netlab.journal import Journal
 from netlab.lab import Lab
+from netlab.lab_workloads import DRAIN_MAX_SECONDS, DRAIN_SECONDS
 from netlab.paths import socket_path
+from netlab.realize import netns
 from netlab.store import Store
 from tests.root.conftest import two_rack_builder, wait_for
 
@@ -26,7 +29,8 @@ ZONE = "cluster.local"
 SERVE = [
     "python3",
     "-c",
-    "import http.server, os, socketserver\n"
+    "import http.server, os, signal, socketserver\n"
+    "signal.signal(signal.SIGTERM, lambda *_: os._exit(0))\n"  # as most servers: gone at once
     "class H(http.server.BaseHTTPRequestHandler):\n"
     "    def do_GET(self):\n"
     "        body = (os.environ['HOSTNAME'] + ' ' + os.environ.get('VERSION', 'v1') + '\\n').encode()\n"
@@ -178,10 +182,15 @@ def test_rolling_update_under_load_keeps_enough_ready_and_fails_nothing(clab):
     load = Load(clab, f"http://{vip}/")
     time.sleep(0.5)
     fewest = [3]
+    timeline: list[tuple[float, set[str]]] = [(time.time(), clab.endpoint_ips("web"))]
     assert clab.apply_text(json.dumps(manifest))[0]["action"] == "configured"
+    applied = time.time()
 
     def done() -> bool:
-        fewest[0] = min(fewest[0], len(clab.endpoint_ips("web")))
+        ips = clab.endpoint_ips("web")
+        if ips != timeline[-1][1]:
+            timeline.append((time.time(), ips))
+        fewest[0] = min(fewest[0], len(ips))
         ok, _ = rollouts.rollout_state(clab.store.get("deployments", "default", "web"))
         return ok
 
@@ -193,7 +202,11 @@ def test_rolling_update_under_load_keeps_enough_ready_and_fails_nothing(clab):
     print(
         f"\nrolling update: {len(results)} requests, {len(failed)} failed, fewest ready {fewest[0]}"
     )
-    assert not failed
+    # what failed, and the endpoints around it, in seconds from the apply
+    assert not failed, (
+        [(round(r.at - applied, 3), r.body) for r in failed],
+        [(round(at - applied, 3), sorted(ips)) for at, ips in timeline],
+    )
     assert fewest[0] >= 3  # replicas - maxUnavailable
     assert versions[0] == "v1" and versions[-1] == "v2"
     assert {p.labels.get("version") for p in clab.ready_pods("web")} == {"v2"}
@@ -204,6 +217,33 @@ def test_rolling_update_under_load_keeps_enough_ready_and_fails_nothing(clab):
     assert {p.labels.get("version") for p in clab.ready_pods("web")} == {None}
     revisions = rollouts.history(client, "web", "default")
     assert revisions.count("\n") >= 3, revisions
+
+
+def test_a_connection_made_before_its_pod_was_scaled_away_is_answered(clab):
+    """A client that connected through the VIP but had not sent its request yet when the
+    Deployment scaled down (a client the CPU did not run for a moment) is answered by
+    the draining pod, not reset; the pods then stop without waiting for the limit."""
+    wait_converged(clab)
+    vip = str(clab.service_vip("web"))
+    with netns.entered(netns.netns_path(clab.pod("a").netns)):
+        sock = socket.create_connection((vip, 80), timeout=5)
+    try:
+        clab.scale("web", 0)
+        assert wait_for(lambda: not clab.endpoint_ips("web"), 5.0)
+        time.sleep(DRAIN_SECONDS + 0.3)  # past the time a pod used to be given
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        answered = time.monotonic()
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.0 200"), answer
+    assert answer.split(b"\r\n\r\n", 1)[1].startswith(b"web-"), answer  # from a web pod
+    assert wait_for(lambda: not [p for p in clab.pod_list() if p.owner == "web"], 5.0)
+    assert time.monotonic() - answered < DRAIN_MAX_SECONDS + 1.0
+    clab.scale("web", 3)
+    wait_converged(clab)
 
 
 def test_scale_through_the_api_and_unschedulable_pods_say_why(clab):

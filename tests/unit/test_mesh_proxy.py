@@ -497,3 +497,21 @@ async def test_no_healthy_upstream_keeps_the_connection():
     async with proxied(service((route(dest()),))) as (_, connect):
         client = await connect()
         assert [(await client.get())[0] for _ in range(3)] == [503, 503, 503]
+
+
+@run
+async def test_idle_connections_to_endpoints_that_left_are_closed(backends):
+    b0, b1 = backends
+    table = service((route(dest(endpoint(b0), endpoint(b1))),))
+    async with proxied(table) as (proxy, connect):
+        client = await connect()
+        for _ in range(2):
+            await client.get()
+        assert proxy.pool.idle_count() == 2
+        table = service((route(dest(endpoint(b1))),))
+        proxy.ref.table = table
+        proxy.pool.retain(table.endpoint_addresses())  # as the sidecar does on each table
+        assert proxy.pool.idle_count() == 1
+        assert table.endpoint_addresses() == {("127.0.0.1", b1.port)}
+        assert (await client.get())[2].startswith(b"b1")  # the kept one is still used
+        assert proxy.pool.opened == 2
