@@ -692,13 +692,14 @@ class Lab(WorkloadRuntime, StatefulSetSide, NodeRuntime, Adoption):
             return list(self.nodes.values())
 
     def delete_pod(self, name: str, namespace: str = "default") -> PodPlan:
-        """Delete a pod (all its processes, then its network); its Deployment replaces it."""
+        """Delete a pod as a controller stops one (out of the endpoints, drained, its
+        processes ended, then its network); its Deployment replaces it."""
         with self.lock:
             rt = self.pods.get((namespace, name))
             if rt is None:
                 raise NotFound(f"no pod {namespace}/{name}")
-            self._delete_pod(rt)
-            return rt.plan
+        self.delete_pods(namespace, [name])
+        return rt.plan
 
     def set_pod_metadata(
         self, namespace: str, name: str, labels: Mapping[str, str], annotations: Mapping[str, str]
@@ -736,8 +737,19 @@ class Lab(WorkloadRuntime, StatefulSetSide, NodeRuntime, Adoption):
         self._sync_services()
 
     def _teardown(self, rt: PodRuntime, grace: float) -> None:
-        self.volumes.forget(rt.plan)
-        self.workers.stop(rt, grace)
+        self._stop_containers([rt], grace)
+        self._remove(rt)
+
+    def _stop_containers(self, runtimes: Sequence[PodRuntime], grace: float) -> None:
+        """End the pods' processes (SIGTERM, SIGKILL after `grace`, one deadline for
+        all); needs no lock: a deleted pod is never restarted."""
+        for rt in runtimes:
+            self.volumes.forget(rt.plan)
+        self.workers.stop(runtimes, grace)
+
+    def _remove(self, rt: PodRuntime) -> None:
+        """What is left of a pod whose processes have ended: volumes, network, sandbox,
+        its object."""
         self.volumes.tear_down(rt.plan)  # its containers have ended: nothing holds them
         node = self.nodes.get(rt.plan.node)
         if node is not None and self.fabric.exists(node.name):

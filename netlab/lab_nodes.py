@@ -226,9 +226,12 @@ class NodeRuntime:
                     f"{', '.join(bare)}; use --force to delete them anyway"
                 )
             self.cordon(name)
-            for rt in mine:
-                self._delete_pod(rt)
-            return sorted(rt.plan.name for rt in mine)
+        by_namespace: dict[str, list[str]] = {}
+        for rt in mine:
+            by_namespace.setdefault(rt.plan.namespace, []).append(rt.plan.name)
+        for namespace, names in by_namespace.items():  # drained, as a scale-down's
+            self.delete_pods(namespace, names)
+        return sorted(rt.plan.name for rt in mine)
 
     def node_lost(self, name: str) -> None:
         """The lifecycle controller found the node silent: its pods are evicted (their

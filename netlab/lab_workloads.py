@@ -308,10 +308,13 @@ class WorkloadRuntime:
         drain.wait_drained(
             [str(netns_path(rt.plan.netns)) for rt in runtimes], DRAIN_SECONDS, DRAIN_MAX_SECONDS
         )
+        with self.lock:  # those not taken meanwhile (a `netlab delete pod`, the lab's down)
+            runtimes = [rt for rt in runtimes if rt.plan.key in self.pods and not self.stopping]
+        self._stop_containers(runtimes, grace=1.0)  # unlocked: the lab goes on meanwhile
         with self.lock:
             for rt in runtimes:
                 if rt.plan.key in self.pods and not self.stopping:
-                    self._teardown(rt, grace=1.0)
+                    self._remove(rt)
 
     def update_deployment(self, obj: dict) -> dict:
         """Store a changed Deployment (a PATCH, a scale, an undo) once it is known to run
@@ -345,15 +348,15 @@ class WorkloadRuntime:
             time.sleep(0.02)
 
     def delete_deployment(self, name: str, namespace: str = "default") -> DeploymentSpec:
-        """Delete a Deployment and all its pods."""
+        """Delete a Deployment, then its pods (drained and stopped as a scale-down's)."""
         with self.lock:
             dep = self.deployments.pop((namespace, name), None)
             if dep is None:
                 raise NotFound(f"no deployment {namespace}/{name}")
-            for rt in self._owned_by(namespace, name):
-                self._delete_pod(rt)
+            pods = [rt.plan.name for rt in self._owned_by(namespace, name)]
             self.store.delete("deployments", namespace, name)
-            return dep.spec
+        self.delete_pods(namespace, pods)
+        return dep.spec
 
     def _owned_by(self, namespace: str, deployment: str) -> list[PodRuntime]:
         return [

@@ -298,20 +298,23 @@ class PodWorkers:
         is Failed with reason Evicted and the manager's `message` (an event says so)."""
         self.events.pod(rt.plan.namespace, rt.plan.name, "Evicted", message, type_="Warning")
         rt.status.evicted = message
-        self.stop(rt, 0.0)
+        self.stop([rt], 0.0)
         rt.procs.clear()  # ended: nothing of them is stopped again
         stamp = objects.now()
         for state in rt.status.containers:
             if state.state == "running":
                 state.end(137, stamp)
 
-    def stop(self, rt: PodRuntime, grace: float) -> None:
-        """Stop the pod's containers (SIGTERM, then SIGKILL after `grace`)."""
-        for name in rt.procs:
-            self.events.pod(
-                rt.plan.namespace, rt.plan.name, "Killing", f"Stopping container {name}"
-            )
-        procs = processes_of(rt)
+    def stop(self, runtimes: Sequence[PodRuntime], grace: float) -> None:
+        """Stop the pods' containers: SIGTERM to all, then SIGKILL to those still running
+        `grace` seconds later."""
+        procs = []
+        for rt in runtimes:
+            for name in rt.procs:
+                self.events.pod(
+                    rt.plan.namespace, rt.plan.name, "Killing", f"Stopping container {name}"
+                )
+            procs += processes_of(rt)
         for proc in procs:
             self.cri.runtime.forget(proc)
         stop_processes(procs, grace=grace)

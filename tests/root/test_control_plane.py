@@ -246,6 +246,39 @@ def test_a_connection_made_before_its_pod_was_scaled_away_is_answered(clab):
     wait_converged(clab)
 
 
+def test_pods_that_ignore_sigterm_get_one_grace_period_and_the_lab_answers_meanwhile(clab):
+    """A shell as a container's PID 1 ignores SIGTERM: each pod is killed after the grace
+    period. Three such pods scaled away share one grace period, and the lab is not held
+    while they wait: a call that needs it answers long before the period ends."""
+    manifest = objects.manifest_of(clab.store.get("deployments", "default", "web"))
+    manifest["metadata"] = {"name": "stubborn", "namespace": "default"}
+    manifest["spec"]["selector"] = {"matchLabels": {"app": "stubborn"}}
+    template = manifest["spec"]["template"]
+    template["metadata"]["labels"] = {"app": "stubborn"}
+    (container,) = template["spec"]["containers"]
+    container.update(command=["sleep", "3600"], args=[], ports=[])
+    clab.apply_text(json.dumps(manifest))
+    try:
+        assert wait_for(lambda: len(clab.ready_pods("stubborn")) == 3, 20)
+        started = time.monotonic()
+        clab.scale("stubborn", 0)
+        waits = []
+
+        def gone() -> bool:
+            asked = time.monotonic()
+            clab.node_list()  # needs the lab's lock
+            waits.append(time.monotonic() - asked)
+            return not [p for p in clab.pod_list() if p.owner == "stubborn"]
+
+        assert wait_for(gone, 15, interval=0.05)
+        took = time.monotonic() - started
+    finally:
+        clab.delete_deployment("stubborn")
+    grace = 1.0  # the lab's SIGTERM-to-SIGKILL period for a pod a controller stops
+    assert grace <= took < 2 * grace + DRAIN_MAX_SECONDS, took  # one period, not three
+    assert max(waits) < grace * 0.8, sorted(waits)[-3:]
+
+
 def test_scale_through_the_api_and_unschedulable_pods_say_why(clab):
     wait_converged(clab)
     client = LabClient(socket_path(clab.run_dir))
