@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 
+from netlab.errors import ApiError
 from netlab.objects import controller_of
 from netlab.store import Event, Store
 
@@ -195,13 +196,16 @@ class Controller:
                 continue
             try:
                 again = self.reconcile(key)
-            except Exception:
+            except Exception as exc:
                 failures = self._failures.get(key, 0)
                 self._failures[key] = failures + 1
                 delay = min(RETRY_MAX, RETRY_START * 2**failures)
-                log.exception(
-                    "%s: reconciling %r failed; retrying in %.2f s", self.name, key, delay
-                )
+                if isinstance(exc, ApiError) and exc.status == 404:  # deleted meanwhile
+                    log.info("%s: %r: %s; looking again in %.2f s", self.name, key, exc, delay)
+                else:
+                    log.exception(
+                        "%s: reconciling %r failed; retrying in %.2f s", self.name, key, delay
+                    )
                 self.queue.add_after(key, delay)
             else:
                 self._failures.pop(key, None)

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
-from netlab.controllers.base import WorkQueue
+from netlab.controllers.base import Controller, WorkQueue
 from netlab.controllers.deployment import REVISION, DeploymentController, undo_target
 from netlab.controllers.nodeagent import LEASE_NAMESPACE, lease_object
 from netlab.controllers.nodelifecycle import NodeLifecycleController, node_ready
+from netlab.errors import ApiError
 from netlab.plan.scheduler import template_hash
 from netlab.store import Store
 
@@ -241,3 +243,35 @@ def test_node_agents_post_a_ready_nodes_status_every_5_minutes():
     agents.beat()
     assert heartbeats("n1") == {timestamp(now[0])}
     assert heartbeats("n2") == {timestamp(1000.0)}  # NotReady: the lifecycle controller's to mend
+
+
+def test_an_object_deleted_during_a_reconcile_is_looked_at_again_without_an_error(caplog):
+    """A 404 from the store means the object went meanwhile: the key is reconciled again
+    (and then sees it gone), logged as information, not as a failure with a traceback."""
+    calls: list[str] = []
+
+    class Racing(Controller):
+        name = "racing"
+
+        def all_keys(self):
+            return ["web"]
+
+        def reconcile(self, key):
+            calls.append(key)
+            if len(calls) == 1:
+                raise ApiError(404, 'deployments.apps "web" not found')
+            return None
+
+    controller = Racing(Store())
+    with caplog.at_level(logging.INFO, logger="netlab.controllers.base"):
+        controller.start()
+        try:
+            deadline = time.monotonic() + 5
+            while len(calls) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            controller.stop()
+    assert calls == ["web", "web"]
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert "not found" in caplog.records[0].getMessage()
+
