@@ -73,9 +73,11 @@ def port_forward(
     lab: Lab, target: str, remote: int, pod_port: int | None = None, namespace: str = "default"
 ) -> Iterator[int]:
     """`kubectl port-forward TARGET :REMOTE`; yields the local port, ends kubectl after.
-    kubectl says which port of the pod it forwards to (`pod_port`, for a Service's port)."""
+    kubectl says which port of the pod it forwards to (`pod_port`, for a Service's port).
+    Its requests are logged (-v=6, a few lines): if it never says it forwards, its
+    stderr shows which request did not come back."""
     proc = subprocess.Popen(
-        [str(KUBECTL["1.35"]), "--kubeconfig", str(lab.run_dir / "kubeconfig"),
+        [str(KUBECTL["1.35"]), "--kubeconfig", str(lab.run_dir / "kubeconfig"), "-v=6",
          "-n", namespace, "port-forward", target, f":{remote}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
