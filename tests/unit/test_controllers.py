@@ -274,4 +274,3 @@ def test_an_object_deleted_during_a_reconcile_is_looked_at_again_without_an_erro
     assert calls == ["web", "web"]
     assert [r.levelno for r in caplog.records] == [logging.INFO]
     assert "not found" in caplog.records[0].getMessage()
-
