@@ -8,6 +8,9 @@ says so with the `may_skip` mark.
 """
 
 import os
+import sys
+import threading
+import traceback
 
 import pytest
 
@@ -38,6 +41,19 @@ def pytest_runtest_makereport(item, call):
     ):
         report.outcome = "failed"
         report.longrepr = f"root test skipped while NETLAB_REQUIRE_ROOT_TESTS=1: {report.longrepr}"
+    if report.when == "call" and report.failed and "root" in item.keywords:
+        # a root test's lab runs in this process (its API, controllers, prober): what each
+        # of its threads is doing when the test fails (a stalled API loop shows here)
+        report.sections.append(("threads when it failed", _thread_stacks()))
+
+
+def _thread_stacks() -> str:
+    names = {t.ident: t.name for t in threading.enumerate()}
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        stack = "".join(traceback.format_stack(frame)[-8:])
+        parts.append(f"--- {names.get(ident, ident)}\n{stack}")
+    return "\n".join(parts)
 
 
 def pytest_sessionfinish(session, exitstatus):
