@@ -230,7 +230,7 @@ def test_a_connection_made_before_its_pod_was_scaled_away_is_answered(clab):
     try:
         clab.scale("web", 0)
         assert wait_for(lambda: not clab.endpoint_ips("web"), 5.0)
-        time.sleep(DRAIN_SECONDS + 0.3)  # past the time a pod used to be given
+        time.sleep(DRAIN_SECONDS + 0.15)  # past the time a pod used to be given
         sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
         answer = b""
         while chunk := sock.recv(4096):
@@ -276,7 +276,7 @@ def test_pods_that_ignore_sigterm_get_one_grace_period_and_the_lab_answers_meanw
         clab.delete_deployment("stubborn")
     grace = 1.0  # the lab's SIGTERM-to-SIGKILL period for a pod a controller stops
     assert grace <= took < 2 * grace + DRAIN_MAX_SECONDS, took  # one period, not three
-    assert max(waits) < grace * 0.8, sorted(waits)[-3:]
+    assert max(waits) < grace, sorted(waits)[-3:]  # held a period per pod, it waited more
 
 
 def test_scale_through_the_api_and_unschedulable_pods_say_why(clab):
