@@ -333,6 +333,10 @@ def cmd_etcd(args) -> int:
 
 
 def cmd_logs(args) -> int:
+    if args.follow:  # Ctrl-C (SIGINT) ends a follow even when it was started with SIGINT
+        # ignored, as a shell's background job is; Python keeps an inherited ignore, Go's
+        # signal.Notify (kubectl logs -f) does not
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return lab_logs.run(args, _client(args))
 
 
