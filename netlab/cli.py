@@ -8,6 +8,7 @@ import dataclasses
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -333,10 +334,6 @@ def cmd_etcd(args) -> int:
 
 
 def cmd_logs(args) -> int:
-    if args.follow:  # Ctrl-C (SIGINT) ends a follow even when it was started with SIGINT
-        # ignored, as a shell's background job is; Python keeps an inherited ignore, Go's
-        # signal.Notify (kubectl logs -f) does not
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     return lab_logs.run(args, _client(args))
 
 
@@ -718,6 +715,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _take_back_sigint()
     if getattr(args, "lab_name", None):
         args.lab = args.lab_name
     try:
@@ -733,6 +731,15 @@ def main(argv: list[str] | None = None) -> int:
         if not _stdout_closed():
             raise  # not our reader gone: a socket, say
         return _quiet_after_broken_pipe()
+
+
+def _take_back_sigint() -> None:
+    """Ctrl-C (SIGINT) ends a command (`logs -f`, `get -w`: exit 130) even when it was
+    started with SIGINT ignored, as a shell's background job is: Python keeps an inherited
+    ignore, Go's signal.Notify (kubectl's) does not. The supervisor and a capture install
+    handlers of their own."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _stdout_closed() -> bool:
