@@ -27,7 +27,8 @@ from netlab.system import ACTIVATOR_NAME, ACTIVATOR_NAMESPACE, is_meshed, scales
 # a pod a controller stops has left the endpoints this long before its processes end,
 # longer while clients that connected before still hold connections to it (node/drain.py)
 DRAIN_SECONDS = 0.2
-DRAIN_MAX_SECONDS = 1.0  # as long as SIGTERM is given before SIGKILL
+STOP_GRACE_SECONDS = 1.0  # then SIGTERM, and SIGKILL to what still runs this long after
+DRAIN_MAX_SECONDS = STOP_GRACE_SECONDS
 
 
 @dataclass
@@ -308,13 +309,16 @@ class WorkloadRuntime:
         drain.wait_drained(
             [str(netns_path(rt.plan.netns)) for rt in runtimes], DRAIN_SECONDS, DRAIN_MAX_SECONDS
         )
-        with self.lock:  # those not taken meanwhile (a `netlab delete pod`, the lab's down)
-            runtimes = [rt for rt in runtimes if rt.plan.key in self.pods and not self.stopping]
-        self._stop_containers(runtimes, grace=1.0)  # unlocked: the lab goes on meanwhile
+
+        def still_ours() -> list[PodRuntime]:  # not taken meanwhile (delete pod, the lab's down)
+            return [rt for rt in runtimes if rt.plan.key in self.pods and not self.stopping]
+
         with self.lock:
-            for rt in runtimes:
-                if rt.plan.key in self.pods and not self.stopping:
-                    self._remove(rt)
+            runtimes = still_ours()
+        self._stop_containers(runtimes, STOP_GRACE_SECONDS)  # unlocked: the lab goes on
+        with self.lock:
+            for rt in still_ours():
+                self._remove(rt)
 
     def update_deployment(self, obj: dict) -> dict:
         """Store a changed Deployment (a PATCH, a scale, an undo) once it is known to run

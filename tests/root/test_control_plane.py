@@ -17,7 +17,7 @@ from netlab.client import LabClient
 from netlab.controllers.nodelifecycle import node_ready
 from netlab.journal import Journal
 from netlab.lab import Lab
-from netlab.lab_workloads import DRAIN_MAX_SECONDS, DRAIN_SECONDS
+from netlab.lab_workloads import DRAIN_MAX_SECONDS, DRAIN_SECONDS, STOP_GRACE_SECONDS
 from netlab.paths import socket_path
 from netlab.realize import netns
 from netlab.store import Store
@@ -274,7 +274,7 @@ def test_pods_that_ignore_sigterm_get_one_grace_period_and_the_lab_answers_meanw
         took = time.monotonic() - started
     finally:
         clab.delete_deployment("stubborn")
-    grace = 1.0  # the lab's SIGTERM-to-SIGKILL period for a pod a controller stops
+    grace = STOP_GRACE_SECONDS  # SIGTERM to SIGKILL, for a pod a controller stops
     assert grace <= took < 2 * grace + DRAIN_MAX_SECONDS, took  # one period, not three
     assert max(waits) < grace, sorted(waits)[-3:]  # held a period per pod, it waited more
 
